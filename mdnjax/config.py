@@ -1,0 +1,117 @@
+"""Every setting of a training run, in one frozen dataclass.
+
+``Config`` is what the CLI builds from its flags, what ``fit`` consumes and what a run
+directory stores as ``config.json``. ``None`` fields mean "the task's default" and are filled
+by ``Config.resolve``; ``Config.validate`` raises ``ValueError`` with a one-line message
+for anything out of range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any
+
+from mdnjax import tasks
+
+LAYOUTS = ("packed", "padded")
+BACKENDS = ("jax", "torch", "torch-loop")
+DEFAULT_LR = {"beta": 1e-3, "gamma": 1e-2}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Settings of one run; defaults reproduce the notebook's recipe.
+
+    Attributes:
+        prior: task name, ``"beta"`` or ``"gamma"``.
+        alpha, beta, trials: prior parameters and n (``None``: the task's default).
+        samples: number of simulations.
+        components: K, Gaussians in the mixture.
+        hidden: widths of the ReLU backbone.
+        epochs: full-batch Adam steps.
+        lr: Adam learning rate (``None``: 1e-3 for beta, 1e-2 for gamma, as the notebook).
+        seed: seeds the simulation and the network initialisation.
+        plot_y: observations to plot and report (``None``: the notebook's).
+        layout: ``"packed"`` (fast) or ``"padded"`` (reference) bucket layout.
+        backend: ``"jax"``, ``"torch"`` (vectorized) or ``"torch-loop"`` (the notebook's loop).
+        log_every: epochs between printed losses; also the epochs run per dispatch.
+        torch_threads: threads for the torch backends.
+    """
+
+    prior: str = "beta"
+    alpha: float | None = None
+    beta: float | None = None
+    trials: int = 100
+    samples: int = 1_000_000
+    components: int = 8
+    hidden: tuple[int, ...] = (24, 25, 16)
+    epochs: int = 1000
+    lr: float | None = None
+    seed: int = 0
+    plot_y: tuple[int, ...] | None = None
+    layout: str = "packed"
+    backend: str = "jax"
+    log_every: int = 50
+    torch_threads: int = 1
+
+    def task(self) -> tasks.Task:
+        """The task these settings describe."""
+        return tasks.make_task(self.prior, self.alpha, self.beta, self.trials)
+
+    def resolve(self) -> Config:
+        """A copy with every ``None`` replaced by the task's default."""
+        task = self.task()
+        return dataclasses.replace(
+            self,
+            alpha=task.alpha,
+            beta=task.beta,
+            lr=DEFAULT_LR[self.prior] if self.lr is None else float(self.lr),
+            plot_y=task.default_plot_y() if self.plot_y is None else tuple(int(v) for v in self.plot_y),
+            hidden=tuple(int(h) for h in self.hidden),
+        )
+
+    def validate(self) -> Config:
+        """Checks every field; returns the resolved config or raises ``ValueError``."""
+        if self.prior not in tasks.PRIORS:
+            raise ValueError(f"unknown prior {self.prior!r}: choose one of {', '.join(tasks.PRIORS)}")
+        cfg = self.resolve()
+        task = cfg.task()  # checks alpha, beta, trials
+        if cfg.samples < 2:
+            raise ValueError(f"--samples must be >= 2 to form a bucket, got {cfg.samples}")
+        if cfg.components < 1:
+            raise ValueError(f"--components must be >= 1, got {cfg.components}")
+        if not cfg.hidden or min(cfg.hidden) < 1:
+            raise ValueError(f"--hidden widths must be >= 1, got {cfg.hidden}")
+        if cfg.epochs < 1:
+            raise ValueError(f"--epochs must be >= 1, got {cfg.epochs}")
+        if not (math.isfinite(cfg.lr) and cfg.lr > 0):
+            raise ValueError(f"--lr must be a finite number > 0, got {cfg.lr}")
+        if cfg.log_every < 1:
+            raise ValueError(f"--log-every must be >= 1, got {cfg.log_every}")
+        if cfg.layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {cfg.layout!r}: choose one of {', '.join(LAYOUTS)}")
+        if cfg.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {cfg.backend!r}: choose one of {', '.join(BACKENDS)}")
+        if cfg.torch_threads < 1:
+            raise ValueError(f"--torch-threads must be >= 1, got {cfg.torch_threads}")
+        for y in cfg.plot_y:
+            task.check_y(y)
+        return cfg
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        """Rebuilds a config from ``config.json``; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"config has unknown fields: {', '.join(sorted(unknown))}")
+        data = dict(data)
+        for key in ("hidden", "plot_y"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
+        return cls(**data)

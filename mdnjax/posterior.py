@@ -1,0 +1,163 @@
+"""A trained amortized posterior q(θ | y): densities, samples, moments; save and load.
+
+Example:
+    >>> import mdnjax, jax
+    >>> post = mdnjax.load("runs/beta-example")            # doctest: +SKIP
+    >>> post.log_prob(jax.numpy.linspace(0.1, 0.5, 5), y=30)  # doctest: +SKIP
+    >>> post.mean(30), post.std(30)                          # doctest: +SKIP
+    >>> post.sample(jax.random.key(0), y=30, n=1000)         # doctest: +SKIP
+
+A run directory holds ``config.json`` and ``checkpoint.npz`` (plain arrays, read with
+``allow_pickle=False``: loading never executes code).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mdnjax import mixture, model
+from mdnjax.config import Config
+
+CHECKPOINT = "checkpoint.npz"
+CONFIG = "config.json"
+
+
+class Posterior:
+    """An MDN posterior for one task.
+
+    Args:
+        config: the (resolved) run configuration.
+        params: MDN parameters (pure dict of arrays).
+    """
+
+    def __init__(self, config: Config, params, graphdef=None):
+        self.config = config
+        self.task = config.task()
+        if graphdef is None:
+            graphdef, _ = model.init(jax.random.key(0), config.components, config.hidden)
+        self.graphdef = graphdef
+        self.params = params
+        self._mixture = jax.jit(lambda p, x: model.apply(graphdef, p, x))
+
+    def mixture(self, y):
+        """Mixture parameters (logits, means, log_vars) at observations y.
+
+        Args:
+            y: an int or an array of ints, shape (B,) or ().
+
+        Returns:
+            Three arrays of shape y.shape + (K,).
+        """
+        y_arr = np.asarray(y)
+        for value in y_arr.reshape(-1):
+            self.task.check_y(value)
+        x = jnp.asarray(y_arr.reshape(-1), jnp.float32) / self.task.trials
+        out = self._mixture(self.params, x)
+        return tuple(o.reshape(y_arr.shape + o.shape[-1:]) for o in out)
+
+    def log_prob(self, theta, y: int):
+        """log q(θ | y) for an array θ at one observation y; returns an array shaped like θ."""
+        logits, means, log_vars = self.mixture(int(y))
+        return mixture.log_prob(jnp.asarray(theta, means.dtype), logits, means, log_vars)
+
+    def sample(self, key, y: int, n: int):
+        """``n`` draws from q(θ | y), shape (n,)."""
+        return mixture.sample(key, *self.mixture(int(y)), n)
+
+    def mean(self, y):
+        """Posterior mean at y (int or array)."""
+        return mixture.mean(*self.mixture(y))
+
+    def std(self, y):
+        """Posterior standard deviation at y (int or array)."""
+        return mixture.std(*self.mixture(y))
+
+    def save(self, run_dir) -> None:
+        """Writes ``config.json`` and ``checkpoint.npz`` atomically into ``run_dir``."""
+        save_params(Path(run_dir) / CHECKPOINT, self.params)
+        atomic_write(Path(run_dir) / CONFIG, self.config.to_json().encode())
+
+
+def _flat(params) -> dict[str, np.ndarray]:
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    return {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): np.asarray(v) for path, v in leaves}
+
+
+def atomic_write(path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` through a temporary file, fsync and rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_params(path, params) -> None:
+    """Saves a parameter pytree as a flat ``.npz`` of named arrays, atomically."""
+    buf = io.BytesIO()
+    np.savez(buf, **_flat(params))
+    atomic_write(path, buf.getvalue())
+
+
+def load_params(path, template):
+    """Loads a ``.npz`` written by ``save_params`` into the structure of ``template``.
+
+    Raises:
+        ValueError: the file is missing, truncated, corrupt or does not match the template.
+    """
+    names = _flat(template)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in names}
+    except FileNotFoundError:
+        raise ValueError(f"no checkpoint at {path}") from None
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as err:
+        raise ValueError(f"checkpoint {path} is corrupt or incomplete ({type(err).__name__}: {err})") from None
+    for name, ref in names.items():
+        if arrays[name].shape != ref.shape or not np.all(np.isfinite(arrays[name])):
+            raise ValueError(
+                f"checkpoint {path}: array {name!r} has shape {arrays[name].shape} "
+                f"(expected {ref.shape}) or non-finite values"
+            )
+    leaves, treedef = jax.tree_util.tree_flatten(template)
+    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(arrays[n], ref.dtype) for n, ref in zip(names, leaves)])
+
+
+def load(run_dir) -> Posterior:
+    """Loads the posterior saved in a run directory.
+
+    Args:
+        run_dir: a folder written by ``python -m mdnjax.train`` or ``Posterior.save``.
+
+    Returns:
+        The ``Posterior``.
+
+    Raises:
+        ValueError: the folder, its config or its checkpoint is missing or unreadable.
+    """
+    run_dir = Path(run_dir)
+    try:
+        config = Config.from_dict(json.loads((run_dir / CONFIG).read_text())).validate()
+    except FileNotFoundError:
+        raise ValueError(f"{run_dir} has no {CONFIG}: not a run directory") from None
+    except (json.JSONDecodeError, TypeError) as err:
+        raise ValueError(f"{run_dir / CONFIG} is not a valid config ({err})") from None
+    graphdef, template = model.init(jax.random.key(0), config.components, config.hidden)
+    params = load_params(run_dir / CHECKPOINT, template)
+    return Posterior(config, params, graphdef)

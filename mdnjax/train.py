@@ -1,0 +1,410 @@
+"""Training: the fused step, the epoch loop, and the command line.
+
+    python -m mdnjax.train --prior beta      # or gamma; --help for every flag
+
+The step is a pure function ``step(params, opt_state, data) -> (params, opt_state, loss)``;
+``log_every`` epochs run inside one ``jax.lax.scan`` per dispatch, so XLA reuses its buffers
+and Python is out of the loop. A non-finite loss freezes the parameters at the last finite
+point and stops the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mdnjax import buckets as buckets_lib
+from mdnjax import loss as loss_lib
+from mdnjax import model
+from mdnjax.config import BACKENDS, LAYOUTS, Config
+from mdnjax.posterior import Posterior, atomic_write
+
+
+class Data(NamedTuple):
+    """Device arrays of one bucket layout (see ``buckets.Buckets``)."""
+
+    x: jax.Array  # (num_y,) network inputs y / n
+    theta: jax.Array  # (rows, width)
+    mask: jax.Array  # (rows, width)
+    row_y: jax.Array  # (rows,)
+    weight: jax.Array  # (rows,) weight of each sample of the row: 1 / n_y
+
+
+class Result(NamedTuple):
+    """What ``fit`` returns."""
+
+    posterior: Posterior
+    losses: np.ndarray  # (epochs_run,)
+    timings: dict
+    buckets: buckets_lib.Buckets
+    diverged_at: int | None  # first epoch with a non-finite loss, or None
+
+
+def simulate_and_bucket(config: Config, timings: dict | None = None) -> buckets_lib.Buckets:
+    """Simulates ``config.samples`` pairs and buckets them in the configured layout."""
+    timings = {} if timings is None else timings
+    task = config.task()
+    t0 = time.perf_counter()
+    theta, y = task.simulate(np.random.default_rng(config.seed), config.samples)
+    timings["simulate_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if config.layout == "packed":
+        b = buckets_lib.bucket_packed(theta, y)
+    else:
+        b = buckets_lib.bucket(theta, y)
+    timings["bucket_s"] = time.perf_counter() - t0
+    if b.num_y == 0:
+        raise ValueError(f"no y value has 2 or more of the {config.samples} samples: increase --samples")
+    return b
+
+
+def to_data(b: buckets_lib.Buckets, trials: int, dtype=jnp.float32) -> Data:
+    """Moves a bucket layout to the device, with per-y weights 1 / n_y."""
+    weight = 1.0 / b.counts[b.row_y].astype(np.float64)
+    return Data(
+        x=jnp.asarray(b.y_values / trials, dtype),
+        theta=jnp.asarray(b.theta, dtype),
+        mask=jnp.asarray(b.mask),
+        row_y=jnp.asarray(b.row_y),
+        weight=jnp.asarray(weight, dtype),
+    )
+
+
+def loss_fn(layout: str, graphdef) -> Callable:
+    """``loss(params, data)`` for a layout: the fast rows loss or the padded reference."""
+    if layout == "padded":
+        return lambda params, d: loss_lib.padded_loss(params, graphdef, d.x, d.theta, d.mask)
+    return lambda params, d: loss_lib.rows_loss(params, graphdef, d.x, d.theta, d.mask, d.row_y, d.weight)
+
+
+def make_step(loss: Callable, optimizer: optax.GradientTransformation) -> Callable:
+    """One full-batch Adam step: ``step(params, opt_state, data) -> (params, opt_state, loss)``."""
+
+    def step(params, opt_state, data):
+        value, grads = jax.value_and_grad(loss)(params, data)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    return step
+
+
+def _select(pred, new, old):
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), new, old)
+
+
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)]))
+
+
+def make_run_epochs(step: Callable) -> Callable:
+    """``run(state, data, num) -> (state, losses)``: ``num`` epochs in one ``lax.scan``.
+
+    ``state`` is ``(params, opt_state, last_finite_params, ok)``. Once a loss or gradient is not
+    finite, ``ok`` turns False and the parameters stop moving; ``last_finite_params`` are the
+    last ones whose loss was finite.
+    """
+
+    @functools.partial(jax.jit, static_argnums=2, donate_argnums=0)
+    def run(state, data, num):
+        def body(carry, _):
+            params, opt_state, good, ok = carry
+            new_params, new_opt_state, value = step(params, opt_state, data)
+            finite = ok & jnp.isfinite(value)
+            good = _select(finite, params, good)
+            finite &= _all_finite(new_params)
+            return (_select(finite, new_params, params), _select(finite, new_opt_state, opt_state), good, finite), value
+
+        return jax.lax.scan(body, state, None, length=num)
+
+    return run
+
+
+def _progress(epoch: int, total: int, loss: float, ms: float) -> None:
+    if not sys.stderr.isatty():
+        return
+    width = 30
+    done = int(width * epoch / total)
+    sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {epoch}/{total}  loss {loss:.4f}  {ms:.2f} ms/epoch ")
+    if epoch == total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def fit(config: Config, *, verbose: bool = True, buckets: buckets_lib.Buckets | None = None) -> Result:
+    """Simulates, buckets and trains an MDN posterior for ``config``.
+
+    Args:
+        config: run settings (validated here).
+        verbose: print the loss every ``log_every`` epochs and a progress bar on a terminal.
+        buckets: reuse an existing layout instead of simulating.
+
+    Returns:
+        ``Result`` with the trained ``Posterior``, the loss per epoch and timings.
+
+    Example:
+        >>> result = fit(Config(prior="beta", samples=20_000, epochs=200), verbose=False)
+        >>> float(result.posterior.mean(30)) > 0
+        True
+    """
+    config = config.validate()
+    if config.backend != "jax":
+        from mdnjax import torch_ref
+
+        return torch_ref.fit(config, verbose=verbose, buckets=buckets)
+    timings: dict = {}
+    b = buckets if buckets is not None else simulate_and_bucket(config, timings)
+    data = to_data(b, config.trials)
+    key = jax.random.key(config.seed)
+    graphdef, params = model.init(key, config.components, config.hidden)
+    optimizer = optax.adam(config.lr)
+    run = make_run_epochs(make_step(loss_fn(config.layout, graphdef), optimizer))
+    state = (params, optimizer.init(params), jax.tree_util.tree_map(jnp.copy, params), jnp.array(True))
+
+    chunk = min(config.log_every, config.epochs)
+    t0 = time.perf_counter()
+    compiled = {chunk: run.lower(state, data, chunk).compile()}
+    timings["compile_s"] = time.perf_counter() - t0
+
+    losses, diverged_at, epoch, train_s = [], None, 0, 0.0
+    while epoch < config.epochs:
+        num = min(chunk, config.epochs - epoch)
+        if num not in compiled:
+            t0 = time.perf_counter()
+            compiled[num] = run.lower(state, data, num).compile()
+            timings["compile_s"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        state, chunk_losses = compiled[num](state, data)
+        chunk_losses = np.asarray(chunk_losses)
+        train_s += time.perf_counter() - t0
+        losses.append(chunk_losses)
+        bad = np.flatnonzero(~np.isfinite(chunk_losses))
+        if verbose:
+            print(f"[epoch {epoch:5d}] loss = {chunk_losses[0]:.4f}", flush=True)
+            _progress(epoch + num, config.epochs, float(chunk_losses[-1]), 1e3 * train_s / (epoch + num))
+        if bad.size or not bool(state[3]):
+            diverged_at = epoch + int(bad[0]) if bad.size else epoch + num
+            break
+        epoch += num
+    losses = np.concatenate(losses)
+    epochs_run = losses.size
+    timings["train_s"] = train_s
+    timings["epochs_per_s"] = epochs_run / train_s if train_s > 0 else float("nan")
+    timings["ms_per_epoch"] = 1e3 * train_s / epochs_run
+    final = state[2] if diverged_at is not None else state[0]
+    if verbose and diverged_at is None:
+        print(f"[epoch {epochs_run - 1:5d}] loss = {losses[-1]:.4f}", flush=True)
+    return Result(Posterior(config, final, graphdef), losses, timings, b, diverged_at)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, no usage dump
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _number(kind):
+    def parse(text: str):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if kind is int:
+            if not math.isfinite(value) or value != int(value):
+                raise argparse.ArgumentTypeError(f"not an integer: {text!r}")
+            return int(value)
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m mdnjax.train", description="Train an MDN posterior for a conjugate model.")
+    p.add_argument("--prior", default="beta", help="task: beta or gamma (default beta)")
+    p.add_argument("--alpha", type=_number(float), help="prior α (default 2)")
+    p.add_argument("--beta", type=_number(float), help="prior β (default 5 for beta, rate 3 for gamma)")
+    p.add_argument("--trials", type=_number(int), default=100, help="n: Binomial trials / Poisson exposure")
+    p.add_argument("--samples", type=_number(int), default=1_000_000, help="simulations (1e6; 1e7 accepted)")
+    p.add_argument("--components", type=_number(int), default=8, help="K, Gaussians in the mixture")
+    p.add_argument("--hidden", type=_number(int), nargs="+", default=[24, 25, 16], help="backbone widths")
+    p.add_argument("--epochs", type=_number(int), default=1000)
+    p.add_argument("--lr", type=_number(float), help="Adam learning rate (1e-3 beta, 1e-2 gamma)")
+    p.add_argument("--seed", type=_number(int), default=0)
+    p.add_argument("--plot-y", type=_number(int), nargs="+", help="observations to plot and report")
+    p.add_argument("--layout", default="packed", help=f"bucket layout: {' or '.join(LAYOUTS)}")
+    p.add_argument("--backend", default="jax", help=f"training path: {', '.join(BACKENDS)}")
+    p.add_argument("--torch-threads", type=_number(int), default=1, help="threads for torch backends")
+    p.add_argument("--log-every", type=_number(int), default=50, help="epochs between printed losses")
+    p.add_argument("--out", help="output folder (default: runs/PRIOR-TIMESTAMP)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    return Config(
+        prior=args.prior,
+        alpha=args.alpha,
+        beta=args.beta,
+        trials=args.trials,
+        samples=args.samples,
+        components=args.components,
+        hidden=tuple(args.hidden),
+        epochs=args.epochs,
+        lr=args.lr,
+        seed=args.seed,
+        plot_y=None if args.plot_y is None else tuple(args.plot_y),
+        layout=args.layout,
+        backend=args.backend,
+        torch_threads=args.torch_threads,
+        log_every=args.log_every,
+    )
+
+
+def prepare_out(out: str | None, prior: str) -> Path:
+    """Creates the output folder; refuses a file, a non-empty folder or an unwritable place."""
+    if out is None:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = Path("runs") / f"{prior}-{stamp}"
+        n = 1
+        while path.exists():
+            path = Path("runs") / f"{prior}-{stamp}-{n}"
+            n += 1
+    else:
+        path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {path} is a file, not a folder")
+    if path.is_dir() and any(path.iterdir()):
+        raise ValueError(f"--out {path} exists and is not empty: choose a new folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"cannot write to --out {path}: {err.strerror or err}") from None
+    return path
+
+
+def write_outputs(result: Result, out: Path, plots: bool = True) -> dict:
+    """Writes checkpoint, config, metrics and figures of a run into ``out``."""
+    from mdnjax import metrics
+    from mdnjax import plots as plots_lib
+
+    post = result.posterior
+    post.save(out)
+    b = result.buckets
+    t0 = time.perf_counter()
+    plotted = metrics.evaluate(post, post.config.plot_y)
+    dense = metrics.evaluate(post, b.y_values[b.counts >= 100])
+    payload = {
+        "status": "diverged" if result.diverged_at is not None else "ok",
+        "diverged_at_epoch": result.diverged_at,
+        "loss": [float(v) for v in result.losses],
+        "final_loss": float(result.losses[-1]),
+        "timings": {k: float(v) for k, v in result.timings.items()},
+        "layout": {
+            "rows": int(b.theta.shape[0]),
+            "width": int(b.theta.shape[1]),
+            "num_y": b.num_y,
+            "samples": b.num_samples,
+            "slots_per_sample": buckets_lib.layout_ratio(b),
+        },
+        "plotted": plotted,
+        "plotted_summary": metrics.summarize(plotted),
+        "per_y": dense,
+        "per_y_summary": metrics.summarize(dense),
+        "device": str(jax.devices()[0]),
+    }
+    if plots:
+        plots_lib.posterior_grid(post, post.config.plot_y, out / "posterior.png")
+        plots_lib.loss_curve(
+            result.losses, out / "loss.png", title=f"{post.config.prior}: loss per epoch (K={post.config.components})"
+        )
+    payload["timings"]["report_s"] = time.perf_counter() - t0
+    atomic_write(out / "metrics.json", json.dumps(payload, indent=2).encode())
+    return payload
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = [f"{'y':>5} {'KL(exact||MDN)':>15} {'exact mean':>11} {'MDN mean':>9} {'exact sd':>9} {'MDN sd':>9}"]
+    for r in rows:
+        lines.append(
+            f"{r['y']:>5} {r['kl']:>15.5f} {r['exact_mean']:>11.5f} {r['mdn_mean']:>9.5f} "
+            f"{r['exact_sd']:>9.5f} {r['mdn_sd']:>9.5f}"
+        )
+    kls = [r["kl"] for r in rows]
+    lines.append(f"mean KL over plotted y: {np.mean(kls):.5f} nats")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    t_start = time.perf_counter()
+    args = build_parser().parse_args(argv)
+    prog = "mdnjax.train"
+    try:
+        config = config_from_args(args).validate()
+        out = prepare_out(args.out, config.prior)
+    except ValueError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    print(
+        f"mdnjax: prior={config.prior} samples={config.samples:,} K={config.components} "
+        f"epochs={config.epochs} lr={config.lr} backend={config.backend} layout={config.layout} "
+        f"device={jax.devices()[0].platform} -> {out}",
+        flush=True,
+    )
+    try:
+        result = fit(config)
+    except ValueError as err:  # e.g. too few samples to form a bucket
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    except ImportError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    payload = write_outputs(result, out, plots=not args.no_plots)
+    t = result.timings
+    print(format_table(payload["plotted"]))
+    dense = payload["per_y_summary"]
+    if dense:
+        print(
+            f"mean KL over the {dense['count']} y with >= 100 samples: {dense['kl_mean']:.5f} "
+            f"(worst {dense['kl_max']:.4f} at y={dense['kl_max_y']})"
+        )
+    wall = time.perf_counter() - t_start
+    payload["timings"]["wall_s"] = wall
+    atomic_write(out / "metrics.json", json.dumps(payload, indent=2).encode())
+    print(
+        f"simulate {t.get('simulate_s', 0):.2f} s, bucket {t.get('bucket_s', 0):.2f} s, "
+        f"compile {t.get('compile_s', 0):.2f} s, train {t['train_s']:.2f} s "
+        f"({t['ms_per_epoch']:.2f} ms/epoch), wall {wall:.1f} s"
+    )
+    print(
+        f"saved to {out}/ (config.json, checkpoint.npz, metrics.json"
+        f"{', posterior.png, loss.png' if not args.no_plots else ''})"
+    )
+    if result.diverged_at is not None:
+        print(
+            f"{prog}: error: loss became non-finite at epoch {result.diverged_at}; "
+            f"the checkpoint holds the last finite parameters",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+import chex
+import numpy as np
+import pytest
+
+from mdnjax import buckets, tasks
+
+
+def _data(name="beta", n=50_000, seed=0):
+    return tasks.make_task(name).simulate(np.random.default_rng(seed), n)
+
+
+@pytest.mark.parametrize("layout", ["padded", "packed"])
+@pytest.mark.parametrize("name", ["beta", "gamma"])
+def test_every_sample_lands_in_exactly_one_bucket(layout, name):
+    theta, y = _data(name)
+    b = buckets.bucket(theta, y) if layout == "padded" else buckets.bucket_packed(theta, y)
+    rows, width = b.theta.shape
+    chex.assert_shape([b.theta, b.mask], (rows, width))
+    chex.assert_shape(b.row_y, (rows,))
+    chex.assert_shape([b.y_values, b.counts], (b.num_y,))
+    assert b.theta.dtype == np.float32 and b.mask.dtype == bool
+
+    values, counts = np.unique(y, return_counts=True)
+    kept = counts >= 2
+    np.testing.assert_array_equal(b.y_values, values[kept])
+    np.testing.assert_array_equal(b.counts, counts[kept])
+    for j, yv in enumerate(b.y_values):
+        rows_j = b.row_y == j
+        got = np.sort(b.theta[rows_j][b.mask[rows_j]])
+        np.testing.assert_array_equal(got, np.sort(theta[y == yv]))
+    assert b.mask.sum() == counts[kept].sum()
+    # rows of one y are contiguous and y increases
+    assert np.all(np.diff(b.row_y) >= 0)
+
+
+def test_singletons_are_left_out_and_padding_is_in_range():
+    theta = np.array([0.1, 0.2, 0.3, 0.9, 0.5, 0.6, 0.7], np.float32)
+    y = np.array([1, 1, 1, 7, 2, 2, 2], np.int32)
+    b = buckets.bucket(theta, y)
+    assert b.y_values.tolist() == [1, 2]
+    assert b.theta.shape == (2, 3)
+    p = buckets.bucket(theta, y, width=2)
+    assert p.theta.shape == (4, 2) and p.row_y.tolist() == [0, 0, 1, 1]
+    pad = p.theta[~p.mask]
+    assert np.all((pad > 0) & (pad < 1))
+
+
+def test_too_few_samples_give_an_empty_layout():
+    b = buckets.bucket(np.array([0.1, 0.2], np.float32), np.array([0, 1]))
+    assert b.num_y == 0
+
+
+@pytest.mark.parametrize("name", ["beta", "gamma"])
+def test_packed_layout_is_within_ten_percent_of_n(name):
+    theta, y = _data(name, n=1_000_000)
+    padded = buckets.bucket(theta, y)
+    packed = buckets.bucket_packed(theta, y)
+    assert buckets.layout_ratio(packed) <= 1.1
+    assert buckets.layout_ratio(padded) > 2.0  # why the packed layout exists
