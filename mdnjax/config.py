@@ -20,6 +20,10 @@ BACKENDS = ("jax", "torch", "torch-loop")
 DEFAULT_LR = {"beta": 1e-3, "gamma": 1e-2}
 
 
+class ConfigError(ValueError):
+    """A setting or an input that cannot be used; its message is one line for the user."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Settings of one run; defaults reproduce the notebook's recipe.
@@ -73,29 +77,37 @@ class Config:
         )
 
     def validate(self) -> Config:
-        """Checks every field; returns the resolved config or raises ``ValueError``."""
+        """Checks every field; returns the resolved config or raises ``ConfigError``."""
+        try:
+            return self._validate()
+        except ConfigError:
+            raise
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+
+    def _validate(self) -> Config:
         if self.prior not in tasks.PRIORS:
-            raise ValueError(f"unknown prior {self.prior!r}: choose one of {', '.join(tasks.PRIORS)}")
+            raise ConfigError(f"unknown prior {self.prior!r}: choose one of {', '.join(tasks.PRIORS)}")
         cfg = self.resolve()
         task = cfg.task()  # checks alpha, beta, trials
         if cfg.samples < 2:
-            raise ValueError(f"--samples must be >= 2 to form a bucket, got {cfg.samples}")
+            raise ConfigError(f"--samples must be >= 2 to form a bucket, got {cfg.samples}")
         if cfg.components < 1:
-            raise ValueError(f"--components must be >= 1, got {cfg.components}")
+            raise ConfigError(f"--components must be >= 1, got {cfg.components}")
         if not cfg.hidden or min(cfg.hidden) < 1:
-            raise ValueError(f"--hidden widths must be >= 1, got {cfg.hidden}")
+            raise ConfigError(f"--hidden widths must be >= 1, got {cfg.hidden}")
         if cfg.epochs < 1:
-            raise ValueError(f"--epochs must be >= 1, got {cfg.epochs}")
+            raise ConfigError(f"--epochs must be >= 1, got {cfg.epochs}")
         if not (math.isfinite(cfg.lr) and cfg.lr > 0):
-            raise ValueError(f"--lr must be a finite number > 0, got {cfg.lr}")
+            raise ConfigError(f"--lr must be a finite number > 0, got {cfg.lr}")
         if cfg.log_every < 1:
-            raise ValueError(f"--log-every must be >= 1, got {cfg.log_every}")
+            raise ConfigError(f"--log-every must be >= 1, got {cfg.log_every}")
         if cfg.layout not in LAYOUTS:
-            raise ValueError(f"unknown layout {cfg.layout!r}: choose one of {', '.join(LAYOUTS)}")
+            raise ConfigError(f"unknown layout {cfg.layout!r}: choose one of {', '.join(LAYOUTS)}")
         if cfg.backend not in BACKENDS:
-            raise ValueError(f"unknown backend {cfg.backend!r}: choose one of {', '.join(BACKENDS)}")
+            raise ConfigError(f"unknown backend {cfg.backend!r}: choose one of {', '.join(BACKENDS)}")
         if cfg.torch_threads < 1:
-            raise ValueError(f"--torch-threads must be >= 1, got {cfg.torch_threads}")
+            raise ConfigError(f"--torch-threads must be >= 1, got {cfg.torch_threads}")
         for y in cfg.plot_y:
             task.check_y(y)
         return cfg

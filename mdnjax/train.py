@@ -29,7 +29,7 @@ import optax
 from mdnjax import buckets as buckets_lib
 from mdnjax import loss as loss_lib
 from mdnjax import model
-from mdnjax.config import BACKENDS, LAYOUTS, Config
+from mdnjax.config import BACKENDS, LAYOUTS, Config, ConfigError
 from mdnjax.posterior import Posterior, atomic_write
 
 
@@ -67,7 +67,7 @@ def simulate_and_bucket(config: Config, timings: dict | None = None) -> buckets_
         b = buckets_lib.bucket(theta, y)
     timings["bucket_s"] = time.perf_counter() - t0
     if b.num_y == 0:
-        raise ValueError(f"no y value has 2 or more of the {config.samples} samples: increase --samples")
+        raise ConfigError(f"no y value has 2 or more of the {config.samples} samples: increase --samples")
     return b
 
 
@@ -286,16 +286,16 @@ def prepare_out(out: str | None, prior: str) -> Path:
     else:
         path = Path(out)
     if path.exists() and not path.is_dir():
-        raise ValueError(f"--out {path} is a file, not a folder")
+        raise ConfigError(f"--out {path} is a file, not a folder")
     if path.is_dir() and any(path.iterdir()):
-        raise ValueError(f"--out {path} exists and is not empty: choose a new folder")
+        raise ConfigError(f"--out {path} exists and is not empty: choose a new folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write-test"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
-        raise ValueError(f"cannot write to --out {path}: {err.strerror or err}") from None
+        raise ConfigError(f"cannot write to --out {path}: {err.strerror or err}") from None
     return path
 
 
@@ -358,7 +358,7 @@ def main(argv=None) -> int:
     try:
         config = config_from_args(args).validate()
         out = prepare_out(args.out, config.prior)
-    except ValueError as err:
+    except ConfigError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     print(
@@ -369,10 +369,7 @@ def main(argv=None) -> int:
     )
     try:
         result = fit(config)
-    except ValueError as err:  # e.g. too few samples to form a bucket
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
-    except ImportError as err:
+    except ConfigError as err:  # e.g. too few samples to form a bucket, torch missing
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     payload = write_outputs(result, out, plots=not args.no_plots)

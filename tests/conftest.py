@@ -1,4 +1,6 @@
-"""Strict numerics for every test: no silent dtype or rank promotion, CPU, float32 unless asked."""
+"""Strict numerics for every test: no silent rank promotion, CPU, float32 unless asked.
+
+(Strict dtype promotion is not switched on: optax mixes Python floats with int32 step counts.)"""
 
 import os
 
@@ -7,7 +9,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
