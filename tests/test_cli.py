@@ -101,3 +101,16 @@ def test_divergence_exits_non_zero_and_keeps_a_finite_checkpoint(tmp_path, capsy
     post = mdnjax.load(out)
     assert np.isfinite(float(post.mean(30)))
     assert json.loads((out / "metrics.json").read_text())["status"] == "diverged"
+
+
+@pytest.mark.parametrize("backend", ["torch", "torch-loop"])
+def test_torch_backends_write_the_same_outputs(backend, tmp_path, capsys):
+    pytest.importorskip("torch")
+    out = tmp_path / backend
+    code = train.main(["--prior", "beta", *SMALL, "--backend", backend, "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    for name in ["config.json", "checkpoint.npz", "metrics.json", "posterior.png", "loss.png"]:
+        assert (out / name).stat().st_size > 0, name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["loss"]) == 20 and metrics["loss"][-1] < metrics["loss"][0]
+    assert mdnjax.load(out).config.backend == backend
