@@ -20,7 +20,8 @@ import optax
 import torch
 
 from mdnjax import buckets, model, tasks, torch_ref
-from mdnjax.train import loss_fn, make_step, to_data
+from mdnjax.loss import to_data
+from mdnjax.train import loss_fn, make_step
 
 OUT = Path(__file__).parent / "results"
 

@@ -19,8 +19,11 @@ changes neither the loss nor its gradient.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mdnjax import mixture, model
 
@@ -58,17 +61,73 @@ def padded_loss(params, graphdef, x, theta, mask):
     return jnp.sum(jax.vmap(bucket_nll)(theta, mask, logits, means, log_vars))
 
 
-def _rows_stats(logits, means, log_vars, theta, mask, weight):
-    """Loss and its gradient with respect to per-row mixture parameters.
+class Data(NamedTuple):
+    """Device arrays of a bucket layout, rows grouped in blocks for cache-sized tiles.
+
+    Rows are padded to ``blocks × block_rows`` with empty rows (mask False, weight 0).
+    """
+
+    x: jax.Array  # (num_y,) network inputs y / n
+    theta: jax.Array  # (blocks, block_rows, width)
+    mask: jax.Array  # (blocks, block_rows, width)
+    row_y: jax.Array  # (blocks, block_rows) index of each row's y in x
+    weight: jax.Array  # (blocks, block_rows) weight of each sample of the row: 1 / n_y
+
+
+BLOCK = 65_536  # samples per tile: about 2 MiB of (width, K) float32 temporaries, cache-resident
+
+
+def to_data(b, trials: int, dtype=jnp.float32, block: int | None = BLOCK) -> Data:
+    """Moves a ``buckets.Buckets`` layout to the device, with per-y weights 1 / n_y.
+
+    Args:
+        b: the bucket layout.
+        trials: n, to form the inputs x = y / n.
+        dtype: float dtype of θ, x and the weights.
+        block: samples per tile; rows are grouped into ``ceil(rows·width / block)`` blocks
+            (``None``: a single block, as the padded reference expects).
+
+    Returns:
+        ``Data`` with a leading block axis.
+    """
+    rows, width = b.theta.shape
+    blocks = 1 if block is None else max(1, -(-rows * width // block))
+    block_rows = -(-rows // blocks)
+    extra = blocks * block_rows - rows
+    theta = np.pad(b.theta, ((0, extra), (0, 0)))
+    mask = np.pad(b.mask, ((0, extra), (0, 0)))
+    row_y = np.pad(b.row_y, (0, extra))
+    weight = np.pad(1.0 / b.counts[b.row_y].astype(np.float64), (0, extra))
+    shape = (blocks, block_rows)
+    return Data(
+        x=jnp.asarray(b.y_values / trials, dtype),
+        theta=jnp.asarray(theta.reshape(shape + (width,)), dtype),
+        mask=jnp.asarray(mask.reshape(shape + (width,))),
+        row_y=jnp.asarray(row_y.reshape(shape)),
+        weight=jnp.asarray(weight.reshape(shape), dtype),
+    )
+
+
+def _mixture_stats(logits, means, log_vars, theta, mask, weight, per_sample_max: bool):
+    """Loss and its gradient with respect to per-row mixture parameters, in one pass.
+
+    With π = softmax(logits), p_k = exp(−log_vars_k), d = θ − μ_k, q = d² p_k and
+    responsibilities r_k = π_k N_k / Σ_j π_j N_j, each weighted sample contributes
+    ∂/∂logits_k = π_k − r_k,  ∂/∂μ_k = −r_k d p_k,  ∂/∂log_vars_k = (r_k − r_k q) / 2
+    to the gradient of −log p(θ).
 
     Args:
         logits, means, log_vars: (rows, K).
         theta, mask: (rows, width).
         weight: (rows,) weight of each sample in the row.
+        per_sample_max: shift the logsumexp by the max over components for each sample
+            (always safe); otherwise by the max of the constant part for each row, which saves a
+            pass but can underflow when a sample lies far (> ~13 σ) from every component.
 
     Returns:
         loss: scalar.
         grads: (g_logits, g_means, g_log_vars), each (rows, K).
+        underflow: whether some real sample's mixture density underflowed (row shift only).
     """
     theta = jnp.where(mask, theta, 0.0)  # padding can hold any finite value: never let it reach exp
     log_w = jax.nn.log_softmax(logits, axis=-1)  # (rows, K)
@@ -77,65 +136,74 @@ def _rows_stats(logits, means, log_vars, theta, mask, weight):
     d = theta[:, :, None] - means[:, None, :]  # (rows, width, K)
     q = d * d * prec[:, None, :]  # (rows, width, K)
     a = const[:, None, :] - 0.5 * q  # (rows, width, K)
-    m = jnp.max(a, axis=-1, keepdims=True)  # (rows, width, 1)
-    e = jnp.exp(a - m)  # (rows, width, K)
-    s = jnp.sum(e, axis=-1, keepdims=True)  # (rows, width, 1)
-    ll = (m + jnp.log(s))[..., 0]  # (rows, width)
+    if per_sample_max:
+        shift = jnp.max(a, axis=-1)  # (rows, width)
+    else:
+        shift = jnp.broadcast_to(jnp.max(const, axis=-1)[:, None], theta.shape)  # (rows, width)
+    e = jnp.exp(a - shift[:, :, None])  # (rows, width, K)
+    s = jnp.sum(e, axis=-1)  # (rows, width)
+    underflow = jnp.any(mask & (s < 1e-30))
     w = jnp.where(mask, weight[:, None], 0.0)  # (rows, width)
-    loss = -jnp.sum(w * jnp.where(mask, ll, 0.0))
-    wr = e * (w[..., None] / s)  # (rows, width, K): weighted responsibilities
+    ll = jnp.where(mask, shift + jnp.log(s), 0.0)  # (rows, width)
+    loss = -jnp.sum(w * ll)
+    wr = e * jnp.where(mask, w / s, 0.0)[:, :, None]  # (rows, width, K) weighted responsibilities
     r0 = jnp.sum(wr, axis=1)  # (rows, K)
     r1 = jnp.sum(wr * d, axis=1)  # (rows, K)
     r2 = jnp.sum(wr * q, axis=1)  # (rows, K)
     total = jnp.sum(w, axis=1)  # (rows,)
-    g_logits = jnp.exp(log_w) * total[:, None] - r0
-    g_means = -prec * r1
-    g_log_vars = 0.5 * (r0 - r2)
-    return loss, (g_logits, g_means, g_log_vars)
+    grads = (jnp.exp(log_w) * total[:, None] - r0, -prec * r1, 0.5 * (r0 - r2))
+    return loss, grads, underflow
+
+
+def _block_stats(logits, means, log_vars, theta, mask, weight):
+    """``_mixture_stats`` with the cheap row shift, redone safely if it underflowed."""
+    loss, grads, underflow = _mixture_stats(logits, means, log_vars, theta, mask, weight, False)
+    return jax.lax.cond(
+        underflow,
+        lambda: _mixture_stats(logits, means, log_vars, theta, mask, weight, True)[:2],
+        lambda: (loss, grads),
+    )
+
+
+def _tiled_stats(logits, means, log_vars, theta, mask, weight):
+    """Loss and gradients over (blocks, block_rows, ...) arrays, one cache-sized block at a time."""
+    losses, grads = jax.lax.map(lambda args: _block_stats(*args), (logits, means, log_vars, theta, mask, weight))
+    return jnp.sum(losses), grads
 
 
 @jax.custom_vjp
 def rows_nll(logits, means, log_vars, theta, mask, weight):
-    """−Σ_rows weight · Σ_width mask · log p(θ) with per-row mixtures (rows, K).
+    """−Σ_rows weight · Σ_width mask · log p(θ), per-row mixtures of shape (blocks, block_rows, K).
 
     Differentiable in ``logits``, ``means`` and ``log_vars`` through a hand-written VJP.
     """
-    return _rows_stats(logits, means, log_vars, theta, mask, weight)[0]
+    return _tiled_stats(logits, means, log_vars, theta, mask, weight)[0]
 
 
 def _rows_nll_fwd(logits, means, log_vars, theta, mask, weight):
-    loss, grads = _rows_stats(logits, means, log_vars, theta, mask, weight)
+    loss, grads = _tiled_stats(logits, means, log_vars, theta, mask, weight)
     return loss, (grads, theta, mask, weight)
 
 
 def _rows_nll_bwd(residuals, g):
     (g_logits, g_means, g_log_vars), theta, mask, weight = residuals
-    return (
-        g * g_logits,
-        g * g_means,
-        g * g_log_vars,
-        jnp.zeros_like(theta),
-        None,
-        jnp.zeros_like(weight),
-    )
+    return (g * g_logits, g * g_means, g * g_log_vars, jnp.zeros_like(theta), None, jnp.zeros_like(weight))
 
 
 rows_nll.defvjp(_rows_nll_fwd, _rows_nll_bwd)
 
 
-def rows_loss(params, graphdef, x, theta, mask, row_y, weight):
+def rows_loss(params, graphdef, data: Data):
     """The objective on any row layout (packed or padded), with the fast hand-written gradient.
 
     Args:
         params: MDN parameters.
         graphdef: MDN graph definition.
-        x: (num_y,) network inputs y / n.
-        theta, mask: (rows, width) samples and mask.
-        row_y: (rows,) index of each row's y in ``x``.
-        weight: (rows,) weight of each sample of a row (1/n_y for the per-y objective).
+        data: the layout on the device (``to_data``).
 
     Returns:
         Scalar loss.
     """
-    logits, means, log_vars = model.apply(graphdef, params, x)  # (num_y, K)
-    return rows_nll(logits[row_y], means[row_y], log_vars[row_y], theta, mask, weight)
+    logits, means, log_vars = model.apply(graphdef, params, data.x)  # (num_y, K)
+    r = data.row_y  # (blocks, block_rows)
+    return rows_nll(logits[r], means[r], log_vars[r], data.theta, data.mask, data.weight)

@@ -28,19 +28,10 @@ import optax
 
 from mdnjax import buckets as buckets_lib
 from mdnjax import loss as loss_lib
-from mdnjax import model
+from mdnjax import model, xla
 from mdnjax.config import BACKENDS, LAYOUTS, Config, ConfigError
+from mdnjax.loss import Data, to_data  # noqa: F401  (re-exported)
 from mdnjax.posterior import Posterior, atomic_write
-
-
-class Data(NamedTuple):
-    """Device arrays of one bucket layout (see ``buckets.Buckets``)."""
-
-    x: jax.Array  # (num_y,) network inputs y / n
-    theta: jax.Array  # (rows, width)
-    mask: jax.Array  # (rows, width)
-    row_y: jax.Array  # (rows,)
-    weight: jax.Array  # (rows,) weight of each sample of the row: 1 / n_y
 
 
 class Result(NamedTuple):
@@ -71,23 +62,16 @@ def simulate_and_bucket(config: Config, timings: dict | None = None) -> buckets_
     return b
 
 
-def to_data(b: buckets_lib.Buckets, trials: int, dtype=jnp.float32) -> Data:
-    """Moves a bucket layout to the device, with per-y weights 1 / n_y."""
-    weight = 1.0 / b.counts[b.row_y].astype(np.float64)
-    return Data(
-        x=jnp.asarray(b.y_values / trials, dtype),
-        theta=jnp.asarray(b.theta, dtype),
-        mask=jnp.asarray(b.mask),
-        row_y=jnp.asarray(b.row_y),
-        weight=jnp.asarray(weight, dtype),
-    )
-
-
 def loss_fn(layout: str, graphdef) -> Callable:
     """``loss(params, data)`` for a layout: the fast rows loss or the padded reference."""
     if layout == "padded":
-        return lambda params, d: loss_lib.padded_loss(params, graphdef, d.x, d.theta, d.mask)
-    return lambda params, d: loss_lib.rows_loss(params, graphdef, d.x, d.theta, d.mask, d.row_y, d.weight)
+
+        def padded(params, d):
+            rows = lambda a: a.reshape(-1, a.shape[-1])[: d.x.shape[0]]  # noqa: E731  one row per y
+            return loss_lib.padded_loss(params, graphdef, d.x, rows(d.theta), rows(d.mask))
+
+        return padded
+    return lambda params, d: loss_lib.rows_loss(params, graphdef, d)
 
 
 def make_step(loss: Callable, optimizer: optax.GradientTransformation) -> Callable:
@@ -166,7 +150,7 @@ def fit(config: Config, *, verbose: bool = True, buckets: buckets_lib.Buckets | 
         return torch_ref.fit(config, verbose=verbose, buckets=buckets)
     timings: dict = {}
     b = buckets if buckets is not None else simulate_and_bucket(config, timings)
-    data = to_data(b, config.trials)
+    data = to_data(b, config.trials, block=None if config.layout == "padded" else loss_lib.BLOCK)
     key = jax.random.key(config.seed)
     graphdef, params = model.init(key, config.components, config.hidden)
     optimizer = optax.adam(config.lr)
@@ -353,6 +337,7 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     t_start = time.perf_counter()
+    xla.configure_cpu()  # before the first JAX computation
     args = build_parser().parse_args(argv)
     prog = "mdnjax.train"
     try:

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from mdnjax import buckets, loss, model, tasks
-from mdnjax.train import to_data
+from mdnjax import buckets, loss, mixture, model, tasks
+from mdnjax.loss import to_data
+from mdnjax.train import loss_fn
 
 
 def _setup(name="beta", n=3000, k=8, seed=0, width=None):
@@ -38,9 +39,9 @@ def numpy_loss(params_np, graphdef, theta, y, trials):
 def test_both_losses_equal_float64_reference(name, k):
     task, theta, y, b, graphdef, params = _setup(name, k=k)
     expected = numpy_loss(params, graphdef, theta, y, task.trials)
-    d = to_data(b, task.trials)
-    padded = loss.padded_loss(params, graphdef, d.x, d.theta, d.mask)
-    rows = loss.rows_loss(params, graphdef, d.x, d.theta, d.mask, d.row_y, d.weight)
+    d = to_data(b, task.trials, block=None)
+    padded = loss.padded_loss(params, graphdef, d.x, d.theta[0], d.mask[0])
+    rows = loss.rows_loss(params, graphdef, to_data(b, task.trials, block=4096))
     chex.assert_shape([padded, rows], ())
     np.testing.assert_allclose(float(padded), expected, rtol=1e-5)
     np.testing.assert_allclose(float(rows), expected, rtol=1e-5)
@@ -50,11 +51,11 @@ def test_both_losses_equal_float64_reference(name, k):
 @pytest.mark.parametrize("k", [1, 8])
 def test_packed_gradient_equals_padded_autodiff(name, k):
     task, theta, y, b, graphdef, params = _setup(name, k=k, n=20_000)
-    padded = to_data(b, task.trials)
-    packed = to_data(buckets.bucket_packed(theta, y), task.trials)
-    assert packed.theta.shape[1] < padded.theta.shape[1]
-    ref, g_ref = jax.value_and_grad(loss.padded_loss)(params, graphdef, padded.x, padded.theta, padded.mask)
-    val, g = jax.value_and_grad(loss.rows_loss)(params, graphdef, *packed)
+    padded = to_data(b, task.trials, block=None)
+    packed = to_data(buckets.bucket_packed(theta, y), task.trials, block=8192)
+    assert packed.theta.shape[0] > 1 and packed.theta.shape[2] < padded.theta.shape[2]  # several tiles, narrow rows
+    ref, g_ref = jax.value_and_grad(loss.padded_loss)(params, graphdef, padded.x, padded.theta[0], padded.mask[0])
+    val, g = jax.value_and_grad(loss.rows_loss)(params, graphdef, packed)
     np.testing.assert_allclose(val, ref, rtol=1e-5)
     chex.assert_trees_all_close(g, g_ref, rtol=1e-5, atol=1e-6)
 
@@ -62,23 +63,19 @@ def test_packed_gradient_equals_padded_autodiff(name, k):
 def test_custom_gradient_equals_autodiff_in_float64(x64):
     task, theta, y, b, graphdef, params = _setup("gamma", width=16)
     params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), params)
-    d = to_data(b, task.trials, jnp.float64)
-    auto = lambda p: (
-        -jnp.sum(  # noqa: E731
-            d.weight[:, None] * jnp.where(d.mask, _autodiff_rows_ll(p, graphdef, d), 0.0)
-        )
-    )
-    g_auto = jax.grad(auto)(params)
-    g_fast = jax.grad(loss.rows_loss)(params, graphdef, *d)
+    d = to_data(b, task.trials, jnp.float64, block=512)
+    assert d.theta.shape[0] > 1
+    flat = lambda a: a.reshape((-1,) + a.shape[2:])  # noqa: E731
+    theta, mask, row_y, weight = flat(d.theta), flat(d.mask), flat(d.row_y), flat(d.weight)
+
+    def autodiff_loss(p):
+        logits, means, log_vars = model.apply(graphdef, p, d.x)
+        lp = jax.vmap(mixture.log_prob)(jnp.where(mask, theta, 0.0), logits[row_y], means[row_y], log_vars[row_y])
+        return -jnp.sum(weight[:, None] * jnp.where(mask, lp, 0.0))
+
+    g_auto = jax.grad(autodiff_loss)(params)
+    g_fast = jax.grad(loss.rows_loss)(params, graphdef, d)
     chex.assert_trees_all_close(g_fast, g_auto, rtol=1e-10, atol=1e-12)
-
-
-def _autodiff_rows_ll(params, graphdef, d):
-    from mdnjax import mixture
-
-    logits, means, log_vars = model.apply(graphdef, params, d.x)
-    lp = jax.vmap(mixture.log_prob)(jnp.where(d.mask, d.theta, 0.0), logits[d.row_y], means[d.row_y], log_vars[d.row_y])
-    return lp
 
 
 @pytest.mark.parametrize("fill", [0.5, -3.0, 1e30, -1e30, 7e3])
@@ -87,17 +84,13 @@ def test_padding_changes_neither_loss_nor_gradient(fill, layout):
     task, theta, y, b, graphdef, params = _setup("beta", n=5000)
     if layout == "packed":
         b = buckets.bucket(theta, y, width=64)
-    d = to_data(b, task.trials)
+    d = to_data(b, task.trials, block=1024)
     assert not bool(jnp.all(d.mask))  # there is padding to change
     junk = d._replace(theta=jnp.where(d.mask, d.theta, jnp.float32(fill)))
-    for fn, args in [
-        (loss.padded_loss, lambda dd: (dd.x, dd.theta, dd.mask)),
-        (loss.rows_loss, lambda dd: tuple(dd)),
-    ]:
-        if fn is loss.padded_loss and layout == "packed":
-            continue
-        v0, g0 = jax.value_and_grad(fn)(params, graphdef, *args(d))
-        v1, g1 = jax.value_and_grad(fn)(params, graphdef, *args(junk))
+    fns = [loss_fn("packed", graphdef)] + ([loss_fn("padded", graphdef)] if layout == "padded" else [])
+    for fn in fns:
+        v0, g0 = jax.value_and_grad(fn)(params, d)
+        v1, g1 = jax.value_and_grad(fn)(params, junk)
         assert np.isfinite(float(v1))
         chex.assert_tree_all_finite(g1)
         assert float(v0) == float(v1)
@@ -106,9 +99,32 @@ def test_padding_changes_neither_loss_nor_gradient(fill, layout):
 
 def test_bucket_order_does_not_change_the_loss():
     task, theta, y, b, graphdef, params = _setup("gamma", width=32)
-    d = to_data(b, task.trials)
-    perm = np.random.default_rng(0).permutation(d.theta.shape[0])
-    shuffled = d._replace(theta=d.theta[perm], mask=d.mask[perm], row_y=d.row_y[perm], weight=d.weight[perm])
-    np.testing.assert_allclose(
-        loss.rows_loss(params, graphdef, *shuffled), loss.rows_loss(params, graphdef, *d), rtol=1e-6
+    d = to_data(b, task.trials, block=None)
+    perm = np.random.default_rng(0).permutation(d.theta.shape[1])
+    shuffled = d._replace(
+        theta=d.theta[:, perm], mask=d.mask[:, perm], row_y=d.row_y[:, perm], weight=d.weight[:, perm]
     )
+    np.testing.assert_allclose(
+        loss.rows_loss(params, graphdef, shuffled), loss.rows_loss(params, graphdef, d), rtol=1e-6
+    )
+
+
+def test_far_outliers_take_the_safe_path_and_stay_exact():
+    # θ = 1.0 lies ~150 σ from both components: the cheap row shift underflows, the safe path must take over.
+    logits = jnp.array([[[0.0, 0.5]]])
+    means = jnp.array([[[0.0, 0.1]]])
+    log_vars = jnp.array([[[-10.0, -10.0]]])
+    theta = jnp.array([[[1.0, 0.05, 0.02, 0.3]]])
+    mask = jnp.array([[[True, True, True, False]]])
+    weight = jnp.array([[0.25]])
+    value, grads = jax.value_and_grad(loss.rows_nll, argnums=(0, 1, 2))(logits, means, log_vars, theta, mask, weight)
+
+    def reference(lg, mu, lv):
+        lp = mixture.log_prob(theta[0, 0, :3], lg[0, 0], mu[0, 0], lv[0, 0])
+        return -0.25 * jnp.sum(lp)
+
+    ref_value, ref_grads = jax.value_and_grad(reference, argnums=(0, 1, 2))(logits, means, log_vars)
+    _, _, underflow = loss._mixture_stats(logits[0], means[0], log_vars[0], theta[0], mask[0], weight[0], False)
+    assert bool(underflow)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-6)
+    chex.assert_trees_all_close(grads, ref_grads, rtol=1e-5)

@@ -9,8 +9,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from mdnjax import buckets, loss, model, tasks, torch_ref  # noqa: E402
-from mdnjax.train import loss_fn, make_step, to_data  # noqa: E402
+from mdnjax import buckets, model, tasks, torch_ref  # noqa: E402
+from mdnjax.loss import to_data  # noqa: E402
+from mdnjax.train import loss_fn, make_step  # noqa: E402
 
 NOTEBOOK_BETA = {0: 102.4597, 50: 85.9368, 100: -18.2413, 150: -162.8556}
 
@@ -117,7 +118,7 @@ def test_padding_and_bucket_order_do_not_change_the_vectorized_torch_loss(name):
     assert junk == base
     np.testing.assert_allclose(shuffled, base, rtol=1e-6)
     d = to_data(b, task.trials)
-    np.testing.assert_allclose(float(loss.padded_loss(params, graphdef, d.x, d.theta, d.mask)), base, rtol=1e-5)
+    np.testing.assert_allclose(float(loss_fn("padded", graphdef)(params, d)), base, rtol=1e-5)
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ def test_layouts_train_the_same_way(layout):
 def test_the_epoch_loop_compiles_once():
     cfg = Config(prior="beta", samples=3000, epochs=10).validate()
     b = train.simulate_and_bucket(cfg)
-    data = train.to_data(b, cfg.trials)
+    data = train.to_data(b, cfg.trials, block=1024)
     from mdnjax import model
 
     graphdef, params = model.init(jax.random.key(0), cfg.components)
