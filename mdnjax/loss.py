@@ -108,66 +108,77 @@ def to_data(b, trials: int, dtype=jnp.float32, block: int | None = BLOCK) -> Dat
     )
 
 
-def _mixture_stats(logits, means, log_vars, theta, mask, weight, per_sample_max: bool):
-    """Loss and its gradient with respect to per-row mixture parameters, in one pass.
+def _tile_sums(const, means, prec, shift, theta, mask, weight, per_sample_max: bool):
+    """The per-sample pass over one tile: loss and responsibility-weighted sums.
 
     With π = softmax(logits), p_k = exp(−log_vars_k), d = θ − μ_k, q = d² p_k and
-    responsibilities r_k = π_k N_k / Σ_j π_j N_j, each weighted sample contributes
+    responsibilities r_k = π_k N_k / Σ_j π_j N_j, each sample contributes
     ∂/∂logits_k = π_k − r_k,  ∂/∂μ_k = −r_k d p_k,  ∂/∂log_vars_k = (r_k − r_k q) / 2
-    to the gradient of −log p(θ).
+    to the gradient of −log p(θ); so Σ w r, Σ w r d and Σ w r q per row are all the backward
+    pass needs.
 
     Args:
-        logits, means, log_vars: (rows, K).
+        const: (rows, K) log π_k − (log 2π + log σ_k²) / 2.
+        means, prec: (rows, K) μ_k and 1/σ_k².
+        shift: (rows,) max_k const, the cheap logsumexp shift.
         theta, mask: (rows, width).
         weight: (rows,) weight of each sample in the row.
-        per_sample_max: shift the logsumexp by the max over components for each sample
-            (always safe); otherwise by the max of the constant part for each row, which saves a
-            pass but can underflow when a sample lies far (> ~13 σ) from every component.
+        per_sample_max: shift by the max over components of each sample (always safe) instead of
+            ``shift``, which saves a pass but underflows when a sample lies far (≳ 13 σ) from
+            every component.
 
     Returns:
-        loss: scalar.
-        grads: (g_logits, g_means, g_log_vars), each (rows, K).
-        underflow: whether some real sample's mixture density underflowed (row shift only).
+        loss: scalar, −Σ w log p(θ).
+        sums: (Σ w r, Σ w r d, Σ w r q), each (rows, K).
+        underflow: whether some real sample's density underflowed under ``shift``.
     """
     theta = jnp.where(mask, theta, 0.0)  # padding can hold any finite value: never let it reach exp
-    log_w = jax.nn.log_softmax(logits, axis=-1)  # (rows, K)
-    prec = jnp.exp(-log_vars)  # (rows, K)
-    const = log_w - 0.5 * (mixture.LOG_2PI + log_vars)  # (rows, K)
     d = theta[:, :, None] - means[:, None, :]  # (rows, width, K)
     q = d * d * prec[:, None, :]  # (rows, width, K)
     a = const[:, None, :] - 0.5 * q  # (rows, width, K)
     if per_sample_max:
-        shift = jnp.max(a, axis=-1)  # (rows, width)
+        sh = jnp.max(a, axis=-1)  # (rows, width)
     else:
-        shift = jnp.broadcast_to(jnp.max(const, axis=-1)[:, None], theta.shape)  # (rows, width)
-    e = jnp.exp(a - shift[:, :, None])  # (rows, width, K)
+        sh = jnp.broadcast_to(shift[:, None], theta.shape)  # (rows, width)
+    e = jnp.exp(a - sh[:, :, None])  # (rows, width, K)
     s = jnp.sum(e, axis=-1)  # (rows, width)
     underflow = jnp.any(mask & (s < 1e-30))
     w = jnp.where(mask, weight[:, None], 0.0)  # (rows, width)
-    ll = jnp.where(mask, shift + jnp.log(s), 0.0)  # (rows, width)
-    loss = -jnp.sum(w * ll)
+    loss = -jnp.sum(w * jnp.where(mask, sh + jnp.log(s), 0.0))
     wr = e * jnp.where(mask, w / s, 0.0)[:, :, None]  # (rows, width, K) weighted responsibilities
-    r0 = jnp.sum(wr, axis=1)  # (rows, K)
-    r1 = jnp.sum(wr * d, axis=1)  # (rows, K)
-    r2 = jnp.sum(wr * q, axis=1)  # (rows, K)
-    total = jnp.sum(w, axis=1)  # (rows,)
-    grads = (jnp.exp(log_w) * total[:, None] - r0, -prec * r1, 0.5 * (r0 - r2))
-    return loss, grads, underflow
-
-
-def _block_stats(logits, means, log_vars, theta, mask, weight):
-    """``_mixture_stats`` with the cheap row shift, redone safely if it underflowed."""
-    loss, grads, underflow = _mixture_stats(logits, means, log_vars, theta, mask, weight, False)
-    return jax.lax.cond(
-        underflow,
-        lambda: _mixture_stats(logits, means, log_vars, theta, mask, weight, True)[:2],
-        lambda: (loss, grads),
-    )
+    sums = (jnp.sum(wr, axis=1), jnp.sum(wr * d, axis=1), jnp.sum(wr * q, axis=1))  # (rows, K) each
+    return loss, sums, underflow
 
 
 def _tiled_stats(logits, means, log_vars, theta, mask, weight):
-    """Loss and gradients over (blocks, block_rows, ...) arrays, one cache-sized block at a time."""
-    losses, grads = jax.lax.map(lambda args: _block_stats(*args), (logits, means, log_vars, theta, mask, weight))
+    """Loss and its gradient with respect to per-row mixture parameters.
+
+    The per-sample pass runs one cache-sized block at a time (``lax.map`` over the leading
+    axis), with the cheap per-row shift; if any sample underflowed, the whole pass is redone with
+    the safe per-sample shift (``lax.cond``: the safe pass costs nothing when not taken).
+
+    Args:
+        logits, means, log_vars: (blocks, block_rows, K).
+        theta, mask: (blocks, block_rows, width).
+        weight: (blocks, block_rows).
+
+    Returns:
+        loss: scalar.
+        grads: (g_logits, g_means, g_log_vars), each (blocks, block_rows, K).
+    """
+    log_w = jax.nn.log_softmax(logits, axis=-1)  # (blocks, block_rows, K)
+    prec = jnp.exp(-log_vars)
+    const = log_w - 0.5 * (mixture.LOG_2PI + log_vars)
+    shift = jnp.max(const, axis=-1)  # (blocks, block_rows)
+    xs = (const, means, prec, shift, theta, mask, weight)
+    losses, sums, underflow = jax.lax.map(lambda args: _tile_sums(*args, False), xs)
+    losses, (r0, r1, r2) = jax.lax.cond(
+        jnp.any(underflow),
+        lambda: jax.lax.map(lambda args: _tile_sums(*args, True)[:2], xs),
+        lambda: (losses, sums),
+    )
+    total = jnp.sum(jnp.where(mask, weight[..., None], 0.0), axis=-1)  # (blocks, block_rows)
+    grads = (jnp.exp(log_w) * total[..., None] - r0, -prec * r1, 0.5 * (r0 - r2))
     return jnp.sum(losses), grads
 
 

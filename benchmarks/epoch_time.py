@@ -1,0 +1,287 @@
+"""Epoch time of every training path: the notebook's torch loop, vectorized torch, and JAX.
+
+    python benchmarks/epoch_time.py            # full: N in 1e5 1e6 1e7, K in 1 8, both tasks
+    python benchmarks/epoch_time.py --quick    # N = 1e6, K = 8, both tasks (under 3 minutes)
+
+Paths (one full-batch Adam step per epoch, same objective):
+  notebook-loop   the notebook's loop: dict of lists, a tensor and a forward per y (torch, 1 thread)
+  torch-eager     vectorized torch on the padded (num_y, max_n) layout + mask
+  torch-compiled  the same under torch.compile
+  jax-padded      the reference design: padded layout, autodiff, one jit step per dispatch
+  jax-fast        mdnjax's default: packed tiles, hand-written gradient, epochs in one lax.scan
+
+Warm-up (and compilation, reported apart) come first; then every repeat runs each path in turn
+(interleaved), so the ratios come from the same minutes of the same machine. Per path: median
+ms/epoch with min–max over repeats. The floor (one fused exp over N·K, ``floor.py``) is measured
+in the same run. Results: a table on stdout, ``results/epoch_time[_quick].json`` and ``.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from mdnjax import xla  # noqa: E402
+
+xla.configure_cpu()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from floor import floor_ms  # noqa: E402
+
+from mdnjax import buckets, model, tasks, train  # noqa: E402
+from mdnjax.loss import to_data  # noqa: E402
+
+OUT = Path(__file__).parent / "results"
+PATHS = ["notebook-loop", "torch-eager", "torch-compiled", "jax-padded", "jax-fast"]
+
+
+def _epochs(path: str, n: int) -> int:
+    """Epochs per timed repeat: enough to dwarf timer noise, few for the slow paths."""
+    if path == "jax-fast":
+        return 50 if n <= 10**6 else 10
+    if path == "jax-padded":
+        return 5 if n <= 10**6 else 2
+    return 3 if n <= 10**5 else 1
+
+
+class JaxPath:
+    def __init__(self, fast: bool, task, theta, y, k: int):
+        graphdef, params = model.init(jax.random.key(0), k)
+        opt = optax.adam(1e-3)
+        layout = "packed" if fast else "padded"
+        b = buckets.bucket_packed(theta, y) if fast else buckets.bucket(theta, y)
+        self.layout_ratio = buckets.layout_ratio(b)
+        self.data = to_data(b, task.trials, block=None if not fast else 65_536)
+        step = train.make_step(train.loss_fn(layout, graphdef), opt)
+        t0 = time.perf_counter()
+        if fast:
+            self.run_epochs = train.make_run_epochs(step)
+            self.state = (params, opt.init(params), jax.tree_util.tree_map(jnp.copy, params), jnp.array(True))
+            self.compiled = {}
+        else:
+            self.step = jax.jit(step, donate_argnums=(0, 1)).lower(params, opt.init(params), self.data).compile()
+            self.state = (params, opt.init(params))
+        self.fast = fast
+        self.compile_s = time.perf_counter() - t0
+
+    def run(self, epochs: int) -> float:
+        if self.fast:
+            if epochs not in self.compiled:
+                t0 = time.perf_counter()
+                self.compiled[epochs] = self.run_epochs.lower(self.state, self.data, epochs).compile()
+                self.compile_s += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            self.state, losses = self.compiled[epochs](self.state, self.data)
+            losses.block_until_ready()
+            return time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for _ in range(epochs):
+            params, opt_state, value = self.step(*self.state, self.data)
+            self.state = (params, opt_state)
+        value.block_until_ready()
+        return time.perf_counter() - t0
+
+
+class TorchPath:
+    def __init__(self, kind: str, task, theta, y, k: int):
+        import torch
+
+        from mdnjax import torch_ref
+
+        torch.manual_seed(0)
+        self.torch = torch
+        self.net = torch_ref.TorchMDN(k)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-3)
+        if kind == "notebook-loop":
+            by_y = torch_ref.group_by_y(theta, y)
+            self.loss = lambda: torch_ref.notebook_loss(self.net, by_y, task.trials)
+        else:
+            b = buckets.bucket(theta, y)
+            self.layout_ratio = buckets.layout_ratio(b)
+            x, th, mask = torch_ref.padded_tensors(b, task.trials)
+            fn = lambda: torch_ref.vectorized_loss(self.net, x, th, mask)  # noqa: E731
+            self.loss = torch.compile(fn, dynamic=False) if kind == "torch-compiled" else fn
+        t0 = time.perf_counter()
+        self.run(1)  # warm-up (compilation for torch.compile)
+        self.compile_s = time.perf_counter() - t0
+
+    def run(self, epochs: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(epochs):
+            value = self.loss()
+            self.opt.zero_grad()
+            value.backward()
+            self.opt.step()
+        return time.perf_counter() - t0
+
+
+def bench_config(name: str, n: int, k: int, repeats: int, paths: list[str]) -> dict:
+    task = tasks.make_task(name)
+    theta, y = task.simulate(np.random.default_rng(0), n)
+    built, result = {}, {"task": name, "N": n, "K": k, "paths": {}}
+    for path in paths:
+        try:
+            if path.startswith("jax"):
+                built[path] = JaxPath(path == "jax-fast", task, theta, y, k)
+            else:
+                built[path] = TorchPath(path, task, theta, y, k)
+        except Exception as err:  # noqa: BLE001 - a path that cannot run is reported, not fatal
+            result["paths"][path] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
+    times = {p: [] for p in built}
+    for _ in range(repeats):
+        for path, obj in built.items():  # interleaved
+            e = _epochs(path, n)
+            times[path].append(1e3 * obj.run(e) / e)
+    for path, obj in built.items():
+        t = np.array(times[path])
+        result["paths"][path] = {
+            "ms_median": float(np.median(t)),
+            "ms_min": float(t.min()),
+            "ms_max": float(t.max()),
+            "compile_s": float(obj.compile_s),
+            "epochs_per_repeat": _epochs(path, n),
+        }
+        if hasattr(obj, "layout_ratio"):
+            result["paths"][path]["slots_per_sample"] = float(obj.layout_ratio)
+    result["floor_ms"] = floor_ms(n, k)
+    del built
+    return result
+
+
+def train_run_rss(samples: int, epochs: int) -> dict:
+    """Runs the CLI in a child process; returns its peak RSS and ms/epoch."""
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-m", "mdnjax.train", "--prior", "gamma", "--samples", str(samples),
+             "--epochs", str(epochs), "--no-plots", "--out", f"{tmp}/run"],
+            capture_output=True, text=True,
+        )
+        wall = time.perf_counter() - t0
+        rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        if proc.returncode != 0:
+            return {"samples": samples, "error": proc.stderr.strip().splitlines()[-1]}
+        timings = json.loads(Path(f"{tmp}/run/metrics.json").read_text())["timings"]
+    return {"samples": samples, "epochs": epochs, "peak_rss_mb": rss_mb, "ms_per_epoch": timings["ms_per_epoch"],
+            "wall_s": wall}
+
+
+def meta() -> dict:
+    import torch
+
+    return {
+        "device": str(jax.devices()[0]),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "jax": jax.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def table(results: list[dict]) -> str:
+    lines = [f"{'task':6} {'N':>9} {'K':>2} {'path':15} {'ms/epoch':>10} {'min–max':>17} {'compile s':>9} "
+             f"{'× floor':>8} {'fast ×':>8}"]
+    for r in results:
+        fast = r["paths"].get("jax-fast", {}).get("ms_median")
+        for path, v in r["paths"].items():
+            if "error" in v:
+                lines.append(f"{r['task']:6} {r['N']:>9.0e} {r['K']:>2} {path:15} {v['error'][:60]}")
+                continue
+            ratio = v["ms_median"] / fast if fast else float("nan")
+            lines.append(
+                f"{r['task']:6} {r['N']:>9.0e} {r['K']:>2} {path:15} {v['ms_median']:>10.2f} "
+                f"{v['ms_min']:>8.2f}–{v['ms_max']:<8.2f} {v['compile_s']:>9.2f} "
+                f"{v['ms_median'] / r['floor_ms']['median']:>8.1f} {ratio:>8.1f}"
+            )
+        lines.append(f"{r['task']:6} {r['N']:>9.0e} {r['K']:>2} {'floor (exp)':15} {r['floor_ms']['median']:>10.2f}")
+    return "\n".join(lines)
+
+
+def plot(results: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = sorted({r["K"] for r in results})
+    names = sorted({r["task"] for r in results})
+    fig, axes = plt.subplots(len(ks), len(names), figsize=(6 * len(names), 4.5 * len(ks)), squeeze=False)
+    for i, k in enumerate(ks):
+        for j, name in enumerate(names):
+            ax = axes[i, j]
+            rows = sorted((r for r in results if r["K"] == k and r["task"] == name), key=lambda r: r["N"])
+            for p in PATHS + ["floor"]:
+                pts = [(r["N"], r["floor_ms"]["median"] if p == "floor" else r["paths"].get(p, {}).get("ms_median"))
+                       for r in rows]
+                pts = [(a, b) for a, b in pts if b is not None]
+                if pts:
+                    style = dict(ls=":", color="gray") if p == "floor" else dict(marker="o")
+                    ax.plot(*zip(*pts), label=p, **style)
+            ax.set(xscale="log", yscale="log", xlabel="samples N", ylabel="ms per epoch", title=f"{name}, K={k}")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="Epoch time of every training path.")
+    p.add_argument("--quick", action="store_true", help="N = 1e6, K = 8 only, 3 repeats (< 3 minutes)")
+    p.add_argument("--samples", type=float, nargs="+", help="override N values")
+    p.add_argument("--components", type=int, nargs="+", help="override K values")
+    p.add_argument("--tasks", nargs="+", default=["beta", "gamma"])
+    p.add_argument("--paths", nargs="+", default=PATHS, choices=PATHS)
+    p.add_argument("--repeats", type=int)
+    p.add_argument("--torch-threads", type=int, default=1)
+    p.add_argument("--no-rss", action="store_true", help="skip the 1e7-sample CLI run measuring peak RSS")
+    args = p.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.torch_threads)
+    ns = [int(v) for v in (args.samples or ([1e6] if args.quick else [1e5, 1e6, 1e7]))]
+    ks = args.components or ([8] if args.quick else [1, 8])
+    repeats = args.repeats or (3 if args.quick else 5)
+    suffix = "_quick" if args.quick else ""
+    OUT.mkdir(parents=True, exist_ok=True)
+    payload = {"meta": meta(), "results": []}
+    print(f"device {payload['meta']['device']}, torch threads {args.torch_threads}, "
+          f"XLA_FLAGS='{payload['meta']['XLA_FLAGS']}'", flush=True)
+    for n in ns:
+        for k in ks:
+            for name in args.tasks:
+                t0 = time.perf_counter()
+                r = bench_config(name, n, k, repeats, args.paths)
+                payload["results"].append(r)
+                print(table([r]), f"\n({time.perf_counter() - t0:.0f} s)", flush=True)
+                (OUT / f"epoch_time{suffix}.json").write_text(json.dumps(payload, indent=2))
+    if not args.quick and not args.no_rss:
+        payload["train_rss"] = [train_run_rss(10**7, 200)]
+        print("CLI run at 1e7 samples:", payload["train_rss"], flush=True)
+    (OUT / f"epoch_time{suffix}.json").write_text(json.dumps(payload, indent=2))
+    plot(payload["results"], OUT / f"epoch_time{suffix}.png", f"ms per epoch ({payload['meta']['device']})")
+    print("\n" + table(payload["results"]))
+    print(f"wrote {OUT / f'epoch_time{suffix}.json'} and .png")
+
+
+if __name__ == "__main__":
+    main()
