@@ -166,17 +166,35 @@ def train_run_rss(samples: int, epochs: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, "-m", "mdnjax.train", "--prior", "gamma", "--samples", str(samples),
-             "--epochs", str(epochs), "--no-plots", "--out", f"{tmp}/run"],
-            capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "mdnjax.train",
+                "--prior",
+                "gamma",
+                "--samples",
+                str(samples),
+                "--epochs",
+                str(epochs),
+                "--no-plots",
+                "--out",
+                f"{tmp}/run",
+            ],
+            capture_output=True,
+            text=True,
         )
         wall = time.perf_counter() - t0
         rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         if proc.returncode != 0:
             return {"samples": samples, "error": proc.stderr.strip().splitlines()[-1]}
         timings = json.loads(Path(f"{tmp}/run/metrics.json").read_text())["timings"]
-    return {"samples": samples, "epochs": epochs, "peak_rss_mb": rss_mb, "ms_per_epoch": timings["ms_per_epoch"],
-            "wall_s": wall}
+    return {
+        "samples": samples,
+        "epochs": epochs,
+        "peak_rss_mb": rss_mb,
+        "ms_per_epoch": timings["ms_per_epoch"],
+        "wall_s": wall,
+    }
 
 
 def meta() -> dict:
@@ -196,8 +214,10 @@ def meta() -> dict:
 
 
 def table(results: list[dict]) -> str:
-    lines = [f"{'task':6} {'N':>9} {'K':>2} {'path':15} {'ms/epoch':>10} {'min–max':>17} {'compile s':>9} "
-             f"{'× floor':>8} {'fast ×':>8}"]
+    lines = [
+        f"{'task':6} {'N':>9} {'K':>2} {'path':15} {'ms/epoch':>10} {'min–max':>17} {'compile s':>9} "
+        f"{'× floor':>8} {'fast ×':>8}"
+    ]
     for r in results:
         fast = r["paths"].get("jax-fast", {}).get("ms_median")
         for path, v in r["paths"].items():
@@ -228,8 +248,10 @@ def plot(results: list[dict], path: Path, title: str) -> None:
             ax = axes[i, j]
             rows = sorted((r for r in results if r["K"] == k and r["task"] == name), key=lambda r: r["N"])
             for p in PATHS + ["floor"]:
-                pts = [(r["N"], r["floor_ms"]["median"] if p == "floor" else r["paths"].get(p, {}).get("ms_median"))
-                       for r in rows]
+                pts = [
+                    (r["N"], r["floor_ms"]["median"] if p == "floor" else r["paths"].get(p, {}).get("ms_median"))
+                    for r in rows
+                ]
                 pts = [(a, b) for a, b in pts if b is not None]
                 if pts:
                     style = dict(ls=":", color="gray") if p == "floor" else dict(marker="o")
@@ -264,8 +286,11 @@ def main() -> None:
     suffix = "_quick" if args.quick else ""
     OUT.mkdir(parents=True, exist_ok=True)
     payload = {"meta": meta(), "results": []}
-    print(f"device {payload['meta']['device']}, torch threads {args.torch_threads}, "
-          f"XLA_FLAGS='{payload['meta']['XLA_FLAGS']}'", flush=True)
+    print(
+        f"device {payload['meta']['device']}, torch threads {args.torch_threads}, "
+        f"XLA_FLAGS='{payload['meta']['XLA_FLAGS']}'",
+        flush=True,
+    )
     for n in ns:
         for k in ks:
             for name in args.tasks:

@@ -40,7 +40,9 @@ def main() -> None:
     p.add_argument("--components", type=int, default=8)
     args = p.parse_args()
     result = floor_ms(int(args.samples), args.components)
-    print(json.dumps({"samples": int(args.samples), "K": args.components, "ms": result, "device": str(jax.devices()[0])}))
+    print(
+        json.dumps({"samples": int(args.samples), "K": args.components, "ms": result, "device": str(jax.devices()[0])})
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,17 @@ from mdnjax import tasks
 
 LAYOUTS = ("packed", "padded")
 BACKENDS = ("jax", "torch", "torch-loop")
-DEFAULT_LR = {"beta": 1e-3, "gamma": 1e-2}
+WEIGHTINGS = ("per-y", "per-sample")
+SCHEDULES = ("constant", "cosine")
+SPACES = ("raw", "unconstrained")
+# A recipe fills every training setting left unset, per task.
+RECIPES = {
+    "notebook": {  # the notebook's: equal weight per y, constant learning rate
+        "beta": {"epochs": 1000, "lr": 1e-3, "weighting": "per-y", "schedule": "constant"},
+        "gamma": {"epochs": 1000, "lr": 1e-2, "weighting": "per-y", "schedule": "constant"},
+    },
+}
+DEFAULT_RECIPE = "notebook"
 
 
 class ConfigError(ValueError):
@@ -34,10 +44,17 @@ class Config:
         samples: number of simulations.
         components: K, Gaussians in the mixture.
         hidden: widths of the ReLU backbone.
+        recipe: fills ``epochs``, ``lr``, ``weighting`` and ``schedule`` when they are ``None``
+            (see ``RECIPES``).
         epochs: full-batch Adam steps.
-        lr: Adam learning rate (``None``: 1e-3 for beta, 1e-2 for gamma, as the notebook).
+        lr: Adam (peak) learning rate.
+        weighting: ``"per-y"`` (the notebook: Σ_y of each y's mean NLL) or ``"per-sample"``
+            (the mean NLL over all (θ, y) pairs, the standard NPE objective).
+        schedule: learning-rate schedule, ``"constant"`` or ``"cosine"`` (decay to 0).
         seed: seeds the simulation and the network initialisation.
         plot_y: observations to plot and report (``None``: the notebook's).
+        space: ``"raw"`` fits the mixture to θ; ``"unconstrained"`` fits it to logit(θ) (beta) or
+            log(θ) (gamma) and maps the density back with its Jacobian (no mass off the support).
         layout: ``"packed"`` (fast) or ``"padded"`` (reference) bucket layout.
         backend: ``"jax"``, ``"torch"`` (vectorized) or ``"torch-loop"`` (the notebook's loop).
         log_every: epochs between printed losses; also the epochs run per dispatch.
@@ -51,10 +68,14 @@ class Config:
     samples: int = 1_000_000
     components: int = 8
     hidden: tuple[int, ...] = (24, 25, 16)
-    epochs: int = 1000
+    recipe: str = DEFAULT_RECIPE
+    epochs: int | None = None
     lr: float | None = None
+    weighting: str | None = None
+    schedule: str | None = None
     seed: int = 0
     plot_y: tuple[int, ...] | None = None
+    space: str = "raw"
     layout: str = "packed"
     backend: str = "jax"
     log_every: int = 50
@@ -67,11 +88,18 @@ class Config:
     def resolve(self) -> Config:
         """A copy with every ``None`` replaced by the task's default."""
         task = self.task()
+        if self.recipe not in RECIPES:
+            raise ConfigError(f"unknown recipe {self.recipe!r}: choose one of {', '.join(RECIPES)}")
+        recipe = RECIPES[self.recipe][self.prior]
+        pick = lambda name: recipe[name] if getattr(self, name) is None else getattr(self, name)  # noqa: E731
         return dataclasses.replace(
             self,
             alpha=task.alpha,
             beta=task.beta,
-            lr=DEFAULT_LR[self.prior] if self.lr is None else float(self.lr),
+            epochs=int(pick("epochs")),
+            lr=float(pick("lr")),
+            weighting=pick("weighting"),
+            schedule=pick("schedule"),
             plot_y=task.default_plot_y() if self.plot_y is None else tuple(int(v) for v in self.plot_y),
             hidden=tuple(int(h) for h in self.hidden),
         )
@@ -102,6 +130,12 @@ class Config:
             raise ConfigError(f"--lr must be a finite number > 0, got {cfg.lr}")
         if cfg.log_every < 1:
             raise ConfigError(f"--log-every must be >= 1, got {cfg.log_every}")
+        if cfg.weighting not in WEIGHTINGS:
+            raise ConfigError(f"unknown weighting {cfg.weighting!r}: choose one of {', '.join(WEIGHTINGS)}")
+        if cfg.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {cfg.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+        if cfg.space not in SPACES:
+            raise ConfigError(f"unknown space {cfg.space!r}: choose one of {', '.join(SPACES)}")
         if cfg.layout not in LAYOUTS:
             raise ConfigError(f"unknown layout {cfg.layout!r}: choose one of {', '.join(LAYOUTS)}")
         if cfg.backend not in BACKENDS:

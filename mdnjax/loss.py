@@ -77,8 +77,8 @@ class Data(NamedTuple):
 BLOCK = 65_536  # samples per tile: about 2 MiB of (width, K) float32 temporaries, cache-resident
 
 
-def to_data(b, trials: int, dtype=jnp.float32, block: int | None = BLOCK) -> Data:
-    """Moves a ``buckets.Buckets`` layout to the device, with per-y weights 1 / n_y.
+def to_data(b, trials: int, dtype=jnp.float32, block: int | None = BLOCK, weighting: str = "per-y") -> Data:
+    """Moves a ``buckets.Buckets`` layout to the device, with the objective's sample weights.
 
     Args:
         b: the bucket layout.
@@ -86,6 +86,8 @@ def to_data(b, trials: int, dtype=jnp.float32, block: int | None = BLOCK) -> Dat
         dtype: float dtype of θ, x and the weights.
         block: samples per tile; rows are grouped into ``ceil(rows·width / block)`` blocks
             (``None``: a single block, as the padded reference expects).
+        weighting: ``"per-y"``: weight 1 / n_y, so the loss is Σ_y of each y's mean NLL (the
+            notebook's); ``"per-sample"``: weight 1 / N, the mean NLL over all samples.
 
     Returns:
         ``Data`` with a leading block axis.
@@ -97,7 +99,13 @@ def to_data(b, trials: int, dtype=jnp.float32, block: int | None = BLOCK) -> Dat
     theta = np.pad(b.theta, ((0, extra), (0, 0)))
     mask = np.pad(b.mask, ((0, extra), (0, 0)))
     row_y = np.pad(b.row_y, (0, extra))
-    weight = np.pad(1.0 / b.counts[b.row_y].astype(np.float64), (0, extra))
+    if weighting == "per-y":
+        weight = 1.0 / b.counts[b.row_y].astype(np.float64)
+    elif weighting == "per-sample":
+        weight = np.full(rows, 1.0 / b.num_samples)
+    else:
+        raise ValueError(f"unknown weighting {weighting!r}")
+    weight = np.pad(weight, (0, extra))
     shape = (blocks, block_rows)
     return Data(
         x=jnp.asarray(b.y_values / trials, dtype),

@@ -26,11 +26,11 @@ def posterior_grid(posterior, ys, path, title: str | None = None) -> None:
         exact = task.posterior(y)
         lo, hi = exact.ppf(1e-5), exact.isf(1e-5)
         pad = 0.15 * (hi - lo)
-        grid = np.linspace(max(lo - pad, task.support[0]), min(hi + pad, task.support[1]), 400)
+        grid = np.linspace(max(lo - pad, task.support[0] + 1e-6), min(hi + pad, task.support[1] - 1e-6), 400)
         ax.plot(grid, exact.pdf(grid), lw=2, label=f"exact {family} posterior")
-        q = np.exp(metrics.mixture_logpdf(grid, logits[i], means[i], log_vars[i]))
-        ax.plot(grid, q, "--", lw=2, label=f"MDN, K={logits.shape[-1]}")
-        kl = metrics.compare(task, y, logits[i], means[i], log_vars[i])["kl"]
+        q = np.exp(np.asarray(posterior.log_prob(grid, y), np.float64))
+        ax.plot(grid, q, "--", lw=2, label=f"MDN, K={logits.shape[-1]} ({posterior.config.space})")
+        kl = metrics.compare(task, y, logits[i], means[i], log_vars[i], posterior.config.space)["kl"]
         ax.set(title=f"y = {y}   KL = {kl:.4f}", xlabel="θ", ylabel="density")
         ax.legend()
         ax.grid(True, alpha=0.3)
@@ -50,6 +50,25 @@ def loss_curve(losses, path, title: str = "training loss") -> None:
     ax.set_yscale("symlog", linthresh=10.0)
     ax.set(xlabel="epoch", ylabel="loss", title=title)
     ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def kl_by_y(rows, path, plotted=(), title: str = "KL(exact ‖ MDN) per observation") -> None:
+    """KL against y (log scale) for every evaluated y; plotted y marked."""
+    ys = np.array([r["y"] for r in rows])
+    kl = np.array([max(r["kl"], 1e-8) for r in rows])
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.semilogy(ys, kl, ".-", lw=1, label="every y with >= 100 samples")
+    marked = [r for r in rows if r["y"] in set(plotted)]
+    if marked:
+        ax.semilogy(
+            [r["y"] for r in marked], [max(r["kl"], 1e-8) for r in marked], "o", ms=8, mfc="none", label="plotted y"
+        )
+    ax.set(xlabel="y", ylabel="KL (nats)", title=title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -64,21 +64,50 @@ class Posterior:
         out = self._mixture(self.params, x)
         return tuple(o.reshape(y_arr.shape + o.shape[-1:]) for o in out)
 
+    @property
+    def unconstrained(self) -> bool:
+        """Whether the mixture lives on u = logit(θ) or log(θ) rather than on θ."""
+        return self.config.space == "unconstrained"
+
     def log_prob(self, theta, y: int):
-        """log q(θ | y) for an array θ at one observation y; returns an array shaped like θ."""
+        """log q(θ | y) for an array θ at one observation y; returns an array shaped like θ.
+
+        In the unconstrained space, q(θ) = q_u(u(θ)) |du/dθ|, and −inf outside θ's support.
+        """
         logits, means, log_vars = self.mixture(int(y))
-        return mixture.log_prob(jnp.asarray(theta, means.dtype), logits, means, log_vars)
+        theta = jnp.asarray(theta, means.dtype)
+        if not self.unconstrained:
+            return mixture.log_prob(theta, logits, means, log_vars)
+        lo, hi = self.task.support
+        inside = (theta > lo) & (theta < hi)
+        safe = jnp.where(inside, theta, 0.5 if hi == 1.0 else 1.0)
+        u = self.task.to_unconstrained(safe, xp=jnp)
+        lp = mixture.log_prob(u, logits, means, log_vars) + self.task.log_abs_det_jacobian(safe, xp=jnp)
+        return jnp.where(inside, lp, -jnp.inf)
 
     def sample(self, key, y: int, n: int):
         """``n`` draws from q(θ | y), shape (n,)."""
-        return mixture.sample(key, *self.mixture(int(y)), n)
+        draws = mixture.sample(key, *self.mixture(int(y)), n)
+        return self.task.from_unconstrained(draws, xp=jnp) if self.unconstrained else draws
+
+    def _moments(self, y):
+        from mdnjax import metrics
+
+        logits, means, log_vars = (np.asarray(a, np.float64) for a in self.mixture(y))
+        flat = [a.reshape(-1, a.shape[-1]) for a in (logits, means, log_vars)]
+        out = np.array([metrics.transformed_moments(self.task.from_unconstrained, *p) for p in zip(*flat)])
+        return out.reshape(logits.shape[:-1] + (2,))
 
     def mean(self, y):
         """Posterior mean at y (int or array)."""
+        if self.unconstrained:
+            return jnp.asarray(self._moments(y)[..., 0])
         return mixture.mean(*self.mixture(y))
 
     def std(self, y):
         """Posterior standard deviation at y (int or array)."""
+        if self.unconstrained:
+            return jnp.asarray(self._moments(y)[..., 1])
         return mixture.std(*self.mixture(y))
 
     def save(self, run_dir) -> None:

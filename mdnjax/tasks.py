@@ -102,6 +102,27 @@ class Task:
             upper = f"{self.trials}" if self.name == "beta" else "infinity"
             raise ValueError(f"y = {y} is outside the possible range 0..{upper} of the {self.name} task")
 
+    def to_unconstrained(self, theta, xp=np):
+        """u = logit(θ) for ``beta``, log(θ) for ``gamma``: a bijection from θ's support onto ℝ."""
+        theta = xp.asarray(theta)
+        if self.name == "beta":
+            return xp.log(theta) - xp.log1p(-theta)
+        return xp.log(theta)
+
+    def from_unconstrained(self, u, xp=np):
+        """The inverse of ``to_unconstrained``."""
+        u = xp.asarray(u)
+        if self.name == "beta":
+            return 1.0 / (1.0 + xp.exp(-u))
+        return xp.exp(u)
+
+    def log_abs_det_jacobian(self, theta, xp=np):
+        """log |du/dθ|: −log θ(1−θ) for ``beta``, −log θ for ``gamma``."""
+        theta = xp.asarray(theta)
+        if self.name == "beta":
+            return -xp.log(theta) - xp.log1p(-theta)
+        return -xp.log(theta)
+
     def default_plot_y(self) -> tuple[int, ...]:
         """The observations the notebook plots."""
         return (10, 30, 60, 80, 90) if self.name == "beta" else (10, 30, 50, 70, 90)

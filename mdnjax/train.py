@@ -29,7 +29,16 @@ import optax
 from mdnjax import buckets as buckets_lib
 from mdnjax import loss as loss_lib
 from mdnjax import model, xla
-from mdnjax.config import BACKENDS, LAYOUTS, Config, ConfigError
+from mdnjax.config import (
+    BACKENDS,
+    DEFAULT_RECIPE,
+    LAYOUTS,
+    RECIPES,
+    SCHEDULES,
+    WEIGHTINGS,
+    Config,
+    ConfigError,
+)
 from mdnjax.loss import Data, to_data  # noqa: F401  (re-exported)
 from mdnjax.posterior import Posterior, atomic_write
 
@@ -50,6 +59,8 @@ def simulate_and_bucket(config: Config, timings: dict | None = None) -> buckets_
     task = config.task()
     t0 = time.perf_counter()
     theta, y = task.simulate(np.random.default_rng(config.seed), config.samples)
+    if config.space == "unconstrained":
+        theta = task.to_unconstrained(theta.astype(np.float64)).astype(np.float32)
     timings["simulate_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if config.layout == "packed":
@@ -60,6 +71,13 @@ def simulate_and_bucket(config: Config, timings: dict | None = None) -> buckets_
     if b.num_y == 0:
         raise ConfigError(f"no y value has 2 or more of the {config.samples} samples: increase --samples")
     return b
+
+
+def learning_rate(config: Config):
+    """The learning rate, or an optax schedule of the step count."""
+    if config.schedule == "cosine":
+        return optax.cosine_decay_schedule(config.lr, config.epochs)
+    return config.lr
 
 
 def loss_fn(layout: str, graphdef) -> Callable:
@@ -150,10 +168,14 @@ def fit(config: Config, *, verbose: bool = True, buckets: buckets_lib.Buckets | 
         return torch_ref.fit(config, verbose=verbose, buckets=buckets)
     timings: dict = {}
     b = buckets if buckets is not None else simulate_and_bucket(config, timings)
-    data = to_data(b, config.trials, block=None if config.layout == "padded" else loss_lib.BLOCK)
+    if config.layout == "padded" and config.weighting != "per-y":
+        raise ConfigError("--layout padded computes the notebook's per-y objective only: use --weighting per-y")
+    data = to_data(
+        b, config.trials, block=None if config.layout == "padded" else loss_lib.BLOCK, weighting=config.weighting
+    )
     key = jax.random.key(config.seed)
     graphdef, params = model.init(key, config.components, config.hidden)
-    optimizer = optax.adam(config.lr)
+    optimizer = optax.adam(learning_rate(config))
     run = make_run_epochs(make_step(loss_fn(config.layout, graphdef), optimizer))
     state = (params, optimizer.init(params), jax.tree_util.tree_map(jnp.copy, params), jnp.array(True))
 
@@ -225,10 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=_number(int), default=1_000_000, help="simulations (1e6; 1e7 accepted)")
     p.add_argument("--components", type=_number(int), default=8, help="K, Gaussians in the mixture")
     p.add_argument("--hidden", type=_number(int), nargs="+", default=[24, 25, 16], help="backbone widths")
-    p.add_argument("--epochs", type=_number(int), default=1000)
-    p.add_argument("--lr", type=_number(float), help="Adam learning rate (1e-3 beta, 1e-2 gamma)")
+    p.add_argument("--recipe", default=DEFAULT_RECIPE, help=f"training defaults: {', '.join(RECIPES)}")
+    p.add_argument("--epochs", type=_number(int), help="full-batch Adam steps (recipe default)")
+    p.add_argument("--lr", type=_number(float), help="Adam learning rate (recipe default)")
+    p.add_argument("--weighting", help=f"objective: {' or '.join(WEIGHTINGS)} (recipe default)")
+    p.add_argument("--schedule", help=f"learning-rate schedule: {' or '.join(SCHEDULES)} (recipe default)")
     p.add_argument("--seed", type=_number(int), default=0)
     p.add_argument("--plot-y", type=_number(int), nargs="+", help="observations to plot and report")
+    p.add_argument("--space", default="raw", help="raw (fit θ) or unconstrained (fit logit θ / log θ)")
     p.add_argument("--layout", default="packed", help=f"bucket layout: {' or '.join(LAYOUTS)}")
     p.add_argument("--backend", default="jax", help=f"training path: {', '.join(BACKENDS)}")
     p.add_argument("--torch-threads", type=_number(int), default=1, help="threads for torch backends")
@@ -247,10 +273,14 @@ def config_from_args(args: argparse.Namespace) -> Config:
         samples=args.samples,
         components=args.components,
         hidden=tuple(args.hidden),
+        recipe=args.recipe,
         epochs=args.epochs,
         lr=args.lr,
+        weighting=args.weighting,
+        schedule=args.schedule,
         seed=args.seed,
         plot_y=None if args.plot_y is None else tuple(args.plot_y),
+        space=args.space,
         layout=args.layout,
         backend=args.backend,
         torch_threads=args.torch_threads,
@@ -315,6 +345,12 @@ def write_outputs(result: Result, out: Path, plots: bool = True) -> dict:
     }
     if plots:
         plots_lib.posterior_grid(post, post.config.plot_y, out / "posterior.png")
+        plots_lib.kl_by_y(
+            dense,
+            out / "kl.png",
+            post.config.plot_y,
+            title=f"{post.config.prior}: KL(exact ‖ MDN) per y (K={post.config.components})",
+        )
         plots_lib.loss_curve(
             result.losses, out / "loss.png", title=f"{post.config.prior}: loss per epoch (K={post.config.components})"
         )
@@ -347,8 +383,9 @@ def main(argv=None) -> int:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     print(
-        f"mdnjax: prior={config.prior} samples={config.samples:,} K={config.components} "
-        f"epochs={config.epochs} lr={config.lr} backend={config.backend} layout={config.layout} "
+        f"mdnjax: prior={config.prior} samples={config.samples:,} K={config.components} recipe={config.recipe} "
+        f"(epochs={config.epochs} lr={config.lr} {config.weighting} {config.schedule}) "
+        f"backend={config.backend} layout={config.layout} "
         f"device={jax.devices()[0].platform} -> {out}",
         flush=True,
     )
@@ -376,7 +413,7 @@ def main(argv=None) -> int:
     )
     print(
         f"saved to {out}/ (config.json, checkpoint.npz, metrics.json"
-        f"{', posterior.png, loss.png' if not args.no_plots else ''})"
+        f"{', posterior.png, kl.png, loss.png' if not args.no_plots else ''})"
     )
     if result.diverged_at is not None:
         print(
