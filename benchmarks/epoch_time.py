@@ -113,7 +113,10 @@ class TorchPath:
             self.layout_ratio = buckets.layout_ratio(b)
             x, th, mask = torch_ref.padded_tensors(b, task.trials)
             fn = lambda: torch_ref.vectorized_loss(self.net, x, th, mask)  # noqa: E731
-            self.loss = torch.compile(fn, dynamic=False) if kind == "torch-compiled" else fn
+            if kind == "torch-compiled":
+                torch._dynamo.reset()  # a fresh cache per configuration: never fall back to eager
+                fn = torch.compile(fn, dynamic=False)
+            self.loss = fn
         t0 = time.perf_counter()
         self.run(1)  # warm-up (compilation for torch.compile)
         self.compile_s = time.perf_counter() - t0

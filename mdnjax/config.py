@@ -25,6 +25,7 @@ RECIPES = {
     "notebook": {  # the notebook's: equal weight per y, constant learning rate
         "beta": {"epochs": 1000, "lr": 1e-3, "weighting": "per-y", "schedule": "constant"},
         "gamma": {"epochs": 1000, "lr": 1e-2, "weighting": "per-y", "schedule": "constant"},
+        "beta-mixture": {"epochs": 1000, "lr": 1e-3, "weighting": "per-y", "schedule": "constant"},
     },
 }
 DEFAULT_RECIPE = "notebook"
@@ -41,6 +42,8 @@ class Config:
     Attributes:
         prior: task name, ``"beta"`` or ``"gamma"``.
         alpha, beta, trials: prior parameters and n (``None``: the task's default).
+        mix_weights, mix_alpha, mix_beta: the ``beta-mixture`` prior's components (``None``: the
+            default, 0.5·Beta(10, 30) + 0.5·Beta(30, 10)).
         samples: number of simulations.
         components: K, Gaussians in the mixture.
         hidden: widths of the ReLU backbone.
@@ -65,6 +68,9 @@ class Config:
     alpha: float | None = None
     beta: float | None = None
     trials: int = 100
+    mix_weights: tuple[float, ...] | None = None
+    mix_alpha: tuple[float, ...] | None = None
+    mix_beta: tuple[float, ...] | None = None
     samples: int = 1_000_000
     components: int = 8
     hidden: tuple[int, ...] = (24, 25, 16)
@@ -81,8 +87,18 @@ class Config:
     log_every: int = 50
     torch_threads: int = 1
 
-    def task(self) -> tasks.Task:
+    def task(self):
         """The task these settings describe."""
+        if self.prior == "beta-mixture":
+            mix = (self.mix_weights, self.mix_alpha, self.mix_beta)
+            if all(m is None for m in mix):
+                return tasks.BetaMixtureTask(trials=int(self.trials))
+            if any(m is None for m in mix) or len({len(m) for m in mix}) != 1:
+                raise ConfigError("--mix-weights, --mix-alpha and --mix-beta must be given together, equally long")
+            comps = tuple((float(w), float(a), float(b)) for w, a, b in zip(*mix))
+            return tasks.BetaMixtureTask(comps, int(self.trials))
+        if any(m is not None for m in (self.mix_weights, self.mix_alpha, self.mix_beta)):
+            raise ConfigError("--mix-weights, --mix-alpha and --mix-beta apply to --prior beta-mixture only")
         return tasks.make_task(self.prior, self.alpha, self.beta, self.trials)
 
     def resolve(self) -> Config:
@@ -92,10 +108,12 @@ class Config:
             raise ConfigError(f"unknown recipe {self.recipe!r}: choose one of {', '.join(RECIPES)}")
         recipe = RECIPES[self.recipe][self.prior]
         pick = lambda name: recipe[name] if getattr(self, name) is None else getattr(self, name)  # noqa: E731
+        if self.prior == "beta-mixture" and (self.alpha is not None or self.beta is not None):
+            raise ConfigError("--alpha/--beta do not apply to beta-mixture: use --mix-alpha/--mix-beta")
         return dataclasses.replace(
             self,
-            alpha=task.alpha,
-            beta=task.beta,
+            alpha=getattr(task, "alpha", None),
+            beta=getattr(task, "beta", None),
             epochs=int(pick("epochs")),
             lr=float(pick("lr")),
             weighting=pick("weighting"),
@@ -157,7 +175,7 @@ class Config:
         if unknown:
             raise ValueError(f"config has unknown fields: {', '.join(sorted(unknown))}")
         data = dict(data)
-        for key in ("hidden", "plot_y"):
+        for key in ("hidden", "plot_y", "mix_weights", "mix_alpha", "mix_beta"):
             if data.get(key) is not None:
                 data[key] = tuple(data[key])
         return cls(**data)

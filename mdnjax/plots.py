@@ -21,7 +21,7 @@ def posterior_grid(posterior, ys, path, title: str | None = None) -> None:
     rows = math.ceil(len(ys) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.5 * rows), squeeze=False)
     logits, means, log_vars = (np.asarray(a) for a in posterior.mixture(np.asarray(ys)))
-    family = "Beta" if task.name == "beta" else "Gamma"
+    family = {"beta": "Beta", "gamma": "Gamma"}.get(task.name, "Beta-mixture")
     for i, (ax, y) in enumerate(zip(axes.flat, ys)):
         exact = task.posterior(y)
         lo, hi = exact.ppf(1e-5), exact.isf(1e-5)

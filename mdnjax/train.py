@@ -240,10 +240,13 @@ def _number(kind):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m mdnjax.train", description="Train an MDN posterior for a conjugate model.")
-    p.add_argument("--prior", default="beta", help="task: beta or gamma (default beta)")
+    p.add_argument("--prior", default="beta", help="task: beta, gamma or beta-mixture (default beta)")
     p.add_argument("--alpha", type=_number(float), help="prior α (default 2)")
     p.add_argument("--beta", type=_number(float), help="prior β (default 5 for beta, rate 3 for gamma)")
     p.add_argument("--trials", type=_number(int), default=100, help="n: Binomial trials / Poisson exposure")
+    p.add_argument("--mix-weights", type=_number(float), nargs="+", help="beta-mixture prior: component weights")
+    p.add_argument("--mix-alpha", type=_number(float), nargs="+", help="beta-mixture prior: component α")
+    p.add_argument("--mix-beta", type=_number(float), nargs="+", help="beta-mixture prior: component β")
     p.add_argument("--samples", type=_number(int), default=1_000_000, help="simulations (1e6; 1e7 accepted)")
     p.add_argument("--components", type=_number(int), default=8, help="K, Gaussians in the mixture")
     p.add_argument("--hidden", type=_number(int), nargs="+", default=[24, 25, 16], help="backbone widths")
@@ -270,6 +273,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
         alpha=args.alpha,
         beta=args.beta,
         trials=args.trials,
+        mix_weights=None if args.mix_weights is None else tuple(args.mix_weights),
+        mix_alpha=None if args.mix_alpha is None else tuple(args.mix_alpha),
+        mix_beta=None if args.mix_beta is None else tuple(args.mix_beta),
         samples=args.samples,
         components=args.components,
         hidden=tuple(args.hidden),

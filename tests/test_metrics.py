@@ -74,3 +74,28 @@ def test_transform_is_a_bijection():
         h = 1e-7
         num = (task.to_unconstrained(theta + h) - task.to_unconstrained(theta - h)) / (2 * h)
         np.testing.assert_allclose(task.log_abs_det_jacobian(theta), np.log(num), rtol=1e-6)
+
+
+def test_exact_posterior_coverage_is_nominal_and_calibration_runs(tmp_path):
+    from mdnjax import calibrate, train
+
+    task = make_task("gamma")
+    theta, y = task.simulate(np.random.default_rng(5), 20_000)
+    cov = calibrate.coverage(task.posterior_cdf(theta, y))
+    se = np.sqrt(calibrate.LEVELS * (1 - calibrate.LEVELS) / theta.size)
+    assert np.all(np.abs(cov - calibrate.LEVELS) < 4 * se)  # nominal within Monte Carlo error
+
+    res = train.fit(Config(prior="beta", samples=20_000, epochs=300, log_every=100), verbose=False)
+    res.posterior.save(tmp_path)
+    assert calibrate.main([str(tmp_path), "--draws", "500", "--samples-per-draw", "49"]) == 0
+    out = __import__("json").loads((tmp_path / "calibration.json").read_text())
+    assert out["draws"] == 500 and sum(out["rank_counts"]) == 500 and len(out["rank_counts"]) == 50
+    assert 0 <= out["max_coverage_error"] < 0.5
+    assert (tmp_path / "sbc_ranks.png").stat().st_size > 0 and (tmp_path / "coverage.png").stat().st_size > 0
+    # the MDN's PIT agrees with a Monte Carlo estimate from its own samples
+    post = res.posterior
+    theta, y = make_task("beta").simulate(np.random.default_rng(6), 3)
+    u = calibrate.pit(post, theta, y)
+    for i in range(3):
+        s = np.asarray(post.sample(jax.random.key(i), int(y[i]), 40_000))
+        assert abs(np.mean(s < theta[i]) - u[i]) < 0.01
