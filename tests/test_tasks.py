@@ -79,7 +79,7 @@ def test_mixture_posterior_weights_match_numerical_integration():
     task = tasks.BetaMixtureTask(((0.2, 2.0, 8.0), (0.5, 10.0, 10.0), (0.3, 9.0, 3.0)), trials=30)
     for y in (3, 15, 24):
         marg = [
-            w * integrate.quad(lambda t: stats.beta(a, b).pdf(t) * stats.binom.pmf(y, 30, t), 0, 1)[0]
+            w * integrate.quad(lambda t, a=a, b=b, y=y: stats.beta(a, b).pdf(t) * stats.binom.pmf(y, 30, t), 0, 1)[0]
             for w, a, b in task.components
         ]
         np.testing.assert_allclose(task.posterior_weights(y), np.array(marg) / sum(marg), rtol=1e-7)
