@@ -158,6 +158,12 @@ class Config:
             raise ConfigError(f"unknown layout {cfg.layout!r}: choose one of {', '.join(LAYOUTS)}")
         if cfg.backend not in BACKENDS:
             raise ConfigError(f"unknown backend {cfg.backend!r}: choose one of {', '.join(BACKENDS)}")
+        if cfg.layout == "padded" and cfg.weighting != "per-y":
+            raise ConfigError("--layout padded computes the notebook's per-y objective only: use --weighting per-y")
+        if cfg.backend != "jax" and (cfg.weighting != "per-y" or cfg.schedule != "constant" or cfg.space != "raw"):
+            raise ConfigError(
+                "the torch backends train the notebook's objective: use --weighting per-y --schedule constant --space raw"
+            )
         if cfg.torch_threads < 1:
             raise ConfigError(f"--torch-threads must be >= 1, got {cfg.torch_threads}")
         for y in cfg.plot_y:

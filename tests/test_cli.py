@@ -53,6 +53,21 @@ BAD = [
     (["--epochs", "abc"], "not a number"),
     (["--layout", "dense"], "unknown layout"),
     (["--backend", "tf"], "unknown backend"),
+    (["--recipe", "magic"], "unknown recipe"),
+    (["--weighting", "per-row"], "unknown weighting"),
+    (["--schedule", "step"], "unknown schedule"),
+    (["--space", "log"], "unknown space"),
+    (["--hidden", "0"], "--hidden"),
+    (
+        ["--prior", "beta-mixture", "--mix-weights", "0.5", "0.6", "--mix-alpha", "1", "2", "--mix-beta", "1", "2"],
+        "sum to 1",
+    ),
+    (["--prior", "beta-mixture", "--mix-weights", "1", "--mix-alpha", "-1", "--mix-beta", "1"], "--mix-alpha"),
+    (["--prior", "beta-mixture", "--mix-weights", "1"], "given together"),
+    (["--prior", "beta", "--mix-weights", "1"], "beta-mixture only"),
+    (["--prior", "beta-mixture", "--alpha", "2"], "do not apply"),
+    (["--layout", "padded", "--weighting", "per-sample"], "per-y"),
+    (["--backend", "torch", "--space", "unconstrained"], "notebook"),
 ]
 
 
@@ -64,7 +79,7 @@ def test_bad_input_is_one_line_exit_2(argv, needle, tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err, err
-    assert not out.exists() or not any(out.iterdir())
+    assert not out.exists()  # nothing is created for a rejected command
 
 
 def test_too_few_samples_to_form_a_bucket(tmp_path, capsys):
@@ -114,3 +129,20 @@ def test_torch_backends_write_the_same_outputs(backend, tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["loss"]) == 20 and metrics["loss"][-1] < metrics["loss"][0]
     assert mdnjax.load(out).config.backend == backend
+
+
+def test_calibrate_rejects_a_folder_that_is_not_a_run(tmp_path, capsys):
+    from mdnjax import calibrate
+
+    assert calibrate.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a run directory" in err
+
+
+def test_existing_results_are_never_overwritten(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train.main(["--prior", "beta", *SMALL, "--no-plots", "--out", str(out)]) == 0
+    before = (out / "checkpoint.npz").read_bytes()
+    assert train.main(["--prior", "beta", *SMALL, "--seed", "3", "--no-plots", "--out", str(out)]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert (out / "checkpoint.npz").read_bytes() == before
