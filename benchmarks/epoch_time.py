@@ -164,40 +164,28 @@ def bench_config(name: str, n: int, k: int, repeats: int, paths: list[str]) -> d
     return result
 
 
-def train_run_rss(samples: int, epochs: int) -> dict:
-    """Runs the CLI in a child process; returns its peak RSS and ms/epoch."""
+def train_run_rss(samples: int, epochs: int, prior: str = "gamma") -> dict:
+    """Runs the CLI under a fresh parent process; returns the CLI's peak RSS and ms/epoch.
+
+    The parent is a new interpreter so that ``RUSAGE_CHILDREN`` sees the CLI alone (not, say,
+    torch.compile workers forked from this process).
+    """
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "mdnjax.train",
-                "--prior",
-                "gamma",
-                "--samples",
-                str(samples),
-                "--epochs",
-                str(epochs),
-                "--no-plots",
-                "--out",
-                f"{tmp}/run",
-            ],
-            capture_output=True,
-            text=True,
+        cmd = [sys.executable, "-m", "mdnjax.train", "--prior", prior, "--samples", str(samples),
+               "--epochs", str(epochs), "--no-plots", "--out", f"{tmp}/run"]
+        probe = (
+            "import resource, subprocess, sys, time; t = time.perf_counter(); "
+            f"r = subprocess.run({cmd!r}, capture_output=True, text=True); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, time.perf_counter() - t, r.returncode); "
+            "sys.stderr.write(r.stderr)"
         )
-        wall = time.perf_counter() - t0
-        rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        if proc.returncode != 0:
+        proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+        rss_kb, wall, code = proc.stdout.split()
+        if int(code) != 0:
             return {"samples": samples, "error": proc.stderr.strip().splitlines()[-1]}
         timings = json.loads(Path(f"{tmp}/run/metrics.json").read_text())["timings"]
-    return {
-        "samples": samples,
-        "epochs": epochs,
-        "peak_rss_mb": rss_mb,
-        "ms_per_epoch": timings["ms_per_epoch"],
-        "wall_s": wall,
-    }
+    return {"prior": prior, "samples": samples, "epochs": epochs, "peak_rss_mb": int(rss_kb) / 1024,
+            "ms_per_epoch": timings["ms_per_epoch"], "wall_s": float(wall)}
 
 
 def meta() -> dict:
@@ -257,7 +245,7 @@ def plot(results: list[dict], path: Path, title: str) -> None:
                 ]
                 pts = [(a, b) for a, b in pts if b is not None]
                 if pts:
-                    style = dict(ls=":", color="gray") if p == "floor" else dict(marker="o")
+                    style = dict(ls=":", marker="x", color="gray") if p == "floor" else dict(marker="o")
                     ax.plot(*zip(*pts), label=p, **style)
             ax.set(xscale="log", yscale="log", xlabel="samples N", ylabel="ms per epoch", title=f"{name}, K={k}")
             ax.grid(True, which="both", alpha=0.3)
@@ -278,6 +266,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int)
     p.add_argument("--torch-threads", type=int, default=1)
     p.add_argument("--no-rss", action="store_true", help="skip the 1e7-sample CLI run measuring peak RSS")
+    p.add_argument("--rss-only", action="store_true", help="only the 1e7-sample CLI runs (peak RSS), merged into the JSON")
     args = p.parse_args()
 
     import torch
@@ -288,6 +277,13 @@ def main() -> None:
     repeats = args.repeats or (3 if args.quick else 5)
     suffix = "_quick" if args.quick else ""
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.rss_only:
+        path = OUT / "epoch_time.json"
+        payload = json.loads(path.read_text()) if path.exists() else {"meta": meta(), "results": []}
+        payload["train_rss"] = [train_run_rss(10**7, 200, prior) for prior in args.tasks]
+        print(json.dumps(payload["train_rss"], indent=2))
+        path.write_text(json.dumps(payload, indent=2))
+        return
     payload = {"meta": meta(), "results": []}
     print(
         f"device {payload['meta']['device']}, torch threads {args.torch_threads}, "
@@ -303,7 +299,7 @@ def main() -> None:
                 print(table([r]), f"\n({time.perf_counter() - t0:.0f} s)", flush=True)
                 (OUT / f"epoch_time{suffix}.json").write_text(json.dumps(payload, indent=2))
     if not args.quick and not args.no_rss:
-        payload["train_rss"] = [train_run_rss(10**7, 200)]
+        payload["train_rss"] = [train_run_rss(10**7, 200, prior) for prior in args.tasks]
         print("CLI run at 1e7 samples:", payload["train_rss"], flush=True)
     (OUT / f"epoch_time{suffix}.json").write_text(json.dumps(payload, indent=2))
     plot(payload["results"], OUT / f"epoch_time{suffix}.png", f"ms per epoch ({payload['meta']['device']})")
