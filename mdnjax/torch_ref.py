@@ -227,9 +227,7 @@ def fit(config: Config, *, verbose: bool = True, buckets=None):
     """Trains with a torch backend and returns a ``train.Result`` (parameters converted to Flax)."""
     require_torch()
     if config.weighting != "per-y" or config.schedule != "constant" or config.space != "raw":
-        raise ConfigError(
-            "the torch backends train the notebook's objective: use --weighting per-y --schedule constant --space raw"
-        )
+        raise ConfigError("the torch backends train the notebook's objective: use --recipe notebook")
     from mdnjax import buckets as buckets_lib
     from mdnjax import model as model_lib
     from mdnjax import train

@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mix-beta", type=_number(float), nargs="+", help="beta-mixture prior: component β")
     p.add_argument("--samples", type=_number(int), default=1_000_000, help="simulations (1e6; 1e7 accepted)")
     p.add_argument("--components", type=_number(int), default=8, help="K, Gaussians in the mixture")
-    p.add_argument("--hidden", type=_number(int), nargs="+", default=[24, 25, 16], help="backbone widths")
+    p.add_argument("--hidden", type=_number(int), nargs="+", help="backbone widths (recipe default)")
     p.add_argument("--recipe", default=DEFAULT_RECIPE, help=f"training defaults: {', '.join(RECIPES)}")
     p.add_argument("--epochs", type=_number(int), help="full-batch Adam steps (recipe default)")
     p.add_argument("--lr", type=_number(float), help="Adam learning rate (recipe default)")
@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", help=f"learning-rate schedule: {' or '.join(SCHEDULES)} (recipe default)")
     p.add_argument("--seed", type=_number(int), default=0)
     p.add_argument("--plot-y", type=_number(int), nargs="+", help="observations to plot and report")
-    p.add_argument("--space", default="raw", help="raw (fit θ) or unconstrained (fit logit θ / log θ)")
+    p.add_argument("--space", help="raw (fit θ) or unconstrained (fit logit θ / log θ) (recipe default)")
     p.add_argument("--layout", default="packed", help=f"bucket layout: {' or '.join(LAYOUTS)}")
     p.add_argument("--backend", default="jax", help=f"training path: {', '.join(BACKENDS)}")
     p.add_argument("--torch-threads", type=_number(int), default=1, help="threads for torch backends")
@@ -278,7 +278,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         mix_beta=None if args.mix_beta is None else tuple(args.mix_beta),
         samples=args.samples,
         components=args.components,
-        hidden=tuple(args.hidden),
+        hidden=None if args.hidden is None else tuple(args.hidden),
         recipe=args.recipe,
         epochs=args.epochs,
         lr=args.lr,

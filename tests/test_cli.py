@@ -66,7 +66,7 @@ BAD = [
     (["--prior", "beta-mixture", "--mix-weights", "1"], "given together"),
     (["--prior", "beta", "--mix-weights", "1"], "beta-mixture only"),
     (["--prior", "beta-mixture", "--alpha", "2"], "do not apply"),
-    (["--layout", "padded", "--weighting", "per-sample"], "per-y"),
+    (["--layout", "padded", "--weighting", "per-sample"], "--recipe notebook"),
     (["--backend", "torch", "--space", "unconstrained"], "notebook"),
 ]
 
@@ -122,7 +122,7 @@ def test_divergence_exits_non_zero_and_keeps_a_finite_checkpoint(tmp_path, capsy
 def test_torch_backends_write_the_same_outputs(backend, tmp_path, capsys):
     pytest.importorskip("torch")
     out = tmp_path / backend
-    code = train.main(["--prior", "beta", *SMALL, "--backend", backend, "--out", str(out)])
+    code = train.main(["--prior", "beta", *SMALL, "--recipe", "notebook", "--backend", backend, "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     for name in ["config.json", "checkpoint.npz", "metrics.json", "posterior.png", "loss.png"]:
         assert (out / name).stat().st_size > 0, name

@@ -10,7 +10,8 @@ from mdnjax import Config, metrics, mixture, posterior, train
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    res = train.fit(Config(prior="beta", samples=20_000, epochs=200, log_every=100), verbose=False)
+    cfg = Config(prior="beta", samples=20_000, epochs=200, log_every=100, recipe="notebook")  # raw θ space
+    res = train.fit(cfg, verbose=False)
     out = tmp_path_factory.mktemp("run")
     res.posterior.save(out)
     return res.posterior, out

@@ -1,3 +1,5 @@
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -20,8 +22,9 @@ def test_same_seed_gives_same_parameters_and_different_seed_does_not():
 
 @pytest.mark.parametrize("layout", ["packed", "padded"])
 def test_layouts_train_the_same_way(layout):
-    ref = train.fit(Config(prior="beta", samples=5000, epochs=40, layout="padded"), verbose=False)
-    got = train.fit(Config(prior="beta", samples=5000, epochs=40, layout=layout), verbose=False)
+    cfg = Config(prior="beta", samples=5000, epochs=40, recipe="notebook")
+    ref = train.fit(dataclasses.replace(cfg, layout="padded"), verbose=False)
+    got = train.fit(dataclasses.replace(cfg, layout=layout), verbose=False)
     np.testing.assert_allclose(got.losses, ref.losses, rtol=1e-4)
     assert got.losses.shape == (40,)
 
@@ -65,3 +68,15 @@ def test_fit_reports_divergence_epoch():
     assert res.diverged_at is not None and res.diverged_at < 60
     assert res.losses.size <= 60
     chex.assert_tree_all_finite(res.posterior.params)
+
+
+def test_fast_recipe_beats_the_notebook_recipe_at_the_same_budget():
+    from mdnjax import metrics
+
+    kls = {}
+    for recipe in ("fast", "notebook"):
+        cfg = Config(prior="gamma", samples=50_000, epochs=600, recipe=recipe, log_every=200)
+        res = train.fit(cfg, verbose=False)
+        b = res.buckets
+        kls[recipe] = metrics.summarize(metrics.evaluate(res.posterior, b.y_values[b.counts >= 100]))["kl_mean"]
+    assert kls["fast"] < 0.5 * kls["notebook"], kls
