@@ -20,7 +20,7 @@ xla.configure_cpu()
 
 import numpy as np  # noqa: E402
 
-from mdnjax import Config, metrics, plots, train  # noqa: E402
+from mdnjax import Config, metrics, plots, train  # noqa: E402,F401  (plots: Agg backend)
 
 OUT = Path(__file__).parent / "results"
 
@@ -51,6 +51,7 @@ def main() -> None:
                "K8": rows[8], "K1": rows[1], "ratio_K1_over_K8": ratio}
     (OUT / "multimodal.json").write_text(json.dumps(payload, indent=2))
     plot(posts, cfg.plot_y, OUT / "multimodal.png")
+    print(f"wrote {OUT / 'multimodal.json'} and .png")
 
 
 def plot(posts, ys, path) -> None:
@@ -71,7 +72,6 @@ def plot(posts, ys, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
-    del plots
 
 
 if __name__ == "__main__":
