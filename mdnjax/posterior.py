@@ -29,6 +29,7 @@ from mdnjax.config import Config
 
 CHECKPOINT = "checkpoint.npz"
 CONFIG = "config.json"
+STATE = "state.npz"
 
 
 class Posterior:
@@ -116,9 +117,10 @@ class Posterior:
         atomic_write(Path(run_dir) / CONFIG, self.config.to_json().encode())
 
 
-def _flat(params) -> dict[str, np.ndarray]:
-    leaves = jax.tree_util.tree_leaves_with_path(params)
-    return {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): np.asarray(v) for path, v in leaves}
+def _flat(tree, prefix: str = "") -> dict[str, np.ndarray]:
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    name = lambda path: "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)  # noqa: E731
+    return {prefix + name(path): np.asarray(v) for path, v in leaves}
 
 
 def atomic_write(path, data: bytes) -> None:
@@ -142,6 +144,40 @@ def save_params(path, params) -> None:
     buf = io.BytesIO()
     np.savez(buf, **_flat(params))
     atomic_write(path, buf.getvalue())
+
+
+def save_state(path, epoch: int, params, opt_state, losses) -> None:
+    """Saves a resumable training state (parameters, optimizer state, epoch, losses), atomically."""
+    buf = io.BytesIO()
+    arrays = {**_flat(params, "params/"), **_flat(opt_state, "opt/")}
+    np.savez(buf, epoch=np.int64(epoch), losses=np.asarray(losses, np.float32), **arrays)
+    atomic_write(path, buf.getvalue())
+
+
+def load_state(path, params_template, opt_template):
+    """Reads ``save_state``'s file into the given structures: (epoch, params, opt_state, losses).
+
+    Raises:
+        ValueError: missing, truncated, corrupt or mismatched.
+    """
+    p_names, o_names = _flat(params_template, "params/"), _flat(opt_template, "opt/")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in [*p_names, *o_names, "epoch", "losses"]}
+    except FileNotFoundError:
+        raise ValueError(f"no training state at {path}") from None
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as err:
+        raise ValueError(f"training state {path} is corrupt or incomplete ({type(err).__name__}: {err})") from None
+    for name, ref in {**p_names, **o_names}.items():
+        if arrays[name].shape != ref.shape or arrays[name].dtype != ref.dtype:
+            raise ValueError(f"training state {path}: {name!r} does not match this configuration")
+    epoch = int(arrays["epoch"])
+    if epoch < 0 or arrays["losses"].shape != (epoch,):
+        raise ValueError(f"training state {path}: epoch {epoch} and {arrays['losses'].shape[0]} losses disagree")
+    unflat = lambda names, tmpl: jax.tree_util.tree_unflatten(  # noqa: E731
+        jax.tree_util.tree_structure(tmpl), [arrays[n] for n in names]
+    )
+    return epoch, unflat(p_names, params_template), unflat(o_names, opt_template), arrays["losses"]
 
 
 def load_params(path, template):

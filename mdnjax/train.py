@@ -51,6 +51,7 @@ class Result(NamedTuple):
     timings: dict
     buckets: buckets_lib.Buckets
     diverged_at: int | None  # first epoch with a non-finite loss, or None
+    stopped_at: int | None = None  # epoch at which ``should_stop`` ended training, or None
 
 
 def simulate_and_bucket(config: Config, timings: dict | None = None) -> buckets_lib.Buckets:
@@ -145,13 +146,39 @@ def _progress(epoch: int, total: int, loss: float, ms: float) -> None:
     sys.stderr.flush()
 
 
-def fit(config: Config, *, verbose: bool = True, buckets: buckets_lib.Buckets | None = None) -> Result:
+class Checkpoint(NamedTuple):
+    """Everything needed to continue a run exactly: the epoch reached, parameters, optimizer
+    state (its step count drives the schedule) and the losses so far. The data are re-simulated
+    from the config's seed, and training itself draws no random numbers."""
+
+    epoch: int
+    params: dict
+    opt_state: tuple
+    losses: np.ndarray
+
+
+def fit(
+    config: Config,
+    *,
+    verbose: bool = True,
+    buckets: buckets_lib.Buckets | None = None,
+    resume: Checkpoint | None = None,
+    on_checkpoint: Callable[[Checkpoint], None] | None = None,
+    checkpoint_every: int = 0,
+    should_stop: Callable[[], bool] | None = None,
+) -> Result:
     """Simulates, buckets and trains an MDN posterior for ``config``.
 
     Args:
         config: run settings (validated here).
         verbose: print the loss every ``log_every`` epochs and a progress bar on a terminal.
         buckets: reuse an existing layout instead of simulating.
+        resume: continue from this checkpoint (the result is bitwise that of an uninterrupted run).
+        on_checkpoint: called with a ``Checkpoint`` every ``checkpoint_every`` epochs (at the end of
+            a ``log_every`` chunk), when stopped, and at the end.
+        checkpoint_every: epochs between checkpoints (0: only when stopped and at the end).
+        should_stop: polled after every chunk; when it returns True, training stops there
+            (``Result.stopped_at``) after a checkpoint.
 
     Returns:
         ``Result`` with the trained ``Posterior``, the loss per epoch and timings.
@@ -168,23 +195,31 @@ def fit(config: Config, *, verbose: bool = True, buckets: buckets_lib.Buckets | 
         return torch_ref.fit(config, verbose=verbose, buckets=buckets)
     timings: dict = {}
     b = buckets if buckets is not None else simulate_and_bucket(config, timings)
-    if config.layout == "padded" and config.weighting != "per-y":
-        raise ConfigError("--layout padded computes the notebook's per-y objective only: use --weighting per-y")
     data = to_data(
         b, config.trials, block=None if config.layout == "padded" else loss_lib.BLOCK, weighting=config.weighting
     )
-    key = jax.random.key(config.seed)
-    graphdef, params = model.init(key, config.components, config.hidden)
+    graphdef, params = model.init(jax.random.key(config.seed), config.components, config.hidden)
     optimizer = optax.adam(learning_rate(config))
+    opt_state = optimizer.init(params)
+    losses, epoch = [], 0
+    if resume is not None:
+        epoch, params, opt_state = resume.epoch, resume.params, resume.opt_state
+        losses = [np.asarray(resume.losses, np.float32)] if len(resume.losses) else []
     run = make_run_epochs(make_step(loss_fn(config.layout, graphdef), optimizer))
-    state = (params, optimizer.init(params), jax.tree_util.tree_map(jnp.copy, params), jnp.array(True))
+    state = (params, opt_state, jax.tree_util.tree_map(jnp.copy, params), jnp.array(True))
+
+    def checkpoint(at: int) -> None:
+        if on_checkpoint is not None:
+            history = np.concatenate(losses) if losses else np.zeros(0, np.float32)
+            host = lambda tree: jax.tree_util.tree_map(lambda a: np.array(a, copy=True), tree)  # noqa: E731
+            on_checkpoint(Checkpoint(at, host(state[0]), host(state[1]), history))  # copies: state is donated
 
     chunk = min(config.log_every, config.epochs)
     t0 = time.perf_counter()
     compiled = {chunk: run.lower(state, data, chunk).compile()}
     timings["compile_s"] = time.perf_counter() - t0
 
-    losses, diverged_at, epoch, train_s = [], None, 0, 0.0
+    diverged_at, stopped_at, train_s, start = None, None, 0.0, epoch
     while epoch < config.epochs:
         num = min(chunk, config.epochs - epoch)
         if num not in compiled:
@@ -199,20 +234,28 @@ def fit(config: Config, *, verbose: bool = True, buckets: buckets_lib.Buckets | 
         bad = np.flatnonzero(~np.isfinite(chunk_losses))
         if verbose:
             print(f"[epoch {epoch:5d}] loss = {chunk_losses[0]:.4f}", flush=True)
-            _progress(epoch + num, config.epochs, float(chunk_losses[-1]), 1e3 * train_s / (epoch + num))
+            _progress(epoch + num, config.epochs, float(chunk_losses[-1]), 1e3 * train_s / (epoch + num - start))
         if bad.size or not bool(state[3]):
             diverged_at = epoch + int(bad[0]) if bad.size else epoch + num
             break
         epoch += num
-    losses = np.concatenate(losses)
-    epochs_run = losses.size
+        if epoch < config.epochs and should_stop is not None and should_stop():
+            stopped_at = epoch
+            checkpoint(epoch)
+            break
+        if checkpoint_every and epoch < config.epochs and epoch % checkpoint_every < num:
+            checkpoint(epoch)
+    if diverged_at is None and stopped_at is None:
+        checkpoint(epoch)
+    history = np.concatenate(losses) if losses else np.zeros(0, np.float32)
+    epochs_run = max(history.size - start, 1)
     timings["train_s"] = train_s
     timings["epochs_per_s"] = epochs_run / train_s if train_s > 0 else float("nan")
     timings["ms_per_epoch"] = 1e3 * train_s / epochs_run
+    if verbose and diverged_at is None and stopped_at is None:
+        print(f"[epoch {history.size - 1:5d}] loss = {history[-1]:.4f}", flush=True)
     final = state[2] if diverged_at is not None else state[0]
-    if verbose and diverged_at is None:
-        print(f"[epoch {epochs_run - 1:5d}] loss = {losses[-1]:.4f}", flush=True)
-    return Result(Posterior(config, final, graphdef), losses, timings, b, diverged_at)
+    return Result(Posterior(config, final, graphdef), history, timings, b, diverged_at, stopped_at)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -264,6 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=_number(int), default=50, help="epochs between printed losses")
     p.add_argument("--out", help="output folder (default: runs/PRIOR-TIMESTAMP)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    p.add_argument(
+        "--checkpoint-every",
+        type=_number(int),
+        default=500,
+        help="epochs between resumable checkpoints (state.npz; 0: only at the end or on Ctrl-C)",
+    )
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run in RUN_DIR (other flags ignored)")
     return p
 
 
@@ -377,14 +427,51 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _resume_point(run_dir: Path, config: Config) -> Checkpoint:
+    """The training state saved in ``run_dir`` (``ConfigError`` if absent or unreadable)."""
+    from mdnjax.posterior import STATE, load_state
+
+    _, params = model.init(jax.random.key(config.seed), config.components, config.hidden)
+    opt_state = optax.adam(learning_rate(config)).init(params)
+    try:
+        epoch, params, opt_state, losses = load_state(run_dir / STATE, params, opt_state)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return Checkpoint(epoch, params, opt_state, losses)
+
+
+def _load_run_config(run_dir: Path) -> Config:
+    from mdnjax.posterior import CONFIG
+
+    try:
+        return Config.from_dict(json.loads((run_dir / CONFIG).read_text())).validate()
+    except FileNotFoundError:
+        raise ConfigError(f"--resume {run_dir}: no {CONFIG} there, not a run directory") from None
+    except (json.JSONDecodeError, TypeError, ValueError) as err:
+        raise ConfigError(f"--resume {run_dir}: unreadable {CONFIG} ({err})") from None
+
+
 def main(argv=None) -> int:
+    import signal
+
+    from mdnjax.posterior import CONFIG, STATE, save_state
+
     t_start = time.perf_counter()
     xla.configure_cpu()  # before the first JAX computation
     args = build_parser().parse_args(argv)
     prog = "mdnjax.train"
     try:
-        config = config_from_args(args).validate()
-        out = prepare_out(args.out, config.prior)
+        if args.checkpoint_every < 0:
+            raise ConfigError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
+        if args.resume is not None:
+            out = Path(args.resume)
+            config = _load_run_config(out)
+            resume = _resume_point(out, config)
+        else:
+            config = config_from_args(args).validate()
+            out = prepare_out(args.out, config.prior)
+            resume = None
+            atomic_write(out / CONFIG, config.to_json().encode())  # a killed run can be resumed
     except ConfigError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
@@ -392,14 +479,36 @@ def main(argv=None) -> int:
         f"mdnjax: prior={config.prior} samples={config.samples:,} K={config.components} recipe={config.recipe} "
         f"(epochs={config.epochs} lr={config.lr} {config.weighting} {config.schedule}) "
         f"backend={config.backend} layout={config.layout} "
-        f"device={jax.devices()[0].platform} -> {out}",
+        f"device={jax.devices()[0].platform} -> {out}"
+        + (f" (resuming at epoch {resume.epoch})" if resume is not None else ""),
         flush=True,
     )
+
+    stop: list[int] = []  # signals received, set by the handler below
+    handler = lambda signum, frame: stop.append(signum)  # noqa: E731
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    save = lambda c: save_state(out / STATE, c.epoch, c.params, c.opt_state, c.losses)  # noqa: E731
     try:
-        result = fit(config)
+        result = fit(
+            config,
+            resume=resume,
+            on_checkpoint=save if config.backend == "jax" else None,
+            checkpoint_every=args.checkpoint_every,
+            should_stop=lambda: bool(stop),
+        )
     except ConfigError as err:  # e.g. too few samples to form a bucket, torch missing
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    if result.stopped_at is not None:
+        print(
+            f"{prog}: interrupted at epoch {result.stopped_at}; state saved. "
+            f"Resume with: python -m mdnjax.train --resume {out}",
+            file=sys.stderr,
+        )
+        return 130
     payload = write_outputs(result, out, plots=not args.no_plots)
     t = result.timings
     print(format_table(payload["plotted"]))
@@ -418,7 +527,7 @@ def main(argv=None) -> int:
         f"({t['ms_per_epoch']:.2f} ms/epoch), wall {wall:.1f} s"
     )
     print(
-        f"saved to {out}/ (config.json, checkpoint.npz, metrics.json"
+        f"saved to {out}/ (config.json, checkpoint.npz, state.npz, metrics.json"
         f"{', posterior.png, kl.png, loss.png' if not args.no_plots else ''})"
     )
     if result.diverged_at is not None:
