@@ -92,6 +92,7 @@ class Config:
         backend: ``"jax"``, ``"torch"`` (vectorized) or ``"torch-loop"`` (the notebook's loop).
         log_every: epochs between printed losses; also the epochs run per dispatch.
         torch_threads: threads for the torch backends.
+        devices: devices the JAX backend splits the bucket rows over (``None``: all).
     """
 
     prior: str = "beta"
@@ -116,6 +117,7 @@ class Config:
     backend: str = "jax"
     log_every: int = 50
     torch_threads: int = 1
+    devices: int | None = None
 
     def task(self):
         """The task these settings describe."""
@@ -193,6 +195,10 @@ class Config:
             raise ConfigError("--layout padded computes the notebook's per-y objective only: use --recipe notebook")
         if cfg.backend != "jax" and (cfg.weighting != "per-y" or cfg.schedule != "constant" or cfg.space != "raw"):
             raise ConfigError("the torch backends train the notebook's objective: use --recipe notebook")
+        if cfg.devices is not None and cfg.devices < 1:
+            raise ConfigError(f"--devices must be >= 1, got {cfg.devices}")
+        if cfg.layout == "padded" and cfg.devices not in (None, 1):
+            raise ConfigError("--layout padded runs on one device: use --devices 1")
         if cfg.torch_threads < 1:
             raise ConfigError(f"--torch-threads must be >= 1, got {cfg.torch_threads}")
         for y in cfg.plot_y:

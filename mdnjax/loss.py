@@ -77,7 +77,9 @@ class Data(NamedTuple):
 BLOCK = 65_536  # samples per tile: about 2 MiB of (width, K) float32 temporaries, cache-resident
 
 
-def to_data(b, trials: int, dtype=jnp.float32, block: int | None = BLOCK, weighting: str = "per-y") -> Data:
+def to_data(
+    b, trials: int, dtype=jnp.float32, block: int | None = BLOCK, weighting: str = "per-y", shards: int = 1
+) -> Data:
     """Moves a ``buckets.Buckets`` layout to the device, with the objective's sample weights.
 
     Args:
@@ -88,6 +90,8 @@ def to_data(b, trials: int, dtype=jnp.float32, block: int | None = BLOCK, weight
             (``None``: a single block, as the padded reference expects).
         weighting: ``"per-y"``: weight 1 / n_y, so the loss is Σ_y of each y's mean NLL (the
             notebook's); ``"per-sample"``: weight 1 / N, the mean NLL over all samples.
+        shards: devices the rows of each block will be split over; ``block_rows`` is padded to a
+            multiple of it with empty rows (mask False, weight 0).
 
     Returns:
         ``Data`` with a leading block axis.
@@ -95,6 +99,7 @@ def to_data(b, trials: int, dtype=jnp.float32, block: int | None = BLOCK, weight
     rows, width = b.theta.shape
     blocks = 1 if block is None else max(1, -(-rows * width // block))
     block_rows = -(-rows // blocks)
+    block_rows += (-block_rows) % shards
     extra = blocks * block_rows - rows
     theta = np.pad(b.theta, ((0, extra), (0, 0)))
     mask = np.pad(b.mask, ((0, extra), (0, 0)))

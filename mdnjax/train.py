@@ -74,6 +74,37 @@ def simulate_and_bucket(config: Config, timings: dict | None = None) -> buckets_
     return b
 
 
+def device_mesh(devices: int | None):
+    """A 1-D ``Mesh`` over the first ``devices`` devices (``None``: all), or None for one device."""
+    available = jax.devices()
+    n = len(available) if devices is None else devices
+    if not 1 <= n <= len(available):
+        raise ConfigError(f"--devices {n}: this machine has {len(available)} {available[0].platform} device(s)")
+    if n == 1:
+        return None
+    return jax.sharding.Mesh(np.array(available[:n]), ("rows",))
+
+
+def shard(data: Data, state, mesh):
+    """Data parallel: bucket rows split over the mesh, everything else replicated.
+
+    XLA's SPMD partitioner then runs each device's rows and inserts the all-reduces of the loss
+    and of the gradients; the optimizer update is replicated.
+    """
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    put = lambda tree, spec: jax.device_put(tree, NamedSharding(mesh, spec))  # noqa: E731
+    data = Data(
+        x=put(data.x, P()),
+        theta=put(data.theta, P(None, "rows", None)),
+        mask=put(data.mask, P(None, "rows", None)),
+        row_y=put(data.row_y, P(None, "rows")),
+        weight=put(data.weight, P(None, "rows")),
+    )
+    return data, put(state, P())
+
+
 def learning_rate(config: Config):
     """The learning rate, or an optax schedule of the step count."""
     if config.schedule == "cosine":
@@ -194,10 +225,11 @@ def fit(
 
         return torch_ref.fit(config, verbose=verbose, buckets=buckets)
     timings: dict = {}
+    mesh = device_mesh(1 if config.layout == "padded" else config.devices)
     b = buckets if buckets is not None else simulate_and_bucket(config, timings)
-    data = to_data(
-        b, config.trials, block=None if config.layout == "padded" else loss_lib.BLOCK, weighting=config.weighting
-    )
+    block = None if config.layout == "padded" else loss_lib.BLOCK
+    shards = 1 if mesh is None else mesh.size
+    data = to_data(b, config.trials, block=block, weighting=config.weighting, shards=shards)
     graphdef, params = model.init(jax.random.key(config.seed), config.components, config.hidden)
     optimizer = optax.adam(learning_rate(config))
     opt_state = optimizer.init(params)
@@ -207,6 +239,8 @@ def fit(
         losses = [np.asarray(resume.losses, np.float32)] if len(resume.losses) else []
     run = make_run_epochs(make_step(loss_fn(config.layout, graphdef), optimizer))
     state = (params, opt_state, jax.tree_util.tree_map(jnp.copy, params), jnp.array(True))
+    if mesh is not None:
+        data, state = shard(data, state, mesh)
 
     def checkpoint(at: int) -> None:
         if on_checkpoint is not None:
@@ -303,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", help="raw (fit θ) or unconstrained (fit logit θ / log θ) (recipe default)")
     p.add_argument("--layout", default="packed", help=f"bucket layout: {' or '.join(LAYOUTS)}")
     p.add_argument("--backend", default="jax", help=f"training path: {', '.join(BACKENDS)}")
+    p.add_argument("--devices", type=_number(int), help="devices to split the rows over (default: all)")
     p.add_argument("--torch-threads", type=_number(int), default=1, help="threads for torch backends")
     p.add_argument("--log-every", type=_number(int), default=50, help="epochs between printed losses")
     p.add_argument("--out", help="output folder (default: runs/PRIOR-TIMESTAMP)")
@@ -340,6 +375,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         layout=args.layout,
         backend=args.backend,
         torch_threads=args.torch_threads,
+        devices=args.devices,
         log_every=args.log_every,
     )
 
