@@ -172,7 +172,8 @@ def train_run_rss(samples: int, epochs: int, prior: str = "gamma") -> dict:
     """
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "mdnjax.train", "--prior", prior, "--samples", str(samples),
-               "--epochs", str(epochs), "--no-plots", "--out", f"{tmp}/run"]
+               "--epochs", str(epochs), "--recipe", "notebook", "--log-every", "10", "--no-plots",
+               "--out", f"{tmp}/run"]
         probe = (
             "import resource, subprocess, sys, time; t = time.perf_counter(); "
             f"r = subprocess.run({cmd!r}, capture_output=True, text=True); "
@@ -266,7 +267,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int)
     p.add_argument("--torch-threads", type=int, default=1)
     p.add_argument("--no-rss", action="store_true", help="skip the 1e7-sample CLI run measuring peak RSS")
-    p.add_argument("--rss-only", action="store_true", help="only the 1e7-sample CLI runs (peak RSS), merged into the JSON")
+    p.add_argument("--rss-only", action="store_true", help="only the CLI runs (peak RSS), merged into the JSON")
+    p.add_argument("--rss-samples", type=float, nargs="+", default=[1e7], help="N for the peak-RSS CLI runs")
+    p.add_argument("--rss-epochs", type=int, default=200)
     args = p.parse_args()
 
     import torch
@@ -280,8 +283,11 @@ def main() -> None:
     if args.rss_only:
         path = OUT / "epoch_time.json"
         payload = json.loads(path.read_text()) if path.exists() else {"meta": meta(), "results": []}
-        payload["train_rss"] = [train_run_rss(10**7, 200, prior) for prior in args.tasks]
-        print(json.dumps(payload["train_rss"], indent=2))
+        runs = [train_run_rss(int(n), args.rss_epochs, prior) for n in args.rss_samples for prior in args.tasks]
+        old = [r for r in payload.get("train_rss", []) if (r.get("prior"), r["samples"]) not in
+               {(x.get("prior"), x["samples"]) for x in runs}]
+        payload["train_rss"] = old + runs
+        print(json.dumps(runs, indent=2))
         path.write_text(json.dumps(payload, indent=2))
         return
     payload = {"meta": meta(), "results": []}

@@ -139,3 +139,59 @@ def bucket_packed(theta: np.ndarray, y: np.ndarray, *, overhead: float = 0.1, mi
 def layout_ratio(b: Buckets) -> float:
     """Slots per sample: 1.0 means no padding at all."""
     return b.size / max(b.num_samples, 1)
+
+
+def bucket_streamed(chunks, *, overhead: float = 0.1, min_count: int = 2) -> Buckets:
+    """The packed layout built from a re-iterable stream of (θ, y) chunks, in bounded memory.
+
+    Two passes over ``chunks()`` (a function returning a fresh iterator that yields the same
+    chunks each time): the first counts samples per y, which fixes the layout; the second
+    scatters each chunk straight into its final slots, a cursor per y keeping the order. Peak
+    memory is the layout (5 bytes per sample: θ and mask) plus one chunk of scratch.
+
+    Args:
+        chunks: callable returning an iterator of (theta (n,), y (n,)) pairs.
+        overhead: padding budget, as in ``bucket_packed``.
+        min_count: buckets with fewer samples are left out.
+
+    Returns:
+        The packed ``Buckets``; its rows hold the same samples as ``bucket_packed`` of the
+        concatenated chunks (within a y, in stream order).
+    """
+    counts = np.zeros(0, np.int64)
+    for _, y in chunks():
+        c = np.bincount(np.asarray(y), minlength=counts.size)
+        c[: counts.size] += counts
+        counts = c
+    values = np.flatnonzero(counts >= min_count)
+    kept = counts[values]
+    num_y = values.size
+    if num_y == 0:
+        empty = np.zeros((0, 1), np.float32)
+        return Buckets(empty, empty.astype(bool), np.zeros(0, np.int32), values.astype(np.int32), kept.astype(np.int32))
+    width = packed_width(int(kept.sum()), num_y, overhead)
+    rows_per_y = -(-kept // width)
+    row_start = np.concatenate([[0], np.cumsum(rows_per_y)[:-1]])
+    row_y = np.repeat(np.arange(num_y, dtype=np.int32), rows_per_y)
+    theta_out = np.zeros((row_y.size, width), np.float32)
+    mask = np.zeros((row_y.size, width), bool)
+    index = np.full(counts.size, -1, np.int64)  # y value -> bucket j
+    index[values] = np.arange(num_y)
+    cursor = np.zeros(num_y, np.int64)
+    first = np.full(num_y, np.nan, np.float32)
+    for theta, y in chunks():
+        j = index[np.asarray(y)]
+        keep = j >= 0
+        j, theta = j[keep], np.asarray(theta, np.float32)[keep]
+        order = np.argsort(j, kind="stable")
+        j, theta = j[order], theta[order]
+        starts = np.searchsorted(j, np.arange(num_y))
+        rank = np.arange(j.size) - starts[j] + cursor[j]
+        theta_out[row_start[j] + rank // width, rank % width] = theta
+        mask[row_start[j] + rank // width, rank % width] = True
+        seen = np.bincount(j, minlength=num_y)
+        new = (cursor == 0) & (seen > 0)
+        first[new] = theta[starts[new]]
+        cursor += seen
+    theta_out[~mask] = np.repeat(first[row_y][:, None], width, axis=1)[~mask]  # pad: own bucket's first θ
+    return Buckets(theta_out, mask, row_y, values.astype(np.int32), kept.astype(np.int32))

@@ -54,10 +54,43 @@ class Result(NamedTuple):
     stopped_at: int | None = None  # epoch at which ``should_stop`` ended training, or None
 
 
+CHUNK = 10_000_000  # simulations per chunk above which simulation and bucketing stream
+
+
+def simulation_chunks(config: Config, chunk: int = CHUNK):
+    """A function returning an iterator over (θ, y) chunks of the run's simulations.
+
+    Chunk i draws from ``default_rng([seed, i])``, so every pass yields the same chunks. θ is
+    already in the fitting space.
+    """
+    task = config.task()
+
+    def chunks():
+        for i, start in enumerate(range(0, config.samples, chunk)):
+            theta, y = task.simulate(np.random.default_rng([config.seed, i]), min(chunk, config.samples - start))
+            if config.space == "unconstrained":
+                theta = task.to_unconstrained(theta.astype(np.float64)).astype(np.float32)
+            yield theta, y
+
+    return chunks
+
+
 def simulate_and_bucket(config: Config, timings: dict | None = None) -> buckets_lib.Buckets:
-    """Simulates ``config.samples`` pairs and buckets them in the configured layout."""
+    """Simulates ``config.samples`` pairs and buckets them in the configured layout.
+
+    Up to ``CHUNK`` samples are drawn at once from ``default_rng(seed)``; beyond that (packed
+    layout), simulation and bucketing stream chunk by chunk (``buckets.bucket_streamed``) so that
+    memory stays near the final layout: 10^8 samples fit in about 1 GB.
+    """
     timings = {} if timings is None else timings
     task = config.task()
+    if config.samples > CHUNK and config.layout == "packed":
+        t0 = time.perf_counter()
+        b = buckets_lib.bucket_streamed(simulation_chunks(config))
+        timings["simulate_s"], timings["bucket_s"] = 0.0, time.perf_counter() - t0  # interleaved: one figure
+        if b.num_y == 0:
+            raise ConfigError(f"no y value has 2 or more of the {config.samples} samples: increase --samples")
+        return b
     t0 = time.perf_counter()
     theta, y = task.simulate(np.random.default_rng(config.seed), config.samples)
     if config.space == "unconstrained":

@@ -57,3 +57,22 @@ def test_packed_layout_is_within_ten_percent_of_n(name):
     packed = buckets.bucket_packed(theta, y)
     assert buckets.layout_ratio(packed) <= 1.1
     assert buckets.layout_ratio(padded) > 2.0  # why the packed layout exists
+
+
+@pytest.mark.parametrize("name", ["beta", "gamma"])
+def test_streamed_layout_holds_the_same_samples_as_the_in_memory_one(name):
+    task = tasks.make_task(name)
+    parts = [task.simulate(np.random.default_rng([7, i]), n) for i, n in enumerate([30_000, 30_000, 12_345])]
+    streamed = buckets.bucket_streamed(lambda: iter(parts))
+    theta = np.concatenate([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    ref = buckets.bucket_packed(theta, y)
+    assert streamed.theta.shape == ref.theta.shape
+    np.testing.assert_array_equal(streamed.y_values, ref.y_values)
+    np.testing.assert_array_equal(streamed.counts, ref.counts)
+    np.testing.assert_array_equal(streamed.row_y, ref.row_y)
+    np.testing.assert_array_equal(streamed.mask, ref.mask)
+    np.testing.assert_array_equal(streamed.theta[streamed.mask], ref.theta[ref.mask])  # same order within each y
+    pad = streamed.theta[~streamed.mask]
+    assert np.all(np.isfinite(pad))
+    assert buckets.layout_ratio(streamed) <= 1.1
