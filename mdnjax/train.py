@@ -568,6 +568,13 @@ def main(argv=None) -> int:
     except ConfigError as err:  # e.g. too few samples to form a bucket, torch missing
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a checkpoint could not be written: the previous one is intact
+        print(
+            f"{prog}: error: cannot write a checkpoint to {out}: {err.strerror or err}; "
+            f"the last checkpoint written is intact",
+            file=sys.stderr,
+        )
+        return 1
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
@@ -578,7 +585,11 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return 130
-    payload = write_outputs(result, out, plots=not args.no_plots)
+    try:
+        payload = write_outputs(result, out, plots=not args.no_plots)
+    except OSError as err:
+        print(f"{prog}: error: cannot write results to {out}: {err.strerror or err}", file=sys.stderr)
+        return 1
     t = result.timings
     print(format_table(payload["plotted"]))
     dense = payload["per_y_summary"]

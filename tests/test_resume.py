@@ -115,3 +115,71 @@ def test_resume_errors_are_one_line(tmp_path, capsys):
     assert train.main(["--resume", str(tmp_path)]) == 2
     assert "corrupt" in capsys.readouterr().err
     assert train.main(["--checkpoint-every", "-1"]) == 2
+
+
+def test_full_disk_gives_a_clear_error_and_keeps_the_previous_checkpoint(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from mdnjax import posterior
+
+    out = tmp_path / "run"
+    argv = [
+        "--prior",
+        "gamma",
+        "--samples",
+        "5000",
+        "--epochs",
+        "120",
+        "--log-every",
+        "20",
+        "--no-plots",
+        "--checkpoint-every",
+        "40",
+        "--out",
+        str(out),
+    ]
+    real_write = posterior.atomic_write
+    writes = []
+
+    def flaky(path, data):  # the disk fills up after the first checkpoint
+        writes.append(path.name)
+        if path.name == "state.npz" and writes.count("state.npz") >= 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, data)
+
+    monkeypatch.setattr(posterior, "atomic_write", flaky)
+    assert train.main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "No space left on device" in err and "intact" in err
+    epoch, *_ = load_state(out / "state.npz", *_templates())
+    assert epoch == 40  # the first checkpoint survived
+    assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def _templates():
+    import jax
+    import optax
+
+    from mdnjax import model
+
+    cfg = SMALL.validate()
+    _, params = model.init(jax.random.key(0), cfg.components, cfg.hidden)
+    return params, optax.adam(train.learning_rate(cfg)).init(params)
+
+
+def test_atomic_write_on_a_full_disk_leaves_no_partial_file(tmp_path, monkeypatch):
+    import errno
+
+    from mdnjax import posterior
+
+    target = tmp_path / "state.npz"
+    posterior.atomic_write(target, b"previous")
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(posterior.os, "fsync", no_space)
+    with pytest.raises(OSError):
+        posterior.atomic_write(target, b"new contents")
+    assert target.read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["state.npz"]
