@@ -118,6 +118,17 @@ def device_mesh(devices: int | None):
     return jax.sharding.Mesh(np.array(available[:n]), ("rows",))
 
 
+def _host(tree):
+    """NumPy copies of (possibly multi-process, replicated) arrays: reads this process's copy."""
+
+    def one(a):
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            a = a.addressable_data(0)
+        return np.array(a, copy=True)
+
+    return jax.tree_util.tree_map(one, tree)
+
+
 def shard(data: Data, state, mesh):
     """Data parallel: bucket rows split over the mesh, everything else replicated.
 
@@ -127,7 +138,8 @@ def shard(data: Data, state, mesh):
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    put = lambda tree, spec: jax.device_put(tree, NamedSharding(mesh, spec))  # noqa: E731
+    # from host copies: with several processes, each one places its own devices' shards
+    put = lambda tree, spec: jax.device_put(_host(tree), NamedSharding(mesh, spec))  # noqa: E731
     data = Data(
         x=put(data.x, P()),
         theta=put(data.theta, P(None, "rows", None)),
@@ -278,8 +290,7 @@ def fit(
     def checkpoint(at: int) -> None:
         if on_checkpoint is not None:
             history = np.concatenate(losses) if losses else np.zeros(0, np.float32)
-            host = lambda tree: jax.tree_util.tree_map(lambda a: np.array(a, copy=True), tree)  # noqa: E731
-            on_checkpoint(Checkpoint(at, host(state[0]), host(state[1]), history))  # copies: state is donated
+            on_checkpoint(Checkpoint(at, _host(state[0]), _host(state[1]), history))  # copies: state is donated
 
     chunk = min(config.log_every, config.epochs)
     t0 = time.perf_counter()
@@ -295,14 +306,14 @@ def fit(
             timings["compile_s"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         state, chunk_losses = compiled[num](state, data)
-        chunk_losses = np.asarray(chunk_losses)
+        chunk_losses = _host(chunk_losses)
         train_s += time.perf_counter() - t0
         losses.append(chunk_losses)
         bad = np.flatnonzero(~np.isfinite(chunk_losses))
         if verbose:
             print(f"[epoch {epoch:5d}] loss = {chunk_losses[0]:.4f}", flush=True)
             _progress(epoch + num, config.epochs, float(chunk_losses[-1]), 1e3 * train_s / (epoch + num - start))
-        if bad.size or not bool(state[3]):
+        if bad.size or not bool(_host(state[3])):
             diverged_at = epoch + int(bad[0]) if bad.size else epoch + num
             break
         epoch += num
@@ -321,7 +332,7 @@ def fit(
     timings["ms_per_epoch"] = 1e3 * train_s / epochs_run
     if verbose and diverged_at is None and stopped_at is None:
         print(f"[epoch {history.size - 1:5d}] loss = {history[-1]:.4f}", flush=True)
-    final = state[2] if diverged_at is not None else state[0]
+    final = _host(state[2] if diverged_at is not None else state[0])
     return Result(Posterior(config, final, graphdef), history, timings, b, diverged_at, stopped_at)
 
 
@@ -371,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", default="packed", help=f"bucket layout: {' or '.join(LAYOUTS)}")
     p.add_argument("--backend", default="jax", help=f"training path: {', '.join(BACKENDS)}")
     p.add_argument("--devices", type=_number(int), help="devices to split the rows over (default: all)")
+    p.add_argument("--coordinator", metavar="HOST:PORT", help="several processes: the coordinator's address")
+    p.add_argument("--num-processes", type=_number(int), help="several processes: how many")
+    p.add_argument("--process-id", type=_number(int), help="several processes: this one's rank (0 writes the outputs)")
     p.add_argument("--torch-threads", type=_number(int), default=1, help="threads for torch backends")
     p.add_argument("--log-every", type=_number(int), default=50, help="epochs between printed losses")
     p.add_argument("--out", help="output folder (default: runs/PRIOR-TIMESTAMP)")
@@ -520,6 +534,23 @@ def _load_run_config(run_dir: Path) -> Config:
         raise ConfigError(f"--resume {run_dir}: unreadable {CONFIG} ({err})") from None
 
 
+def _init_distributed(args) -> bool:
+    """Joins a multi-process run when ``--coordinator`` is given; returns whether this process leads.
+
+    Must run before any JAX computation. On CPU the processes talk through gloo.
+    """
+    given = [args.coordinator is not None, args.num_processes is not None, args.process_id is not None]
+    if not any(given):
+        return True
+    if not all(given):
+        raise ConfigError("--coordinator, --num-processes and --process-id go together")
+    if args.num_processes < 1 or not 0 <= args.process_id < args.num_processes:
+        raise ConfigError(f"--process-id must be in 0..{args.num_processes - 1}, got {args.process_id}")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(args.coordinator, num_processes=args.num_processes, process_id=args.process_id)
+    return args.process_id == 0
+
+
 def main(argv=None) -> int:
     import signal
 
@@ -530,6 +561,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     prog = "mdnjax.train"
     try:
+        lead = _init_distributed(args)
         if args.checkpoint_every < 0:
             raise ConfigError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
         if args.resume is not None:
@@ -538,9 +570,10 @@ def main(argv=None) -> int:
             resume = _resume_point(out, config)
         else:
             config = config_from_args(args).validate()
-            out = prepare_out(args.out, config.prior)
+            out = prepare_out(args.out, config.prior) if lead else Path(args.out or ".")
             resume = None
-            atomic_write(out / CONFIG, config.to_json().encode())  # a killed run can be resumed
+            if lead:
+                atomic_write(out / CONFIG, config.to_json().encode())  # a killed run can be resumed
     except ConfigError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
@@ -561,7 +594,7 @@ def main(argv=None) -> int:
         result = fit(
             config,
             resume=resume,
-            on_checkpoint=save if config.backend == "jax" else None,
+            on_checkpoint=save if config.backend == "jax" and lead else None,
             checkpoint_every=args.checkpoint_every,
             should_stop=lambda: bool(stop),
         )
@@ -578,6 +611,8 @@ def main(argv=None) -> int:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+    if not lead:  # other processes of a multi-process run write nothing
+        return 0 if result.diverged_at is None and result.stopped_at is None else 1
     if result.stopped_at is not None:
         print(
             f"{prog}: interrupted at epoch {result.stopped_at}; state saved. "

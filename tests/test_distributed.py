@@ -1,0 +1,63 @@
+"""Two processes on localhost (CPU collectives over gloo) reach the parameters of one process."""
+
+import socket
+import subprocess
+import sys
+
+import chex
+
+import mdnjax
+
+ARGS = ["--prior", "gamma", "--samples", "20000", "--epochs", "10", "--log-every", "5", "--no-plots"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one(tmp_path):
+    single = tmp_path / "single"
+    one = subprocess.run(
+        [sys.executable, "-m", "mdnjax.train", *ARGS, "--out", str(single)], capture_output=True, text=True, timeout=300
+    )
+    assert one.returncode == 0, one.stderr
+
+    port = _free_port()
+    multi = tmp_path / "multi"
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mdnjax.train",
+                *ARGS,
+                "--out",
+                str(multi),
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+    assert "device=cpu" in outs[0][0]
+    a, b = mdnjax.load(single), mdnjax.load(multi)
+    chex.assert_trees_all_close(b.params, a.params, rtol=1e-5, atol=1e-6)
+
+
+def test_distributed_flags_go_together(capsys):
+    from mdnjax import train
+
+    assert train.main(["--coordinator", "127.0.0.1:1234"]) == 2
+    assert "go together" in capsys.readouterr().err
