@@ -59,6 +59,15 @@ class Buckets:
         """Number of slots in the layout, padding included."""
         return int(self.theta.size)
 
+    def without_samples(self) -> Buckets:
+        """The same layout description with θ and mask dropped (zero-strided placeholders of the
+        same shape), to release host memory once the samples are on the device."""
+        return dataclasses.replace(
+            self,
+            theta=np.broadcast_to(np.float32(0), self.theta.shape),
+            mask=np.broadcast_to(False, self.mask.shape),
+        )
+
 
 def packed_width(num_samples: int, num_y: int, overhead: float = 0.1) -> int:
     """A row width C for which the packed layout holds at most (1 + overhead)·N slots.
@@ -193,5 +202,6 @@ def bucket_streamed(chunks, *, overhead: float = 0.1, min_count: int = 2) -> Buc
         new = (cursor == 0) & (seen > 0)
         first[new] = theta[starts[new]]
         cursor += seen
-    theta_out[~mask] = np.repeat(first[row_y][:, None], width, axis=1)[~mask]  # pad: own bucket's first θ
+    last = row_start + rows_per_y - 1  # only each y's last row has padding: fill it with its first θ
+    theta_out[last] = np.where(mask[last], theta_out[last], first[:, None])
     return Buckets(theta_out, mask, row_y, values.astype(np.int32), kept.astype(np.int32))

@@ -101,8 +101,12 @@ def to_data(
     block_rows = -(-rows // blocks)
     block_rows += (-block_rows) % shards
     extra = blocks * block_rows - rows
-    theta = np.pad(b.theta, ((0, extra), (0, 0)))
-    mask = np.pad(b.mask, ((0, extra), (0, 0)))
+    theta, mask = b.theta, b.mask
+    if extra:  # one host copy with the empty rows appended (np.empty: no second temporary)
+        theta = np.empty((rows + extra, width), np.float32)
+        theta[:rows], theta[rows:] = b.theta, 0.0
+        mask = np.zeros((rows + extra, width), bool)
+        mask[:rows] = b.mask
     row_y = np.pad(b.row_y, (0, extra))
     if weighting == "per-y":
         weight = 1.0 / b.counts[b.row_y].astype(np.float64)

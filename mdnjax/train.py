@@ -54,10 +54,11 @@ class Result(NamedTuple):
     stopped_at: int | None = None  # epoch at which ``should_stop`` ended training, or None
 
 
-CHUNK = 10_000_000  # simulations per chunk above which simulation and bucketing stream
+CHUNK = 10_000_000  # above this many simulations, simulation and bucketing stream
+STREAM_CHUNK = 2_000_000  # simulations per streamed chunk (~100 MB of scratch)
 
 
-def simulation_chunks(config: Config, chunk: int = CHUNK):
+def simulation_chunks(config: Config, chunk: int = STREAM_CHUNK):
     """A function returning an iterator over (θ, y) chunks of the run's simulations.
 
     Chunk i draws from ``default_rng([seed, i])``, so every pass yields the same chunks. θ is
@@ -79,8 +80,8 @@ def simulate_and_bucket(config: Config, timings: dict | None = None) -> buckets_
     """Simulates ``config.samples`` pairs and buckets them in the configured layout.
 
     Up to ``CHUNK`` samples are drawn at once from ``default_rng(seed)``; beyond that (packed
-    layout), simulation and bucketing stream chunk by chunk (``buckets.bucket_streamed``) so that
-    memory stays near the final layout: 10^8 samples fit in about 1 GB.
+    layout), simulation and bucketing stream in chunks of ``STREAM_CHUNK`` (``buckets.bucket_streamed``)
+    so that memory stays near the final layout (5 bytes per sample: θ and mask).
     """
     timings = {} if timings is None else timings
     task = config.task()
@@ -275,6 +276,7 @@ def fit(
     block = None if config.layout == "padded" else loss_lib.BLOCK
     shards = 1 if mesh is None else mesh.size
     data = to_data(b, config.trials, block=block, weighting=config.weighting, shards=shards)
+    b = b.without_samples()  # the samples now live in ``data``
     graphdef, params = model.init(jax.random.key(config.seed), config.components, config.hidden)
     optimizer = optax.adam(learning_rate(config))
     opt_state = optimizer.init(params)
