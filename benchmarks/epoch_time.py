@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -171,9 +170,24 @@ def train_run_rss(samples: int, epochs: int, prior: str = "gamma") -> dict:
     torch.compile workers forked from this process).
     """
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "mdnjax.train", "--prior", prior, "--samples", str(samples),
-               "--epochs", str(epochs), "--recipe", "notebook", "--log-every", "10", "--no-plots",
-               "--out", f"{tmp}/run"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "mdnjax.train",
+            "--prior",
+            prior,
+            "--samples",
+            str(samples),
+            "--epochs",
+            str(epochs),
+            "--recipe",
+            "notebook",
+            "--log-every",
+            "10",
+            "--no-plots",
+            "--out",
+            f"{tmp}/run",
+        ]
         probe = (
             "import resource, subprocess, sys, time; t = time.perf_counter(); "
             f"r = subprocess.run({cmd!r}, capture_output=True, text=True); "
@@ -185,8 +199,14 @@ def train_run_rss(samples: int, epochs: int, prior: str = "gamma") -> dict:
         if int(code) != 0:
             return {"samples": samples, "error": proc.stderr.strip().splitlines()[-1]}
         timings = json.loads(Path(f"{tmp}/run/metrics.json").read_text())["timings"]
-    return {"prior": prior, "samples": samples, "epochs": epochs, "peak_rss_mb": int(rss_kb) / 1024,
-            "ms_per_epoch": timings["ms_per_epoch"], "wall_s": float(wall)}
+    return {
+        "prior": prior,
+        "samples": samples,
+        "epochs": epochs,
+        "peak_rss_mb": int(rss_kb) / 1024,
+        "ms_per_epoch": timings["ms_per_epoch"],
+        "wall_s": float(wall),
+    }
 
 
 def meta() -> dict:
@@ -284,8 +304,11 @@ def main() -> None:
         path = OUT / "epoch_time.json"
         payload = json.loads(path.read_text()) if path.exists() else {"meta": meta(), "results": []}
         runs = [train_run_rss(int(n), args.rss_epochs, prior) for n in args.rss_samples for prior in args.tasks]
-        old = [r for r in payload.get("train_rss", []) if (r.get("prior"), r["samples"]) not in
-               {(x.get("prior"), x["samples"]) for x in runs}]
+        old = [
+            r
+            for r in payload.get("train_rss", [])
+            if (r.get("prior"), r["samples"]) not in {(x.get("prior"), x["samples"]) for x in runs}
+        ]
         payload["train_rss"] = old + runs
         print(json.dumps(runs, indent=2))
         path.write_text(json.dumps(payload, indent=2))

@@ -37,18 +37,28 @@ def main() -> None:
         cfg = Config(**{**base.__dict__, "components": k}).validate()
         t0 = time.perf_counter()
         res = train.fit(cfg, verbose=False, buckets=b)
-        rows[k] = {"kl": [r["kl"] for r in metrics.evaluate(res.posterior, cfg.plot_y)],
-                   "seconds": time.perf_counter() - t0}
+        rows[k] = {
+            "kl": [r["kl"] for r in metrics.evaluate(res.posterior, cfg.plot_y)],
+            "seconds": time.perf_counter() - t0,
+        }
         rows[k]["kl_mean"] = float(np.mean(rows[k]["kl"]))
         posts[k] = res.posterior
-        print(f"K={k}: KL at y={list(cfg.plot_y)}: {np.round(rows[k]['kl'], 4).tolist()}  "
-              f"mean {rows[k]['kl_mean']:.4f}  ({rows[k]['seconds']:.0f} s)", flush=True)
+        print(
+            f"K={k}: KL at y={list(cfg.plot_y)}: {np.round(rows[k]['kl'], 4).tolist()}  "
+            f"mean {rows[k]['kl_mean']:.4f}  ({rows[k]['seconds']:.0f} s)",
+            flush=True,
+        )
     ratio = rows[1]["kl_mean"] / rows[8]["kl_mean"]
     print(f"K=1 / K=8 mean KL: {ratio:.1f}x")
     OUT.mkdir(parents=True, exist_ok=True)
     cfg = posts[8].config
-    payload = {"config": json.loads(cfg.to_json()), "plot_y": list(cfg.plot_y),
-               "K8": rows[8], "K1": rows[1], "ratio_K1_over_K8": ratio}
+    payload = {
+        "config": json.loads(cfg.to_json()),
+        "plot_y": list(cfg.plot_y),
+        "K8": rows[8],
+        "K1": rows[1],
+        "ratio_K1_over_K8": ratio,
+    }
     (OUT / "multimodal.json").write_text(json.dumps(payload, indent=2))
     plot(posts, cfg.plot_y, OUT / "multimodal.png")
     print(f"wrote {OUT / 'multimodal.json'} and .png")

@@ -99,11 +99,22 @@ def main() -> None:
         sbi_plot = kl_of(task, log_q, cfg.plot_y)
         sbi_all = kl_of(task, log_q, dense_y)
         row = {
-            "task": name, "samples": n, "K": cfg.components,
-            "mdnjax": {"recipe": cfg.recipe, "epochs": cfg.epochs, "train_s": ours_s,
-                       "kl_plotted": float(np.mean(ours_plot)), "kl_all": float(np.mean(ours_all))},
-            "sbi": {"train_s": sbi_s, "epochs": sbi_epochs,
-                    "kl_plotted": float(np.mean(sbi_plot)), "kl_all": float(np.mean(sbi_all))},
+            "task": name,
+            "samples": n,
+            "K": cfg.components,
+            "mdnjax": {
+                "recipe": cfg.recipe,
+                "epochs": cfg.epochs,
+                "train_s": ours_s,
+                "kl_plotted": float(np.mean(ours_plot)),
+                "kl_all": float(np.mean(ours_all)),
+            },
+            "sbi": {
+                "train_s": sbi_s,
+                "epochs": sbi_epochs,
+                "kl_plotted": float(np.mean(sbi_plot)),
+                "kl_all": float(np.mean(sbi_all)),
+            },
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -116,8 +127,10 @@ def main() -> None:
     for r in rows:
         for who in ("mdnjax", "sbi"):
             v = r[who]
-            print(f"{r['task']:6} {r['samples']:>8.0e} {who:8} {v['kl_plotted']:>11.5f} {v['kl_all']:>9.5f} "
-                  f"{v['train_s']:>8.1f}")
+            print(
+                f"{r['task']:6} {r['samples']:>8.0e} {who:8} {v['kl_plotted']:>11.5f} {v['kl_all']:>9.5f} "
+                f"{v['train_s']:>8.1f}"
+            )
 
 
 if __name__ == "__main__":

@@ -93,10 +93,12 @@ def test_signal_saves_and_resume_completes_identically(sig, reference, tmp_path)
     chex.assert_trees_all_equal(mdnjax.load(out).params, reference.params)
 
 
-def test_sigkill_then_resume_matches(reference, tmp_path):
+@pytest.mark.parametrize("delay", np.random.default_rng(0).uniform(0.0, 1.0, size=2).round(2).tolist())
+def test_sigkill_then_resume_matches(delay, reference, tmp_path):
     out = tmp_path / "run"
     proc = _cli("--out", str(out), "--checkpoint-every", "100")
     _wait_for(out / "state.npz", proc)
+    time.sleep(delay)  # a random point after the first checkpoint (possibly mid-write of the next)
     proc.kill()
     proc.wait()
     res = subprocess.run([sys.executable, "-m", "mdnjax.train", "--resume", str(out)], capture_output=True, text=True)
