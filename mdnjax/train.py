@@ -402,31 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    return Config(
-        prior=args.prior,
-        alpha=args.alpha,
-        beta=args.beta,
-        trials=args.trials,
-        mix_weights=None if args.mix_weights is None else tuple(args.mix_weights),
-        mix_alpha=None if args.mix_alpha is None else tuple(args.mix_alpha),
-        mix_beta=None if args.mix_beta is None else tuple(args.mix_beta),
-        samples=args.samples,
-        components=args.components,
-        hidden=None if args.hidden is None else tuple(args.hidden),
-        recipe=args.recipe,
-        epochs=args.epochs,
-        lr=args.lr,
-        weighting=args.weighting,
-        schedule=args.schedule,
-        seed=args.seed,
-        plot_y=None if args.plot_y is None else tuple(args.plot_y),
-        space=args.space,
-        layout=args.layout,
-        backend=args.backend,
-        torch_threads=args.torch_threads,
-        devices=args.devices,
-        log_every=args.log_every,
-    )
+    """The ``Config`` of the parsed flags (each flag is named after its field; lists become tuples)."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(Config)}
+    return Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items() if k in fields})
 
 
 def prepare_out(out: str | None, prior: str) -> Path:
