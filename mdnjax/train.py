@@ -552,6 +552,7 @@ def main(argv=None) -> int:
             resume = _resume_point(out, config)
         else:
             config = config_from_args(args).validate()
+            device_mesh(1 if config.layout == "padded" else config.devices)  # check --devices before any output
             out = prepare_out(args.out, config.prior) if lead else Path(args.out or ".")
             resume = None
             if lead:

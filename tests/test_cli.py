@@ -68,6 +68,8 @@ BAD = [
     (["--prior", "beta-mixture", "--alpha", "2"], "do not apply"),
     (["--layout", "padded", "--weighting", "per-sample"], "--recipe notebook"),
     (["--backend", "torch", "--space", "unconstrained"], "notebook"),
+    (["--devices", "64"], "device(s)"),
+    (["--devices", "0"], "--devices"),
 ]
 
 
