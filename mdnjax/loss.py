@@ -116,12 +116,14 @@ def to_data(
         raise ValueError(f"unknown weighting {weighting!r}")
     weight = np.pad(weight, (0, extra))
     shape = (blocks, block_rows)
+    # device_put of arrays already in their final dtype: one copy (jnp.asarray(x, dtype) may make two)
+    put = lambda a, dt=None: jax.device_put(np.asarray(a, dt))  # noqa: E731
     return Data(
-        x=jnp.asarray(b.y_values / trials, dtype),
-        theta=jnp.asarray(theta.reshape(shape + (width,)), dtype),
-        mask=jnp.asarray(mask.reshape(shape + (width,))),
-        row_y=jnp.asarray(row_y.reshape(shape)),
-        weight=jnp.asarray(weight.reshape(shape), dtype),
+        x=put(b.y_values / trials, dtype),
+        theta=put(theta.reshape(shape + (width,)), dtype),
+        mask=put(mask.reshape(shape + (width,))),
+        row_y=put(row_y.reshape(shape)),
+        weight=put(weight.reshape(shape), dtype),
     )
 
 
