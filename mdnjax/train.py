@@ -370,7 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mix-weights", type=_number(float), nargs="+", help="beta-mixture prior: component weights")
     p.add_argument("--mix-alpha", type=_number(float), nargs="+", help="beta-mixture prior: component α")
     p.add_argument("--mix-beta", type=_number(float), nargs="+", help="beta-mixture prior: component β")
-    p.add_argument("--samples", type=_number(int), default=1_000_000, help="simulations (default 1e6; above 1e7 they stream in chunks)")
+    p.add_argument(
+        "--samples",
+        type=_number(int),
+        default=1_000_000,
+        help="simulations (default 1e6; above 1e7 they stream in chunks)",
+    )
     p.add_argument("--components", type=_number(int), default=8, help="K, Gaussians in the mixture")
     p.add_argument("--hidden", type=_number(int), nargs="+", help="backbone widths (recipe default)")
     p.add_argument("--recipe", default=DEFAULT_RECIPE, help=f"training defaults: {', '.join(RECIPES)}")
