@@ -71,7 +71,7 @@ class Data(NamedTuple):
     theta: jax.Array  # (blocks, block_rows, width)
     mask: jax.Array  # (blocks, block_rows, width)
     row_y: jax.Array  # (blocks, block_rows) index of each row's y in x
-    weight: jax.Array  # (blocks, block_rows) weight of each sample of the row: 1 / n_y
+    weight: jax.Array  # (blocks, block_rows) weight of each sample of the row: 1 / n_y or 1 / N
 
 
 BLOCK = 65_536  # samples per tile: about 2 MiB of (width, K) float32 temporaries, cache-resident
