@@ -41,7 +41,7 @@ import optax  # noqa: E402
 from floor import floor_ms  # noqa: E402
 
 from mdnjax import buckets, model, tasks, train  # noqa: E402
-from mdnjax.loss import to_data  # noqa: E402
+from mdnjax.loss import BLOCK, to_data  # noqa: E402
 
 OUT = Path(__file__).parent / "results"
 PATHS = ["notebook-loop", "torch-eager", "torch-compiled", "jax-padded", "jax-fast"]
@@ -63,7 +63,7 @@ class JaxPath:
         layout = "packed" if fast else "padded"
         b = buckets.bucket_packed(theta, y) if fast else buckets.bucket(theta, y)
         self.layout_ratio = buckets.layout_ratio(b)
-        self.data = to_data(b, task.trials, block=None if not fast else 65_536)
+        self.data = to_data(b, task.trials, block=BLOCK if fast else None)
         step = train.make_step(train.loss_fn(layout, graphdef), opt)
         t0 = time.perf_counter()
         if fast:

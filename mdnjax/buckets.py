@@ -1,4 +1,4 @@
-"""θ samples grouped by their observed y into fixed-shape rows with a mask.
+"""θ samples grouped by their observed y into fixed-shape rows, each row filled from the left.
 
 Two layouts share one type, ``Buckets``:
 
@@ -9,8 +9,10 @@ Two layouts share one type, ``Buckets``:
   tagged with the index of its y (``row_y``). Only the last row of each y is padded, so the
   layout holds at most N + num_y·(C − 1) slots.
 
-Padded slots hold the first θ of their own bucket (a finite, in-range value) and are masked
-out with ``jnp.where`` by the loss, so they can never produce NaN or change a gradient.
+Each row's samples fill its first ``row_count`` slots, so the mask is implied (4 bytes per slot,
+not 5). Padded slots hold the first θ of their own bucket (a finite, in-range value) and are
+masked out with ``jnp.where`` by the loss, so they can never produce NaN or change a gradient.
+The θ array is 64-byte aligned, which lets ``jax.device_put`` use it in place on CPU.
 
 Example:
     >>> import numpy as np
@@ -34,17 +36,23 @@ class Buckets:
 
     Attributes:
         theta: float32 (rows, width); padded slots hold an in-range θ of the same bucket.
-        mask: bool (rows, width); True where a slot holds a real sample.
+        row_count: int32 (rows,); real samples in each row, in its first slots (0 for the
+            empty rows a layout may end with).
         row_y: int32 (rows,); index into ``y_values`` of the y each row belongs to.
         y_values: int32 (num_y,); the observed y values, increasing.
         counts: int32 (num_y,); number of samples for each y.
     """
 
     theta: np.ndarray
-    mask: np.ndarray
+    row_count: np.ndarray
     row_y: np.ndarray
     y_values: np.ndarray
     counts: np.ndarray
+
+    @property
+    def mask(self) -> np.ndarray:
+        """bool (rows, width): True where a slot holds a real sample."""
+        return np.arange(self.theta.shape[1])[None, :] < self.row_count[:, None]
 
     @property
     def num_y(self) -> int:
@@ -60,13 +68,33 @@ class Buckets:
         return int(self.theta.size)
 
     def without_samples(self) -> Buckets:
-        """The same layout description with θ and mask dropped (zero-strided placeholders of the
-        same shape), to release host memory once the samples are on the device."""
-        return dataclasses.replace(
-            self,
-            theta=np.broadcast_to(np.float32(0), self.theta.shape),
-            mask=np.broadcast_to(False, self.mask.shape),
-        )
+        """The same layout description with θ dropped (a zero-strided placeholder of the same
+        shape), to release host memory once the samples are on the device."""
+        return dataclasses.replace(self, theta=np.broadcast_to(np.float32(0), self.theta.shape))
+
+
+def aligned_empty(shape, dtype=np.float32, align: int = 64) -> np.ndarray:
+    """An uninitialized array whose data starts on an ``align``-byte boundary.
+
+    ``jax.device_put`` of such an array on CPU shares its memory instead of copying it, which
+    halves the peak memory of moving a large layout to the device.
+    """
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.empty(nbytes + align, np.uint8)
+    offset = -raw.ctypes.data % align
+    return raw[offset : offset + nbytes].view(dtype).reshape(shape)
+
+
+def _empty(values=None, counts=None) -> Buckets:
+    values = np.zeros(0, np.int32) if values is None else values
+    counts = np.zeros(0, np.int32) if counts is None else counts
+    return Buckets(
+        np.zeros((0, 1), np.float32),
+        np.zeros(0, np.int32),
+        np.zeros(0, np.int32),
+        values.astype(np.int32),
+        counts.astype(np.int32),
+    )
 
 
 def packed_width(num_samples: int, num_y: int, overhead: float = 0.1) -> int:
@@ -110,10 +138,7 @@ def bucket(
     values, starts, counts = values[keep], starts[keep], counts[keep]
     num_y = values.shape[0]
     if num_y == 0:
-        empty = np.zeros((0, 1), np.float32)
-        return Buckets(
-            empty, empty.astype(bool), np.zeros(0, np.int32), values.astype(np.int32), counts.astype(np.int32)
-        )
+        return _empty(values=values, counts=counts)
 
     if width is None:
         width = int(counts.max())
@@ -129,11 +154,19 @@ def bucket(
     row = row_start[j] + rank // width
     col = rank % width
 
-    out = np.repeat(theta[order[starts]][row_y][:, None], width, axis=1)  # pad: own bucket's first θ
-    mask = np.zeros(out.shape, bool)
+    out = aligned_empty((row_y.size, width))
+    out[:] = theta[order[starts]][row_y][:, None]  # padding: the bucket's own first θ
     out[row, col] = theta[src]
-    mask[row, col] = True
-    return Buckets(out, mask, row_y, values.astype(np.int32), counts.astype(np.int32))
+    return Buckets(out, _row_counts(counts, rows_per_y, width), row_y, values.astype(np.int32), counts.astype(np.int32))
+
+
+def _row_counts(counts: np.ndarray, rows_per_y: np.ndarray, width: int, extra_rows: int = 0) -> np.ndarray:
+    """Samples in each row when each y fills ``rows_per_y`` rows of ``width`` from the left."""
+    row_count = np.full(int(rows_per_y.sum()) + extra_rows, width, np.int32)
+    row_count[int(rows_per_y.sum()) :] = 0
+    last = np.cumsum(rows_per_y) - 1
+    row_count[last] = counts - (rows_per_y - 1) * width
+    return row_count
 
 
 def bucket_packed(theta: np.ndarray, y: np.ndarray, *, overhead: float = 0.1, min_count: int = 2) -> Buckets:
@@ -150,18 +183,21 @@ def layout_ratio(b: Buckets) -> float:
     return b.size / max(b.num_samples, 1)
 
 
-def bucket_streamed(chunks, *, overhead: float = 0.1, min_count: int = 2) -> Buckets:
+def bucket_streamed(chunks, *, overhead: float = 0.1, min_count: int = 2, spare_rows=None) -> Buckets:
     """The packed layout built from a re-iterable stream of (θ, y) chunks, in bounded memory.
 
     Two passes over ``chunks()`` (a function returning a fresh iterator that yields the same
     chunks each time): the first counts samples per y, which fixes the layout; the second
     scatters each chunk straight into its final slots, a cursor per y keeping the order. Peak
-    memory is the layout (5 bytes per sample: θ and mask) plus one chunk of scratch.
+    memory is the layout (4 bytes per slot) plus one chunk of scratch.
 
     Args:
         chunks: callable returning an iterator of (theta (n,), y (n,)) pairs.
         overhead: padding budget, as in ``bucket_packed``.
         min_count: buckets with fewer samples are left out.
+        spare_rows: optional ``f(rows, width) -> int``: empty rows (``row_count`` 0) to append,
+            so that a consumer that needs more rows (``loss.to_data`` tiles) finds them in place
+            instead of copying the layout.
 
     Returns:
         The packed ``Buckets``; its rows hold the same samples as ``bucket_packed`` of the
@@ -176,14 +212,16 @@ def bucket_streamed(chunks, *, overhead: float = 0.1, min_count: int = 2) -> Buc
     kept = counts[values]
     num_y = values.size
     if num_y == 0:
-        empty = np.zeros((0, 1), np.float32)
-        return Buckets(empty, empty.astype(bool), np.zeros(0, np.int32), values.astype(np.int32), kept.astype(np.int32))
+        return _empty(values=values, counts=kept)
     width = packed_width(int(kept.sum()), num_y, overhead)
     rows_per_y = -(-kept // width)
+    rows = int(rows_per_y.sum())
+    extra = 0 if spare_rows is None else int(spare_rows(rows, width))
     row_start = np.concatenate([[0], np.cumsum(rows_per_y)[:-1]])
     row_y = np.repeat(np.arange(num_y, dtype=np.int32), rows_per_y)
-    theta_out = np.zeros((row_y.size, width), np.float32)
-    mask = np.zeros((row_y.size, width), bool)
+    row_y = np.concatenate([row_y, np.full(extra, num_y - 1, np.int32)])
+    row_count = _row_counts(kept, rows_per_y, width, extra)
+    theta_out = aligned_empty((rows + extra, width))
     index = np.full(counts.size, -1, np.int64)  # y value -> bucket j
     index[values] = np.arange(num_y)
     cursor = np.zeros(num_y, np.int64)
@@ -197,11 +235,12 @@ def bucket_streamed(chunks, *, overhead: float = 0.1, min_count: int = 2) -> Buc
         starts = np.searchsorted(j, np.arange(num_y))
         rank = np.arange(j.size) - starts[j] + cursor[j]
         theta_out[row_start[j] + rank // width, rank % width] = theta
-        mask[row_start[j] + rank // width, rank % width] = True
         seen = np.bincount(j, minlength=num_y)
         new = (cursor == 0) & (seen > 0)
         first[new] = theta[starts[new]]
         cursor += seen
     last = row_start + rows_per_y - 1  # only each y's last row has padding: fill it with its first θ
-    theta_out[last] = np.where(mask[last], theta_out[last], first[:, None])
-    return Buckets(theta_out, mask, row_y, values.astype(np.int32), kept.astype(np.int32))
+    cols = np.arange(width)[None, :]
+    theta_out[last] = np.where(cols < row_count[last][:, None], theta_out[last], first[:, None])
+    theta_out[rows:] = first[-1]  # spare rows: empty, in range
+    return Buckets(theta_out, row_count, row_y, values.astype(np.int32), kept.astype(np.int32))

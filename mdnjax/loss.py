@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mdnjax import mixture, model
+from mdnjax import buckets, mixture, model
 
 
 def bucket_nll(theta, mask, logits, means, log_vars):
@@ -64,23 +64,60 @@ def padded_loss(params, graphdef, x, theta, mask):
 class Data(NamedTuple):
     """Device arrays of a bucket layout, rows grouped in blocks for cache-sized tiles.
 
-    Rows are padded to ``blocks × block_rows`` with empty rows (mask False, weight 0).
+    Each row's samples fill its first ``row_count`` slots. Rows are padded to
+    ``blocks × block_rows`` with empty rows (row_count 0, weight 0).
     """
 
     x: jax.Array  # (num_y,) network inputs y / n
     theta: jax.Array  # (blocks, block_rows, width)
-    mask: jax.Array  # (blocks, block_rows, width)
+    row_count: jax.Array  # (blocks, block_rows) real samples in each row
     row_y: jax.Array  # (blocks, block_rows) index of each row's y in x
     weight: jax.Array  # (blocks, block_rows) weight of each sample of the row: 1 / n_y or 1 / N
 
+    @property
+    def mask(self) -> jax.Array:
+        """(blocks, block_rows, width) True where a slot holds a real sample."""
+        return _mask(self.row_count, self.theta.shape[-1])
 
-BLOCK = 65_536  # samples per tile: about 2 MiB of (width, K) float32 temporaries, cache-resident
+
+def _mask(row_count, width: int):
+    """(..., width) True in the first ``row_count`` slots of each row."""
+    return jax.lax.broadcasted_iota(jnp.int32, row_count.shape + (width,), row_count.ndim) < row_count[..., None]
+
+
+BLOCK = 131_072  # samples per tile: 4 MiB per (width, K) float32 temporary (measured faster than 32k–256k)
+
+
+def tile_shape(rows: int, width: int, block: int | None = BLOCK, shards: int = 1) -> tuple[int, int]:
+    """``(blocks, block_rows)`` of ``to_data``'s tiles for a layout of ``rows`` rows.
+
+    ``ceil(rows·width / block)`` blocks of equal row counts, a multiple of ``shards``
+    (``block=None``: a single block).
+    """
+    blocks = 1 if block is None else max(1, -(-rows * width // block))
+    block_rows = -(-rows // blocks)
+    block_rows += (-block_rows) % shards
+    return blocks, block_rows
+
+
+def spare_rows(block: int | None = BLOCK, shards: int = 1):
+    """``f(rows, width)``: the empty rows ``to_data`` appends, for ``buckets.bucket_streamed``."""
+
+    def f(rows: int, width: int) -> int:
+        blocks, block_rows = tile_shape(rows, width, block, shards)
+        return blocks * block_rows - rows
+
+    return f
 
 
 def to_data(
     b, trials: int, dtype=jnp.float32, block: int | None = BLOCK, weighting: str = "per-y", shards: int = 1
 ) -> Data:
     """Moves a ``buckets.Buckets`` layout to the device, with the objective's sample weights.
+
+    Without a copy where possible: a float32 layout that already ends with the empty rows the
+    tiles need (``buckets.bucket_streamed(spare_rows=...)``) goes to a CPU device in place; the
+    device array then shares the memory of ``b.theta``, which must not be modified afterwards.
 
     Args:
         b: the bucket layout.
@@ -91,43 +128,41 @@ def to_data(
         weighting: ``"per-y"``: weight 1 / n_y, so the loss is Σ_y of each y's mean NLL (the
             notebook's); ``"per-sample"``: weight 1 / N, the mean NLL over all samples.
         shards: devices the rows of each block will be split over; ``block_rows`` is padded to a
-            multiple of it with empty rows (mask False, weight 0).
+            multiple of it with empty rows (row_count 0, weight 0).
 
     Returns:
         ``Data`` with a leading block axis.
     """
-    rows, width = b.theta.shape
-    blocks = 1 if block is None else max(1, -(-rows * width // block))
-    block_rows = -(-rows // blocks)
-    block_rows += (-block_rows) % shards
-    extra = blocks * block_rows - rows
-    theta, mask = b.theta, b.mask
-    if extra:  # one host copy with the empty rows appended (np.empty: no second temporary)
-        theta = np.empty((rows + extra, width), np.float32)
-        theta[:rows], theta[rows:] = b.theta, 0.0
-        mask = np.zeros((rows + extra, width), bool)
-        mask[:rows] = b.mask
-    row_y = np.pad(b.row_y, (0, extra))
-    if weighting == "per-y":
-        weight = 1.0 / b.counts[b.row_y].astype(np.float64)
-    elif weighting == "per-sample":
-        weight = np.full(rows, 1.0 / b.num_samples)
-    else:
+    if weighting not in ("per-y", "per-sample"):
         raise ValueError(f"unknown weighting {weighting!r}")
-    weight = np.pad(weight, (0, extra))
+    total, width = b.theta.shape
+    used = int(np.flatnonzero(b.row_count)[-1]) + 1 if total else 0  # rows before the trailing empty ones
+    blocks, block_rows = tile_shape(used, width, block, shards)
+    rows = blocks * block_rows
+    theta, row_count, row_y = b.theta[:rows], b.row_count[:rows], b.row_y[:rows]
+    if rows > total:  # one host copy with the empty rows appended
+        theta = buckets.aligned_empty((rows, width), np.dtype(dtype))
+        theta[:total], theta[total:] = b.theta, 0.0
+        row_count = np.pad(b.row_count, (0, rows - total))
+        row_y = np.pad(b.row_y, (0, rows - total))
+    if weighting == "per-y":
+        weight = 1.0 / b.counts[row_y].astype(np.float64)
+    else:
+        weight = np.full(rows, 1.0 / b.num_samples)
+    weight = np.where(row_count > 0, weight, 0.0)
     shape = (blocks, block_rows)
-    # device_put of arrays already in their final dtype: one copy (jnp.asarray(x, dtype) may make two)
+    # device_put of arrays already in their final dtype: no copy of an aligned float32 θ on CPU
     put = lambda a, dt=None: jax.device_put(np.asarray(a, dt))  # noqa: E731
     return Data(
         x=put(b.y_values / trials, dtype),
         theta=put(theta.reshape(shape + (width,)), dtype),
-        mask=put(mask.reshape(shape + (width,))),
-        row_y=put(row_y.reshape(shape)),
+        row_count=put(row_count.reshape(shape), np.int32),
+        row_y=put(row_y.reshape(shape), np.int32),
         weight=put(weight.reshape(shape), dtype),
     )
 
 
-def _tile_sums(const, means, prec, shift, theta, mask, weight, per_sample_max: bool):
+def _tile_sums(const, means, prec, shift, theta, row_count, weight, per_sample_max: bool):
     """The per-sample pass over one tile: loss and responsibility-weighted sums.
 
     With π = softmax(logits), p_k = exp(−log_vars_k), d = θ − μ_k, q = d² p_k and
@@ -140,7 +175,8 @@ def _tile_sums(const, means, prec, shift, theta, mask, weight, per_sample_max: b
         const: (rows, K) log π_k − (log 2π + log σ_k²) / 2.
         means, prec: (rows, K) μ_k and 1/σ_k².
         shift: (rows,) max_k const, the cheap logsumexp shift.
-        theta, mask: (rows, width).
+        theta: (rows, width).
+        row_count: (rows,) real samples in each row, in its first slots.
         weight: (rows,) weight of each sample in the row.
         per_sample_max: shift by the max over components of each sample (always safe) instead of
             ``shift``, which saves a pass but underflows when a sample lies far (≳ 13 σ) from
@@ -151,6 +187,7 @@ def _tile_sums(const, means, prec, shift, theta, mask, weight, per_sample_max: b
         sums: (Σ w r, Σ w r d, Σ w r q), each (rows, K).
         underflow: whether some real sample's density underflowed under ``shift``.
     """
+    mask = _mask(row_count, theta.shape[-1])
     theta = jnp.where(mask, theta, 0.0)  # padding can hold any finite value: never let it reach exp
     d = theta[:, :, None] - means[:, None, :]  # (rows, width, K)
     q = d * d * prec[:, None, :]  # (rows, width, K)
@@ -169,7 +206,7 @@ def _tile_sums(const, means, prec, shift, theta, mask, weight, per_sample_max: b
     return loss, sums, underflow
 
 
-def _tiled_stats(logits, means, log_vars, theta, mask, weight):
+def _tiled_stats(logits, means, log_vars, theta, row_count, weight):
     """Loss and its gradient with respect to per-row mixture parameters.
 
     The per-sample pass runs one cache-sized block at a time (``lax.map`` over the leading
@@ -178,8 +215,8 @@ def _tiled_stats(logits, means, log_vars, theta, mask, weight):
 
     Args:
         logits, means, log_vars: (blocks, block_rows, K).
-        theta, mask: (blocks, block_rows, width).
-        weight: (blocks, block_rows).
+        theta: (blocks, block_rows, width).
+        row_count, weight: (blocks, block_rows).
 
     Returns:
         loss: scalar.
@@ -189,34 +226,34 @@ def _tiled_stats(logits, means, log_vars, theta, mask, weight):
     prec = jnp.exp(-log_vars)
     const = log_w - 0.5 * (mixture.LOG_2PI + log_vars)
     shift = jnp.max(const, axis=-1)  # (blocks, block_rows)
-    xs = (const, means, prec, shift, theta, mask, weight)
+    xs = (const, means, prec, shift, theta, row_count, weight)
     losses, sums, underflow = jax.lax.map(lambda args: _tile_sums(*args, False), xs)
     losses, (r0, r1, r2) = jax.lax.cond(
         jnp.any(underflow),
         lambda: jax.lax.map(lambda args: _tile_sums(*args, True)[:2], xs),
         lambda: (losses, sums),
     )
-    total = jnp.sum(jnp.where(mask, weight[..., None], 0.0), axis=-1)  # (blocks, block_rows)
+    total = row_count.astype(weight.dtype) * weight  # (blocks, block_rows) Σ of the row's weights
     grads = (jnp.exp(log_w) * total[..., None] - r0, -prec * r1, 0.5 * (r0 - r2))
     return jnp.sum(losses), grads
 
 
 @jax.custom_vjp
-def rows_nll(logits, means, log_vars, theta, mask, weight):
-    """−Σ_rows weight · Σ_width mask · log p(θ), per-row mixtures of shape (blocks, block_rows, K).
+def rows_nll(logits, means, log_vars, theta, row_count, weight):
+    """−Σ_rows weight · Σ_{first row_count slots} log p(θ), per-row mixtures (blocks, block_rows, K).
 
     Differentiable in ``logits``, ``means`` and ``log_vars`` through a hand-written VJP.
     """
-    return _tiled_stats(logits, means, log_vars, theta, mask, weight)[0]
+    return _tiled_stats(logits, means, log_vars, theta, row_count, weight)[0]
 
 
-def _rows_nll_fwd(logits, means, log_vars, theta, mask, weight):
-    loss, grads = _tiled_stats(logits, means, log_vars, theta, mask, weight)
-    return loss, (grads, theta, mask, weight)
+def _rows_nll_fwd(logits, means, log_vars, theta, row_count, weight):
+    loss, grads = _tiled_stats(logits, means, log_vars, theta, row_count, weight)
+    return loss, (grads, theta, row_count, weight)
 
 
 def _rows_nll_bwd(residuals, g):
-    (g_logits, g_means, g_log_vars), theta, mask, weight = residuals
+    (g_logits, g_means, g_log_vars), theta, row_count, weight = residuals
     return (g * g_logits, g * g_means, g * g_log_vars, jnp.zeros_like(theta), None, jnp.zeros_like(weight))
 
 
@@ -236,4 +273,4 @@ def rows_loss(params, graphdef, data: Data):
     """
     logits, means, log_vars = model.apply(graphdef, params, data.x)  # (num_y, K)
     r = data.row_y  # (blocks, block_rows)
-    return rows_nll(logits[r], means[r], log_vars[r], data.theta, data.mask, data.weight)
+    return rows_nll(logits[r], means[r], log_vars[r], data.theta, data.row_count, data.weight)

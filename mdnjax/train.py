@@ -76,18 +76,19 @@ def simulation_chunks(config: Config, chunk: int = STREAM_CHUNK):
     return chunks
 
 
-def simulate_and_bucket(config: Config, timings: dict | None = None) -> buckets_lib.Buckets:
+def simulate_and_bucket(config: Config, timings: dict | None = None, shards: int = 1) -> buckets_lib.Buckets:
     """Simulates ``config.samples`` pairs and buckets them in the configured layout.
 
     Up to ``CHUNK`` samples are drawn at once from ``default_rng(seed)``; beyond that (packed
     layout), simulation and bucketing stream in chunks of ``STREAM_CHUNK`` (``buckets.bucket_streamed``)
-    so that memory stays near the final layout (5 bytes per sample: θ and mask).
+    so that memory stays near the final layout (4 bytes per slot), which ends with the empty
+    rows ``to_data`` needs for ``shards`` devices so that it moves to the device without a copy.
     """
     timings = {} if timings is None else timings
     task = config.task()
     if config.samples > CHUNK and config.layout == "packed":
         t0 = time.perf_counter()
-        b = buckets_lib.bucket_streamed(simulation_chunks(config))
+        b = buckets_lib.bucket_streamed(simulation_chunks(config), spare_rows=loss_lib.spare_rows(shards=shards))
         timings["simulate_s"], timings["bucket_s"] = 0.0, time.perf_counter() - t0  # interleaved: one figure
         if b.num_y == 0:
             raise ConfigError(f"no y value has 2 or more of the {config.samples} samples: increase --samples")
@@ -144,7 +145,7 @@ def shard(data: Data, state, mesh):
     data = Data(
         x=put(data.x, P()),
         theta=put(data.theta, P(None, "rows", None)),
-        mask=put(data.mask, P(None, "rows", None)),
+        row_count=put(data.row_count, P(None, "rows")),
         row_y=put(data.row_y, P(None, "rows")),
         weight=put(data.weight, P(None, "rows")),
     )
@@ -272,9 +273,9 @@ def fit(
         return torch_ref.fit(config, verbose=verbose, buckets=buckets)
     timings: dict = {}
     mesh = device_mesh(1 if config.layout == "padded" else config.devices)
-    b = buckets if buckets is not None else simulate_and_bucket(config, timings)
-    block = None if config.layout == "padded" else loss_lib.BLOCK
     shards = 1 if mesh is None else mesh.size
+    b = buckets if buckets is not None else simulate_and_bucket(config, timings, shards)
+    block = None if config.layout == "padded" else loss_lib.BLOCK
     data = to_data(b, config.trials, block=block, weighting=config.weighting, shards=shards)
     b = b.without_samples()  # the samples now live in ``data``
     graphdef, params = model.init(jax.random.key(config.seed), config.components, config.hidden)

@@ -76,3 +76,33 @@ def test_streamed_layout_holds_the_same_samples_as_the_in_memory_one(name):
     pad = streamed.theta[~streamed.mask]
     assert np.all(np.isfinite(pad))
     assert buckets.layout_ratio(streamed) <= 1.1
+
+
+def test_row_counts_fill_rows_from_the_left():
+    theta, y = _data("gamma", n=20_000)
+    b = buckets.bucket(theta, y, width=16)
+    chex.assert_shape(b.row_count, (b.theta.shape[0],))
+    np.testing.assert_array_equal(np.bincount(b.row_y, weights=b.row_count).astype(int), b.counts)
+    assert np.all(b.row_count[:-1][np.diff(b.row_y) == 0] == 16)  # only a y's last row is partly filled
+    assert np.all((b.row_count >= 1) & (b.row_count <= 16))
+
+
+def test_layouts_are_aligned_for_in_place_device_transfer():
+    theta, y = _data("beta", n=20_000)
+    for b in (buckets.bucket(theta, y), buckets.bucket_packed(theta, y)):
+        assert b.theta.ctypes.data % 64 == 0
+    a = buckets.aligned_empty((3, 5), np.float32)
+    assert a.shape == (3, 5) and a.dtype == np.float32 and a.ctypes.data % 64 == 0
+
+
+def test_streamed_layout_ends_with_the_spare_rows_asked_for():
+    task = tasks.make_task("beta")
+    parts = [task.simulate(np.random.default_rng([3, i]), 20_000) for i in range(2)]
+    plain = buckets.bucket_streamed(lambda: iter(parts))
+    spare = buckets.bucket_streamed(lambda: iter(parts), spare_rows=lambda rows, width: 5)
+    rows = plain.theta.shape[0]
+    assert spare.theta.shape == (rows + 5, plain.theta.shape[1])
+    np.testing.assert_array_equal(spare.theta[:rows], plain.theta)
+    np.testing.assert_array_equal(spare.row_count[rows:], 0)
+    assert np.all(np.diff(spare.row_y) >= 0) and np.all(np.isfinite(spare.theta))
+    assert spare.num_samples == plain.num_samples and buckets.layout_ratio(spare) <= 1.1

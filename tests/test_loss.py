@@ -102,7 +102,7 @@ def test_bucket_order_does_not_change_the_loss():
     d = to_data(b, task.trials, block=None)
     perm = np.random.default_rng(0).permutation(d.theta.shape[1])
     shuffled = d._replace(
-        theta=d.theta[:, perm], mask=d.mask[:, perm], row_y=d.row_y[:, perm], weight=d.weight[:, perm]
+        theta=d.theta[:, perm], row_count=d.row_count[:, perm], row_y=d.row_y[:, perm], weight=d.weight[:, perm]
     )
     np.testing.assert_allclose(
         loss.rows_loss(params, graphdef, shuffled), loss.rows_loss(params, graphdef, d), rtol=1e-6
@@ -115,9 +115,11 @@ def test_far_outliers_take_the_safe_path_and_stay_exact():
     means = jnp.array([[[0.0, 0.1]]])
     log_vars = jnp.array([[[-10.0, -10.0]]])
     theta = jnp.array([[[1.0, 0.05, 0.02, 0.3]]])
-    mask = jnp.array([[[True, True, True, False]]])
+    row_count = jnp.array([[3]])  # the 4th slot is padding
     weight = jnp.array([[0.25]])
-    value, grads = jax.value_and_grad(loss.rows_nll, argnums=(0, 1, 2))(logits, means, log_vars, theta, mask, weight)
+    value, grads = jax.value_and_grad(loss.rows_nll, argnums=(0, 1, 2))(
+        logits, means, log_vars, theta, row_count, weight
+    )
 
     def reference(lg, mu, lv):
         lp = mixture.log_prob(theta[0, 0, :3], lg[0, 0], mu[0, 0], lv[0, 0])
@@ -126,8 +128,34 @@ def test_far_outliers_take_the_safe_path_and_stay_exact():
     ref_value, ref_grads = jax.value_and_grad(reference, argnums=(0, 1, 2))(logits, means, log_vars)
     lv = log_vars[0]
     const = jax.nn.log_softmax(logits[0]) - 0.5 * (mixture.LOG_2PI + lv)
-    args = (const, means[0], jnp.exp(-lv), jnp.max(const, axis=-1), theta[0], mask[0], weight[0])
+    args = (const, means[0], jnp.exp(-lv), jnp.max(const, axis=-1), theta[0], row_count[0], weight[0])
     assert bool(loss._tile_sums(*args, False)[2])  # the cheap shift underflows here
     assert not bool(loss._tile_sums(*args, True)[2])
     np.testing.assert_allclose(value, ref_value, rtol=1e-6)
     chex.assert_trees_all_close(grads, ref_grads, rtol=1e-5)
+
+
+def test_data_mask_is_the_layout_mask_and_weights_vanish_on_empty_rows():
+    task, theta, y, b, graphdef, params = _setup("gamma", width=32)
+    d = to_data(b, task.trials, block=1000, shards=4)
+    blocks, block_rows, width = d.theta.shape
+    assert block_rows % 4 == 0 and blocks * block_rows > b.theta.shape[0]  # empty rows were appended
+    flat = lambda a: np.asarray(a).reshape((-1,) + a.shape[2:])  # noqa: E731
+    rows = b.theta.shape[0]
+    np.testing.assert_array_equal(flat(d.mask)[:rows], b.mask)
+    assert not flat(d.mask)[rows:].any()
+    np.testing.assert_array_equal(flat(d.weight)[rows:], 0.0)
+    np.testing.assert_allclose(flat(d.weight)[:rows], 1.0 / b.counts[b.row_y], rtol=1e-6)
+
+
+def test_a_layout_with_its_spare_rows_goes_to_the_device_without_a_copy():
+    task = tasks.make_task("gamma")
+    parts = [task.simulate(np.random.default_rng([5, i]), 30_000) for i in range(2)]
+    b = buckets.bucket_streamed(lambda: iter(parts), spare_rows=loss.spare_rows(block=4096, shards=2))
+    d = to_data(b, task.trials, block=4096, shards=2)
+    assert d.theta.shape[0] * d.theta.shape[1] == b.theta.shape[0]  # the spare rows were exactly enough
+    if jax.devices()[0].platform == "cpu":
+        assert d.theta.unsafe_buffer_pointer() == b.theta.ctypes.data  # shared, not copied
+    plain = to_data(buckets.bucket_streamed(lambda: iter(parts)), task.trials, block=4096, shards=2)
+    chex.assert_trees_all_equal((d.x, d.row_count, d.weight), (plain.x, plain.row_count, plain.weight))
+    np.testing.assert_array_equal(np.where(d.mask, d.theta, 0.0), np.where(plain.mask, plain.theta, 0.0))
