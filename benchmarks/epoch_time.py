@@ -209,6 +209,13 @@ def train_run_rss(samples: int, epochs: int, prior: str = "gamma") -> dict:
     }
 
 
+def _merge_rss(old: list[dict], new: list[dict]) -> list[dict]:
+    """``new`` plus the entries of ``old`` for (task, N) pairs that ``new`` did not measure."""
+    seen = {(r.get("prior"), r["samples"]) for r in new}
+    kept = [r for r in old if (r.get("prior"), r["samples"]) not in seen]
+    return sorted(kept + new, key=lambda r: (r.get("prior", ""), r["samples"]))
+
+
 def meta() -> dict:
     import torch
 
@@ -300,16 +307,12 @@ def main() -> None:
     repeats = args.repeats or (3 if args.quick else 5)
     suffix = "_quick" if args.quick else ""
     OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / "epoch_time.json"
+    previous_rss = json.loads(path.read_text()).get("train_rss", []) if path.exists() else []
     if args.rss_only:
-        path = OUT / "epoch_time.json"
         payload = json.loads(path.read_text()) if path.exists() else {"meta": meta(), "results": []}
         runs = [train_run_rss(int(n), args.rss_epochs, prior) for n in args.rss_samples for prior in args.tasks]
-        old = [
-            r
-            for r in payload.get("train_rss", [])
-            if (r.get("prior"), r["samples"]) not in {(x.get("prior"), x["samples"]) for x in runs}
-        ]
-        payload["train_rss"] = old + runs
+        payload["train_rss"] = _merge_rss(previous_rss, runs)
         print(json.dumps(runs, indent=2))
         path.write_text(json.dumps(payload, indent=2))
         return
@@ -328,8 +331,9 @@ def main() -> None:
                 print(table([r]), f"\n({time.perf_counter() - t0:.0f} s)", flush=True)
                 (OUT / f"epoch_time{suffix}.json").write_text(json.dumps(payload, indent=2))
     if not args.quick and not args.no_rss:
-        payload["train_rss"] = [train_run_rss(10**7, 200, prior) for prior in args.tasks]
-        print("CLI run at 1e7 samples:", payload["train_rss"], flush=True)
+        runs = [train_run_rss(10**7, 200, prior) for prior in args.tasks]
+        payload["train_rss"] = _merge_rss(previous_rss, runs)  # keeps the --rss-only runs at other N
+        print("CLI run at 1e7 samples:", runs, flush=True)
     (OUT / f"epoch_time{suffix}.json").write_text(json.dumps(payload, indent=2))
     plot(payload["results"], OUT / f"epoch_time{suffix}.png", f"ms per epoch ({payload['meta']['device']})")
     print("\n" + table(payload["results"]))
