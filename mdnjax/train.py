@@ -539,6 +539,19 @@ def _init_distributed(args) -> bool:
     return args.process_id == 0
 
 
+def _discard_new_run(out: Path, existed: bool) -> None:
+    """Removes what a run that failed before training wrote: its config.json, and the folder if
+    the run created it and it is empty."""
+    from mdnjax.posterior import CONFIG
+
+    try:
+        (out / CONFIG).unlink(missing_ok=True)
+        if not existed and not any(out.iterdir()):
+            out.rmdir()
+    except OSError:
+        pass
+
+
 def main(argv=None) -> int:
     import signal
 
@@ -559,6 +572,7 @@ def main(argv=None) -> int:
         else:
             config = config_from_args(args).validate()
             device_mesh(1 if config.layout == "padded" else config.devices)  # check --devices before any output
+            existed = args.out is not None and Path(args.out).exists()
             out = prepare_out(args.out, config.prior) if lead else Path(args.out or ".")
             resume = None
             if lead:
@@ -588,6 +602,8 @@ def main(argv=None) -> int:
             should_stop=lambda: bool(stop),
         )
     except ConfigError as err:  # e.g. too few samples to form a bucket, torch missing
+        if resume is None and lead:  # nothing was trained: leave no half-made run folder behind
+            _discard_new_run(out, existed)
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # a checkpoint could not be written: the previous one is intact

@@ -89,6 +89,10 @@ def test_too_few_samples_to_form_a_bucket(tmp_path, capsys):
     code = train.main(["--samples", "2", "--epochs", "1", "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "increase --samples" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()  # no half-made run folder is left behind
+    (tmp_path / "empty").mkdir()  # a folder the user made stays, empty, ready for a rerun
+    assert train.main(["--samples", "2", "--epochs", "1", "--out", str(tmp_path / "empty")]) == 2
+    assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())
 
 
 def test_out_that_is_a_file_or_not_writable_or_not_empty(tmp_path, capsys):
