@@ -1,5 +1,7 @@
 """The masked, vmapped loss against a float64 NumPy/SciPy computation, and padding invariance."""
 
+import gc
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -157,5 +159,9 @@ def test_a_layout_with_its_spare_rows_goes_to_the_device_without_a_copy():
     if jax.devices()[0].platform == "cpu":
         assert d.theta.unsafe_buffer_pointer() == b.theta.ctypes.data  # shared, not copied
     plain = to_data(buckets.bucket_streamed(lambda: iter(parts)), task.trials, block=4096, shards=2)
+    del b  # the device array must keep the shared host memory alive on its own
+    gc.collect()
+    scratch = np.full(2**22, np.nan, np.float32)  # reuse freed memory, if any was freed
+    assert np.isnan(scratch).all()
     chex.assert_trees_all_equal((d.x, d.row_count, d.weight), (plain.x, plain.row_count, plain.weight))
     np.testing.assert_array_equal(np.where(d.mask, d.theta, 0.0), np.where(plain.mask, plain.theta, 0.0))
