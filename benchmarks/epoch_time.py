@@ -12,8 +12,8 @@ Paths (one full-batch Adam step per epoch, same objective):
 
 Warm-up (and compilation, reported apart) come first; then every repeat runs each path in turn
 (interleaved), so the ratios come from the same minutes of the same machine. Per path: median
-ms/epoch with min–max over repeats. The floor (one fused exp over N·K, ``floor.py``) is measured
-in the same run. Results: a table on stdout, ``results/epoch_time[_quick].json`` and ``.png``.
+ms/epoch with min–max over repeats. The floor (one fused exp over N·K, ``floor.py``) is timed
+in every repeat too, 10 calls after the paths. Results: a table on stdout, ``results/epoch_time[_quick].json`` and ``.png``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-from floor import floor_ms  # noqa: E402
+from floor import Floor, summary  # noqa: E402
 
 from mdnjax import buckets, model, tasks, train  # noqa: E402
 from mdnjax.loss import BLOCK, to_data  # noqa: E402
@@ -143,10 +143,12 @@ def bench_config(name: str, n: int, k: int, repeats: int, paths: list[str]) -> d
         except Exception as err:  # noqa: BLE001 - a path that cannot run is reported, not fatal
             result["paths"][path] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
     times = {p: [] for p in built}
+    floor, floor_times = Floor(n, k), []
     for _ in range(repeats):
-        for path, obj in built.items():  # interleaved
+        for path, obj in built.items():  # interleaved, the floor too
             e = _epochs(path, n)
             times[path].append(1e3 * obj.run(e) / e)
+        floor_times += floor.run(10)
     for path, obj in built.items():
         t = np.array(times[path])
         result["paths"][path] = {
@@ -158,8 +160,8 @@ def bench_config(name: str, n: int, k: int, repeats: int, paths: list[str]) -> d
         }
         if hasattr(obj, "layout_ratio"):
             result["paths"][path]["slots_per_sample"] = float(obj.layout_ratio)
-    result["floor_ms"] = floor_ms(n, k)
-    del built
+    result["floor_ms"] = summary(floor_times)
+    del built, floor
     return result
 
 

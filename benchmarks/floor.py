@@ -18,17 +18,31 @@ import jax.numpy as jnp
 import numpy as np
 
 
+class Floor:
+    """``sum(exp(x))`` over an (N, K) float32 array, compiled and warmed up once."""
+
+    def __init__(self, num: int, components: int):
+        self.x = jnp.asarray(np.random.default_rng(0).standard_normal((num, components), np.float32))
+        self.f = jax.jit(lambda a: jnp.sum(jnp.exp(a)))
+        self.f(self.x).block_until_ready()
+
+    def run(self, calls: int = 10) -> list[float]:
+        """Milliseconds of each of ``calls`` back-to-back calls."""
+        times = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            self.f(self.x).block_until_ready()
+            times.append(1e3 * (time.perf_counter() - t0))
+        return times
+
+
+def summary(times) -> dict:
+    return {"median": float(np.median(times)), "min": float(np.min(times)), "max": float(np.max(times))}
+
+
 def floor_ms(num: int, components: int, repeats: int = 30) -> dict:
     """Median/min/max milliseconds of ``sum(exp(x))`` over an (N, K) float32 array, after warm-up."""
-    x = jnp.asarray(np.random.default_rng(0).standard_normal((num, components), np.float32))
-    f = jax.jit(lambda a: jnp.sum(jnp.exp(a)))
-    f(x).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f(x).block_until_ready()
-        times.append(1e3 * (time.perf_counter() - t0))
-    return {"median": float(np.median(times)), "min": float(np.min(times)), "max": float(np.max(times))}
+    return summary(Floor(num, components).run(repeats))
 
 
 def main() -> None:
