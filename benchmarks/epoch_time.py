@@ -13,7 +13,8 @@ Paths (one full-batch Adam step per epoch, same objective):
 Warm-up (and compilation, reported apart) come first; then every repeat runs each path in turn
 (interleaved), so the ratios come from the same minutes of the same machine. Per path: median
 ms/epoch with min–max over repeats. The floor (one fused exp over N·K, ``floor.py``) is timed
-in every repeat too, 10 calls after the paths. Results: a table on stdout, ``results/epoch_time[_quick].json`` and ``.png``.
+in every repeat too, 10 calls after the paths. Results: a table on stdout,
+``results/epoch_time[_quick].json`` and ``.png``.
 """
 
 from __future__ import annotations
@@ -318,7 +319,7 @@ def main() -> None:
         print(json.dumps(runs, indent=2))
         path.write_text(json.dumps(payload, indent=2))
         return
-    payload = {"meta": meta(), "results": []}
+    payload = {"meta": meta(), "results": [], "train_rss": previous_rss}
     print(
         f"device {payload['meta']['device']}, torch threads {args.torch_threads}, "
         f"XLA_FLAGS='{payload['meta']['XLA_FLAGS']}'",
