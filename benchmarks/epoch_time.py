@@ -201,13 +201,15 @@ def train_run_rss(samples: int, epochs: int, prior: str = "gamma") -> dict:
         rss_kb, wall, code = proc.stdout.split()
         if int(code) != 0:
             return {"samples": samples, "error": proc.stderr.strip().splitlines()[-1]}
-        timings = json.loads(Path(f"{tmp}/run/metrics.json").read_text())["timings"]
+        metrics = json.loads(Path(f"{tmp}/run/metrics.json").read_text())
+    layout = metrics["layout"]
     return {
         "prior": prior,
         "samples": samples,
         "epochs": epochs,
         "peak_rss_mb": int(rss_kb) / 1024,
-        "ms_per_epoch": timings["ms_per_epoch"],
+        "layout_mb": 4 * layout["rows"] * layout["width"] / 2**20,  # θ, float32
+        "ms_per_epoch": metrics["timings"]["ms_per_epoch"],
         "wall_s": float(wall),
     }
 
@@ -287,6 +289,39 @@ def plot(results: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def plot_rss(runs: list[dict], path: Path, title: str) -> None:
+    """Peak RSS of whole CLI runs and the size of their layout against the number of samples."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for prior in sorted({r["prior"] for r in runs}):
+        rows = sorted((r for r in runs if r["prior"] == prior and "layout_mb" in r), key=lambda r: r["samples"])
+        if not rows:
+            continue
+        n = [r["samples"] / 1e6 for r in rows]
+        line = ax.plot(n, [r["peak_rss_mb"] / 1024 for r in rows], marker="o", label=f"{prior}: peak RSS")[0]
+        # the 10^7 point is the in-memory path; the line shows how the streamed runs grow
+        ax.plot(
+            n,
+            [r["layout_mb"] / 1024 for r in rows],
+            ls=":",
+            marker="x",
+            color=line.get_color(),
+            label=f"{prior}: layout",
+        )
+    ax.set(xlabel="samples N (millions)", ylabel="GiB", title=title)
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description="Epoch time of every training path.")
     p.add_argument("--quick", action="store_true", help="N = 1e6, K = 8 only, 3 repeats (< 3 minutes)")
@@ -318,6 +353,7 @@ def main() -> None:
         payload["train_rss"] = _merge_rss(previous_rss, runs)
         print(json.dumps(runs, indent=2))
         path.write_text(json.dumps(payload, indent=2))
+        plot_rss(payload["train_rss"], OUT / "peak_rss.png", f"whole CLI run, {payload['meta']['device']}")
         return
     payload = {"meta": meta(), "results": [], "train_rss": previous_rss}
     print(
