@@ -85,9 +85,8 @@ def aligned_empty(shape, dtype=np.float32, align: int = 64) -> np.ndarray:
     return raw[offset : offset + nbytes].view(dtype).reshape(shape)
 
 
-def _empty(values=None, counts=None) -> Buckets:
-    values = np.zeros(0, np.int32) if values is None else values
-    counts = np.zeros(0, np.int32) if counts is None else counts
+def _empty(values: np.ndarray, counts: np.ndarray) -> Buckets:
+    """A layout with no rows (no y has enough samples)."""
     return Buckets(
         np.zeros((0, 1), np.float32),
         np.zeros(0, np.int32),
@@ -138,7 +137,7 @@ def bucket(
     values, starts, counts = values[keep], starts[keep], counts[keep]
     num_y = values.shape[0]
     if num_y == 0:
-        return _empty(values=values, counts=counts)
+        return _empty(values, counts)
 
     if width is None:
         width = int(counts.max())
@@ -162,8 +161,9 @@ def bucket(
 
 def _row_counts(counts: np.ndarray, rows_per_y: np.ndarray, width: int, extra_rows: int = 0) -> np.ndarray:
     """Samples in each row when each y fills ``rows_per_y`` rows of ``width`` from the left."""
-    row_count = np.full(int(rows_per_y.sum()) + extra_rows, width, np.int32)
-    row_count[int(rows_per_y.sum()) :] = 0
+    rows = int(rows_per_y.sum())
+    row_count = np.full(rows + extra_rows, width, np.int32)
+    row_count[rows:] = 0
     last = np.cumsum(rows_per_y) - 1
     row_count[last] = counts - (rows_per_y - 1) * width
     return row_count
@@ -212,7 +212,7 @@ def bucket_streamed(chunks, *, overhead: float = 0.1, min_count: int = 2, spare_
     kept = counts[values]
     num_y = values.size
     if num_y == 0:
-        return _empty(values=values, counts=kept)
+        return _empty(values, kept)
     width = packed_width(int(kept.sum()), num_y, overhead)
     rows_per_y = -(-kept // width)
     rows = int(rows_per_y.sum())
