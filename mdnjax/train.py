@@ -58,20 +58,27 @@ CHUNK = 10_000_000  # above this many simulations, simulation and bucketing stre
 STREAM_CHUNK = 2_000_000  # simulations per streamed chunk (~100 MB of scratch)
 
 
-def simulation_chunks(config: Config, chunk: int = STREAM_CHUNK):
-    """A function returning an iterator over (θ, y) chunks of the run's simulations.
+def _simulate(config: Config, task, rng: np.random.Generator, n: int):
+    """``n`` simulated (θ, y) pairs, θ in the fitting space."""
+    theta, y = task.simulate(rng, n)
+    if config.space == "unconstrained":
+        theta = task.to_unconstrained(theta.astype(np.float64)).astype(np.float32)
+    return theta, y
+
+
+def simulation_chunks(config: Config, chunk: int | None = None):
+    """A function returning an iterator over (θ, y) chunks of ``chunk`` (default ``STREAM_CHUNK``)
+    of the run's simulations.
 
     Chunk i draws from ``default_rng([seed, i])``, so every pass yields the same chunks. θ is
     already in the fitting space.
     """
     task = config.task()
+    chunk = STREAM_CHUNK if chunk is None else chunk
 
     def chunks():
         for i, start in enumerate(range(0, config.samples, chunk)):
-            theta, y = task.simulate(np.random.default_rng([config.seed, i]), min(chunk, config.samples - start))
-            if config.space == "unconstrained":
-                theta = task.to_unconstrained(theta.astype(np.float64)).astype(np.float32)
-            yield theta, y
+            yield _simulate(config, task, np.random.default_rng([config.seed, i]), min(chunk, config.samples - start))
 
     return chunks
 
@@ -94,9 +101,7 @@ def simulate_and_bucket(config: Config, timings: dict | None = None, shards: int
             raise ConfigError(f"no y value has 2 or more of the {config.samples} samples: increase --samples")
         return b
     t0 = time.perf_counter()
-    theta, y = task.simulate(np.random.default_rng(config.seed), config.samples)
-    if config.space == "unconstrained":
-        theta = task.to_unconstrained(theta.astype(np.float64)).astype(np.float32)
+    theta, y = _simulate(config, task, np.random.default_rng(config.seed), config.samples)
     timings["simulate_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if config.layout == "packed":

@@ -80,3 +80,20 @@ def test_fast_recipe_beats_the_notebook_recipe_at_the_same_budget():
         b = res.buckets
         kls[recipe] = metrics.summarize(metrics.evaluate(res.posterior, b.y_values[b.counts >= 100]))["kl_mean"]
     assert kls["fast"] < 0.5 * kls["notebook"], kls
+
+
+def test_streamed_simulation_holds_every_chunk_in_the_fitting_space(monkeypatch):
+    monkeypatch.setattr(train, "CHUNK", 10_000)  # stream above 10^4 samples
+    monkeypatch.setattr(train, "STREAM_CHUNK", 7_000)
+    cfg = Config(prior="beta", samples=25_000, space="unconstrained").validate()
+    b = train.simulate_and_bucket(cfg, shards=2)
+    parts = list(train.simulation_chunks(cfg)())
+    assert [len(t) for t, _ in parts] == [7_000, 7_000, 7_000, 4_000]
+    theta = np.concatenate([t for t, _ in parts])
+    task = cfg.task()
+    raw = [task.simulate(np.random.default_rng([cfg.seed, i]), len(t))[0] for i, (t, _) in enumerate(parts)]
+    np.testing.assert_allclose(theta, task.to_unconstrained(np.concatenate(raw).astype(np.float64)), rtol=1e-6)
+    kept = np.isin(np.concatenate([y for _, y in parts]), b.y_values)
+    np.testing.assert_array_equal(np.sort(b.theta[b.mask]), np.sort(theta[kept]))
+    data = train.to_data(b, cfg.trials, shards=2)  # the spare rows were made for 2 shards: no copy
+    assert data.theta.shape[0] * data.theta.shape[1] == b.theta.shape[0]
