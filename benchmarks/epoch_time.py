@@ -41,8 +41,9 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from floor import Floor, summary  # noqa: E402
 
-from mdnjax import buckets, model, tasks, train  # noqa: E402
-from mdnjax.loss import BLOCK, to_data  # noqa: E402
+from mdnjax import kernels, model, objective, tasks, train  # noqa: E402
+from mdnjax import layout as buckets  # noqa: E402
+from mdnjax.layout import BLOCK, to_data  # noqa: E402
 
 OUT = Path(__file__).parent / "results"
 PATHS = ["notebook-loop", "torch-eager", "torch-compiled", "jax-padded", "jax-fast"]
@@ -61,15 +62,18 @@ class JaxPath:
     def __init__(self, fast: bool, task, theta, y, k: int):
         graphdef, params = model.init(jax.random.key(0), k)
         opt = optax.adam(1e-3)
-        layout = "packed" if fast else "padded"
+        kind = "packed" if fast else "padded"
         b = buckets.bucket_packed(theta, y) if fast else buckets.bucket(theta, y)
         self.layout_ratio = buckets.layout_ratio(b)
-        self.data = to_data(b, task.trials, block=BLOCK if fast else None)
-        step = train.make_step(train.loss_fn(layout, graphdef), opt)
+        self.data = to_data(b, (0.0, float(task.trials)), block=BLOCK if fast else None)
+        kernel = kernels.for_layout(kind)
+        step = train.make_step(lambda p, d: objective.loss(p, graphdef, d, kernel), opt)
         t0 = time.perf_counter()
         if fast:
             self.run_epochs = train.make_run_epochs(step)
-            self.state = (params, opt.init(params), jax.tree_util.tree_map(jnp.copy, params), jnp.array(True))
+            self.state = train.TrainState(
+                params, opt.init(params), jax.tree_util.tree_map(jnp.copy, params), jnp.array(True), jnp.array(0)
+            )
             self.compiled = {}
         else:
             self.step = jax.jit(step, donate_argnums=(0, 1)).lower(params, opt.init(params), self.data).compile()
@@ -99,7 +103,7 @@ class TorchPath:
     def __init__(self, kind: str, task, theta, y, k: int):
         import torch
 
-        from mdnjax import torch_ref
+        from mdnjax.testing import torch_ref
 
         torch.manual_seed(0)
         self.torch = torch
@@ -132,8 +136,9 @@ class TorchPath:
 
 
 def bench_config(name: str, n: int, k: int, repeats: int, paths: list[str]) -> dict:
-    task = tasks.make_task(name)
+    task = tasks.from_name(name)
     theta, y = task.simulate(np.random.default_rng(0), n)
+    theta = theta.astype(np.float32)
     built, result = {}, {"task": name, "N": n, "K": k, "paths": {}}
     for path in paths:
         try:

@@ -20,7 +20,8 @@ xla.configure_cpu()
 
 import numpy as np  # noqa: E402
 
-from mdnjax import Config, metrics, plots, train  # noqa: E402,F401  (plots: Agg backend)
+import mdnjax  # noqa: E402
+from mdnjax import Config, metrics, simulation, tasks  # noqa: E402
 
 OUT = Path(__file__).parent / "results"
 
@@ -30,48 +31,49 @@ def main() -> None:
     p.add_argument("--samples", type=float, default=1e6)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    base = Config(prior="beta-mixture", samples=int(args.samples), seed=args.seed)
-    b = train.simulate_and_bucket(base.validate())
+    task = tasks.BetaMixtureBinomial()
+    base = Config(samples=int(args.samples), seed=args.seed)
+    b, _ = simulation.build_layout(task, base.resolve(task))
     posts, rows = {}, {}
     for k in (8, 1):
-        cfg = Config(**{**base.__dict__, "components": k}).validate()
+        cfg = Config(**{**base.__dict__, "components": k}).resolve(task)
         t0 = time.perf_counter()
-        res = train.fit(cfg, verbose=False, buckets=b)
+        res = mdnjax.fit(task, cfg, buckets=b)
         rows[k] = {
-            "kl": [r["kl"] for r in metrics.evaluate(res.posterior, cfg.plot_y)],
+            "kl": [r["kl"] for r in metrics.evaluate(res.posterior, task, task.plot_y)],
             "seconds": time.perf_counter() - t0,
         }
         rows[k]["kl_mean"] = float(np.mean(rows[k]["kl"]))
         posts[k] = res.posterior
         print(
-            f"K={k}: KL at y={list(cfg.plot_y)}: {np.round(rows[k]['kl'], 4).tolist()}  "
+            f"K={k}: KL at y={list(task.plot_y)}: {np.round(rows[k]['kl'], 4).tolist()}  "
             f"mean {rows[k]['kl_mean']:.4f}  ({rows[k]['seconds']:.0f} s)",
             flush=True,
         )
     ratio = rows[1]["kl_mean"] / rows[8]["kl_mean"]
     print(f"K=1 / K=8 mean KL: {ratio:.1f}x")
     OUT.mkdir(parents=True, exist_ok=True)
-    cfg = posts[8].config
     payload = {
         "config": json.loads(cfg.to_json()),
-        "plot_y": list(cfg.plot_y),
+        "task": task.describe(),
+        "plot_y": list(task.plot_y),
         "K8": rows[8],
         "K1": rows[1],
         "ratio_K1_over_K8": ratio,
     }
     (OUT / "multimodal.json").write_text(json.dumps(payload, indent=2))
-    plot(posts, cfg.plot_y, OUT / "multimodal.png")
+    plot(posts, task, task.plot_y, OUT / "multimodal.png")
     print(f"wrote {OUT / 'multimodal.json'} and .png")
 
 
-def plot(posts, ys, path) -> None:
-    import matplotlib.pyplot as plt
+def plot(posts, task, ys, path) -> None:
+    from matplotlib.figure import Figure
 
-    task = posts[8].task
-    fig, axes = plt.subplots(1, len(ys), figsize=(4 * len(ys), 3.6), squeeze=False)
+    fig = Figure(figsize=(4 * len(ys), 3.6))
+    axes = fig.subplots(1, len(ys), squeeze=False)
     grid = np.linspace(0.2, 0.8, 600)
     for ax, y in zip(axes.flat, ys):
-        ax.plot(grid, task.posterior(y).pdf(grid), lw=2.5, color="k", label="exact")
+        ax.plot(grid, task.exact_posterior(y).pdf(grid), lw=2.5, color="k", label="exact")
         for k, style in ((8, "--"), (1, ":")):
             q = np.exp(np.asarray(posts[k].log_prob(grid, y), np.float64))
             ax.plot(grid, q, style, lw=2, label=f"MDN K={k}")
@@ -81,7 +83,6 @@ def plot(posts, ys, path) -> None:
     fig.suptitle("Bimodal posteriors (beta-mixture prior): K = 8 vs K = 1")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -26,28 +26,47 @@ xla.configure_cpu()
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mdnjax import Config, metrics, train  # noqa: E402
+import mdnjax  # noqa: E402
+from mdnjax import Config, metrics, simulation, tasks  # noqa: E402
 
 OUT = Path(__file__).parent / "results"
 
 
+def torch_prior(task):
+    """The task's prior as a torch distribution, for sbi (the conjugate tasks this comparison covers)."""
+    if isinstance(task, tasks.BetaBinomial):
+        prior = torch.distributions.Beta(torch.tensor([task.alpha]), torch.tensor([task.beta]))
+    elif isinstance(task, tasks.GammaPoisson):
+        prior = torch.distributions.Gamma(torch.tensor([task.alpha]), torch.tensor([task.beta]))
+    else:
+        raise SystemExit(f"peers.py compares on BetaBinomial and GammaPoisson tasks, not {task.name}")
+    return torch.distributions.Independent(prior, 1)
+
+
 def sbi_mdn(task, theta, y, components: int, seed: int):
-    """Trains sbi's NPE with an MDN; returns (log q(θ_grid | y) function, train seconds, epochs)."""
+    """Trains sbi's NPE with an MDN; returns (log q(θ_grid | y) function, train seconds, epochs).
+
+    sbi writes TensorBoard logs into ``./sbi-logs``: it runs inside a temporary folder instead.
+    """
+    import os
+    import tempfile
+
     from sbi.inference import NPE
     from sbi.neural_nets import posterior_nn
 
     torch.manual_seed(seed)
-    if task.name == "beta":
-        prior = torch.distributions.Beta(torch.tensor([task.alpha]), torch.tensor([task.beta]))
-    else:
-        prior = torch.distributions.Gamma(torch.tensor([task.alpha]), torch.tensor([task.beta]))
-    prior = torch.distributions.Independent(prior, 1)
-    npe = NPE(prior=prior, density_estimator=posterior_nn(model="mdn", num_components=components))
-    t_theta = torch.tensor(theta, dtype=torch.float32)[:, None]
-    t_x = torch.tensor(y, dtype=torch.float32)[:, None]
-    t0 = time.perf_counter()
-    estimator = npe.append_simulations(t_theta, t_x).train(show_train_summary=False)
-    seconds = time.perf_counter() - t0
+    here = os.getcwd()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)
+        try:
+            npe = NPE(prior=torch_prior(task), density_estimator=posterior_nn(model="mdn", num_components=components))
+            t_theta = torch.tensor(theta, dtype=torch.float32)[:, None]
+            t_x = torch.tensor(y, dtype=torch.float32)[:, None]
+            t0 = time.perf_counter()
+            estimator = npe.append_simulations(t_theta, t_x).train(show_train_summary=False)
+            seconds = time.perf_counter() - t0
+        finally:
+            os.chdir(here)
     epochs = npe.summary["epochs_trained"][-1] if "epochs_trained" in npe.summary else None
 
     def log_q(grid, y_obs):
@@ -66,7 +85,7 @@ def sbi_mdn(task, theta, y, components: int, seed: int):
 def kl_of(task, log_q, ys) -> list[float]:
     kls = []
     for y in ys:
-        exact = task.posterior(int(y))
+        exact = task.exact_posterior(int(y))
         grid = np.linspace(exact.ppf(1e-12), exact.isf(1e-12), metrics.GRID)
         log_p = exact.logpdf(grid)
         kls.append(float(np.trapezoid(np.exp(log_p) * (log_p - log_q(grid, y)), grid)))
@@ -84,19 +103,19 @@ def main() -> None:
     n = int(args.samples or (1e5 if args.quick else 1e6))
     rows = []
     for name in args.tasks:
-        cfg = Config(prior=name, samples=n, seed=args.seed).validate()
-        task = cfg.task()
-        b = train.simulate_and_bucket(cfg)
+        task = tasks.from_name(name)
+        cfg = Config(samples=n, seed=args.seed).resolve(task)
+        b, _ = simulation.build_layout(task, cfg)
         dense_y = b.y_values[b.counts >= 100]
         theta, y = task.simulate(np.random.default_rng(cfg.seed), n)  # the same pairs mdnjax bucketed
 
-        res = train.fit(cfg, verbose=False, buckets=b)
+        res = mdnjax.fit(task, cfg, buckets=b)
         ours_s = res.timings["compile_s"] + res.timings["train_s"]
-        ours_plot = [r["kl"] for r in metrics.evaluate(res.posterior, cfg.plot_y)]
-        ours_all = [r["kl"] for r in metrics.evaluate(res.posterior, dense_y)]
+        ours_plot = [r["kl"] for r in metrics.evaluate(res.posterior, task, task.plot_y)]
+        ours_all = [r["kl"] for r in metrics.evaluate(res.posterior, task, dense_y)]
 
         log_q, sbi_s, sbi_epochs = sbi_mdn(task, theta, y, cfg.components, args.seed)
-        sbi_plot = kl_of(task, log_q, cfg.plot_y)
+        sbi_plot = kl_of(task, log_q, task.plot_y)
         sbi_all = kl_of(task, log_q, dense_y)
         row = {
             "task": name,

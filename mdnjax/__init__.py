@@ -2,26 +2,38 @@
 
 Example:
     >>> import jax, mdnjax
-    >>> result = mdnjax.fit(mdnjax.Config(prior="beta", samples=20_000, epochs=100), verbose=False)
+    >>> result = mdnjax.fit("beta", mdnjax.Config(samples=20_000, epochs=100))
     >>> post = result.posterior
     >>> post.log_prob(jax.numpy.array([0.2, 0.3]), y=30).shape
     (2,)
 """
 
-from mdnjax.buckets import Buckets, bucket, bucket_packed
-from mdnjax.config import Config
-from mdnjax.posterior import Posterior, load
-from mdnjax.tasks import Task, make_task
+from mdnjax import tasks
+from mdnjax.config import Config, ConfigError
+from mdnjax.posterior import Posterior, RareObservationWarning, load
+from mdnjax.task import Bound, Task
 
-__all__ = ["Buckets", "Config", "Posterior", "Task", "bucket", "bucket_packed", "fit", "load", "make_task"]
-__version__ = "0.1.0"
+__all__ = [
+    "Bound",
+    "Config",
+    "ConfigError",
+    "Posterior",
+    "RareObservationWarning",
+    "Result",
+    "Task",
+    "TrainState",
+    "fit",
+    "load",
+    "tasks",
+]
+__version__ = "0.2.0"
 
 
 def __getattr__(name):
-    # ``fit`` lives in ``mdnjax.train``, which is also the CLI entry point (``python -m
-    # mdnjax.train``); importing it lazily keeps ``runpy`` from finding it half-imported.
-    if name == "fit":
-        from mdnjax.train import fit
+    # ``fit`` lives in ``mdnjax.train``, which ``python -m mdnjax.train`` also runs as a script;
+    # importing it lazily keeps ``runpy`` from finding it already imported.
+    if name in ("fit", "Result", "TrainState"):
+        from mdnjax import train
 
-        return fit
+        return getattr(train, name)
     raise AttributeError(f"module 'mdnjax' has no attribute {name!r}")

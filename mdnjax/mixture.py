@@ -16,6 +16,8 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from scipy import special
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -95,3 +97,29 @@ def sample(key, logits, means, log_vars, num: int):
     comp = jax.random.categorical(k_comp, logits, shape=(num,))  # (num,)
     eps = jax.random.normal(k_norm, (num,), dtype=means.dtype)
     return means[comp] + jnp.exp(0.5 * log_vars[comp]) * eps
+
+
+# ----------------------------------------------------------------------------- float64 numpy
+
+
+_GH_X, _GH_W = np.polynomial.hermite.hermgauss(80)
+
+
+def moments(logits, means, log_vars) -> tuple[float, float]:
+    """Mean and standard deviation of one mixture (parameters (K,)), float64 numpy."""
+    w = special.softmax(np.asarray(logits, np.float64))
+    means = np.asarray(means, np.float64)
+    m = float(w @ means)
+    var = float(w @ (np.exp(np.asarray(log_vars, np.float64)) + (means - m) ** 2))
+    return m, float(np.sqrt(var))
+
+
+def transformed_moments(transform, logits, means, log_vars) -> tuple[float, float]:
+    """Mean and sd of θ = transform(u), u one Gaussian mixture (Gauss–Hermite, 80 nodes per component)."""
+    w = special.softmax(np.asarray(logits, np.float64))
+    sd = np.exp(0.5 * np.asarray(log_vars, np.float64))
+    nodes = np.asarray(means, np.float64)[:, None] + np.sqrt(2.0) * sd[:, None] * _GH_X  # (K, 80)
+    theta = transform(nodes)
+    m1 = float(w @ (theta @ _GH_W) / np.sqrt(np.pi))
+    m2 = float(w @ ((theta**2) @ _GH_W) / np.sqrt(np.pi))
+    return m1, float(np.sqrt(max(m2 - m1 * m1, 0.0)))

@@ -1,228 +1,301 @@
 """A trained amortized posterior q(θ | y): densities, samples, moments; save and load.
 
-Example:
-    >>> import mdnjax, jax
-    >>> post = mdnjax.load("runs/beta-example")            # doctest: +SKIP
-    >>> post.log_prob(jax.numpy.linspace(0.1, 0.5, 5), y=30)  # doctest: +SKIP
-    >>> post.mean(30), post.std(30)                          # doctest: +SKIP
-    >>> post.sample(jax.random.key(0), y=30, n=1000)         # doctest: +SKIP
+Everything a posterior needs is data (``PosteriorSpec``): the network's widths and K, the
+fitting space and θ's support, the input scaling of y, and how many training samples each y had.
+``load`` therefore never imports the task's code.
 
-A run directory holds ``config.json`` and ``checkpoint.npz`` (plain arrays, read with
-``allow_pickle=False``: loading never executes code).
+Every method applies one rule to y: integers (a scalar or any array of them) inside the task's
+range of observations, else ``ValueError``. Answers at a y with fewer than ``RARE_BELOW`` training
+samples come with a ``RareObservationWarning``: there q is an extrapolation.
+
+Example:
+    >>> import jax, mdnjax
+    >>> post = mdnjax.fit("beta", mdnjax.Config(samples=20_000, epochs=100)).posterior
+    >>> post.log_prob(jax.numpy.array([0.2, 0.3]), y=30).shape
+    (2,)
+    >>> post.sample(jax.random.key(0), y=[10, 30], n=5).shape
+    (2, 5)
+    >>> post.training_samples(30) > 0
+    True
 """
 
 from __future__ import annotations
 
-import io
-import json
+import dataclasses
+import math
 import os
-import tempfile
-import zipfile
+import sys
+import warnings
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mdnjax import mixture, model
-from mdnjax.config import Config
+from mdnjax import checkpoint, mixture, model
+from mdnjax.task import Bound
 
-CHECKPOINT = "checkpoint.npz"
-CONFIG = "config.json"
-STATE = "state.npz"
+RARE_BELOW = 100  # training samples under which an answer is flagged as an extrapolation
+
+
+class RareObservationWarning(UserWarning):
+    """An answer at a y that had few or no training samples."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PosteriorSpec:
+    """What a posterior is, as data (``posterior.json``)."""
+
+    name: str
+    components: int
+    hidden: tuple[int, ...]
+    space: str  # "raw" or "unconstrained"
+    bounds: tuple[Bound, ...]
+    embedding: tuple[float, float]  # x = (y − shift) / scale
+    y_range: tuple[float, float]
+    y_values: np.ndarray = dataclasses.field(repr=False)  # (num_y,) trained y
+    counts: np.ndarray = dataclasses.field(repr=False)  # (num_y,) training samples at each
+
+    @classmethod
+    def of(cls, task, config, embedding, y_values, counts) -> PosteriorSpec:
+        return cls(
+            name=task.name,
+            components=config.components,
+            hidden=tuple(config.hidden),
+            space=config.space,
+            bounds=tuple(task.support),
+            embedding=(float(embedding[0]), float(embedding[1])),
+            y_range=tuple(float(v) for v in task.y_range),
+            y_values=np.asarray(y_values, np.int64),
+            counts=np.asarray(counts, np.int64),
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "components": self.components,
+            "hidden": list(self.hidden),
+            "space": self.space,
+            "bounds": [[b.low, b.high] for b in self.bounds],
+            "embedding": list(self.embedding),
+            "y_range": list(self.y_range),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict, y_values, counts) -> PosteriorSpec:
+        return cls(
+            name=str(d["name"]),
+            components=int(d["components"]),
+            hidden=tuple(int(h) for h in d["hidden"]),
+            space=str(d["space"]),
+            bounds=tuple(Bound(float(lo), float(hi)) for lo, hi in d["bounds"]),
+            embedding=(float(d["embedding"][0]), float(d["embedding"][1])),
+            y_range=(float(d["y_range"][0]), float(d["y_range"][1])),
+            y_values=np.asarray(y_values, np.int64),
+            counts=np.asarray(counts, np.int64),
+        )
+
+
+def _check_n(n) -> int:
+    ok = isinstance(n, (int, np.integer)) and not isinstance(n, bool)
+    if not ok or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    return int(n)
+
+
+def _check_key(key):
+    if isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    if isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32 and key.shape == (2,):
+        return key
+    raise ValueError(f"key must be a jax.random key such as jax.random.key(0), got {type(key).__name__}")
 
 
 class Posterior:
-    """An MDN posterior for one task.
+    """An MDN posterior q(θ | y) for one task (scalar θ).
 
     Args:
-        config: the (resolved) run configuration.
+        spec: what the posterior is (``PosteriorSpec``).
         params: MDN parameters (pure dict of arrays).
     """
 
-    def __init__(self, config: Config, params, graphdef=None):
-        self.config = config
-        self.task = config.task()
-        if graphdef is None:
-            graphdef, _ = model.init(jax.random.key(0), config.components, config.hidden)
-        self.graphdef = graphdef
+    def __init__(self, spec: PosteriorSpec, params):
+        self.spec = spec
         self.params = params
+        self.graphdef, _ = model.init(jax.random.key(0), spec.components, spec.hidden)
+        graphdef = self.graphdef
         self._mixture = jax.jit(lambda p, x: model.apply(graphdef, p, x))
 
-    def mixture(self, y):
-        """Mixture parameters (logits, means, log_vars) at observations y.
-
-        Args:
-            y: an int or an array of ints, shape (B,) or ().
-
-        Returns:
-            Three arrays of shape y.shape + (K,).
-        """
-        y_arr = np.asarray(y)
-        for value in y_arr.reshape(-1):
-            self.task.check_y(value)
-        x = jnp.asarray(y_arr.reshape(-1), jnp.float32) / self.task.trials
-        out = self._mixture(self.params, x)
-        return tuple(o.reshape(y_arr.shape + o.shape[-1:]) for o in out)
+    @property
+    def bound(self) -> Bound:
+        return self.spec.bounds[0]
 
     @property
     def unconstrained(self) -> bool:
-        """Whether the mixture lives on u = logit(θ) or log(θ) rather than on θ."""
-        return self.config.space == "unconstrained"
+        """Whether the mixture lives in the fitting space u = f(θ) rather than on θ."""
+        return self.spec.space == "unconstrained"
 
-    def log_prob(self, theta, y: int):
-        """log q(θ | y) for an array θ at one observation y; returns an array shaped like θ.
+    # ----------------------------------------------------------------- observations
 
-        In the unconstrained space, q(θ) = q_u(u(θ)) |du/dθ|, and −inf outside θ's support.
+    def check_y(self, y) -> np.ndarray:
+        """y as an int64 array (any shape) after the one rule; ``ValueError`` otherwise."""
+        try:
+            arr = np.asarray(y)
+        except (TypeError, ValueError):
+            arr = np.asarray(None)
+        if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+            raise ValueError(f"y must be an integer or an array of integers, got {y!r}")
+        if np.issubdtype(arr.dtype, np.floating):
+            bad = ~np.isfinite(arr) | (arr != np.round(arr))
+            if bad.any():
+                raise ValueError(f"y must be integers, got {arr[bad].reshape(-1)[0]!r}")
+        lo, hi = self.spec.y_range
+        out = (arr < lo) | (arr > hi)
+        if out.any():
+            upper = "infinity" if math.isinf(hi) else f"{hi:g}"
+            lower = "-infinity" if math.isinf(lo) else f"{lo:g}"
+            raise ValueError(
+                f"y = {arr[out].reshape(-1)[0]} is outside the possible range {lower}..{upper} of {self.spec.name}"
+            )
+        return arr.astype(np.int64)
+
+    def training_samples(self, y):
+        """Training samples the posterior saw at each y (0 for a y never simulated); shaped like y."""
+        y = self.check_y(y)
+        values, counts = self.spec.y_values, self.spec.counts
+        if values.size == 0:
+            out = np.zeros(y.shape, np.int64)
+        else:
+            idx = np.clip(np.searchsorted(values, y), 0, values.size - 1)
+            out = np.where(values[idx] == y, counts[idx], 0)
+        return int(out) if out.ndim == 0 else out
+
+    def _flag(self, y: np.ndarray) -> None:
+        counts = np.asarray(self.training_samples(y)).reshape(-1)
+        rare = counts < RARE_BELOW
+        if rare.any():
+            first = int(y.reshape(-1)[np.argmax(rare)])
+            warnings.warn(
+                f"y = {first} had {int(counts[np.argmax(rare)])} training samples (< {RARE_BELOW}): "
+                f"q(θ | y) there is an extrapolation",
+                RareObservationWarning,
+                stacklevel=_caller_level(),
+            )
+
+    def mixture(self, y):
+        """Mixture parameters (logits, means, log_vars) at y, each of shape y.shape + (K,)."""
+        y = self.check_y(y)
+        self._flag(y)
+        shift, scale = self.spec.embedding
+        x = jnp.asarray((y.reshape(-1) - shift) / scale, jnp.float32)
+        out = self._mixture(self.params, x)
+        return tuple(o.reshape(y.shape + o.shape[-1:]) for o in out)
+
+    # ----------------------------------------------------------------- questions
+
+    def log_prob(self, theta, y):
+        """log q(θ | y); θ and y broadcast together; −inf outside θ's support.
+
+        In the unconstrained space, q(θ) = q_u(f(θ)) |f'(θ)|.
         """
-        logits, means, log_vars = self.mixture(int(y))
+        y = self.check_y(y)
+        logits, means, log_vars = self.mixture(y)  # y.shape + (K,)
         theta = jnp.asarray(theta, means.dtype)
         if not self.unconstrained:
             return mixture.log_prob(theta, logits, means, log_vars)
-        lo, hi = self.task.support
-        inside = (theta > lo) & (theta < hi)
-        safe = jnp.where(inside, theta, 0.5 if hi == 1.0 else 1.0)
-        u = self.task.to_unconstrained(safe, xp=jnp)
-        lp = mixture.log_prob(u, logits, means, log_vars) + self.task.log_abs_det_jacobian(safe, xp=jnp)
+        b = self.bound
+        inside = b.contains(theta, jnp)
+        safe = jnp.where(inside, theta, _inner_point(b))
+        lp = mixture.log_prob(b.forward(safe, jnp), logits, means, log_vars) + b.log_abs_det_jacobian(safe, jnp)
         return jnp.where(inside, lp, -jnp.inf)
 
-    def sample(self, key, y: int, n: int):
-        """``n`` draws from q(θ | y), shape (n,)."""
-        draws = mixture.sample(key, *self.mixture(int(y)), n)
-        return self.task.from_unconstrained(draws, xp=jnp) if self.unconstrained else draws
+    def cdf(self, theta, y):
+        """Q(θ | y), the posterior CDF; θ and y broadcast together."""
+        logits, means, log_vars = self.mixture(y)
+        theta = jnp.asarray(theta, means.dtype)
+        if self.unconstrained:
+            b = self.bound
+            lo, hi = theta <= b.low, theta >= b.high
+            u = b.forward(jnp.where(lo | hi, _inner_point(b), theta), jnp)
+            return jnp.where(lo, 0.0, jnp.where(hi, 1.0, mixture.cdf(u, logits, means, log_vars)))
+        return mixture.cdf(theta, logits, means, log_vars)
 
-    def _moments(self, y):
-        from mdnjax import metrics
+    def sample(self, key, y, n: int):
+        """``n`` draws from q(θ | y): shape (n,) for one y, y.shape + (n,) for an array of y."""
+        key, n = _check_key(key), _check_n(n)
+        y = self.check_y(y)
+        logits, means, log_vars = self.mixture(y)
+        flat = [a.reshape(-1, a.shape[-1]) for a in (logits, means, log_vars)]
+        keys = jax.random.split(key, flat[0].shape[0])
+        draws = jax.vmap(lambda k, lg, m, lv: mixture.sample(k, lg, m, lv, n))(keys, *flat)
+        draws = draws.reshape(y.shape + (n,))
+        return self.bound.inverse(draws, jnp) if self.unconstrained else draws
 
+    def _moments(self, y) -> np.ndarray:
         logits, means, log_vars = (np.asarray(a, np.float64) for a in self.mixture(y))
         flat = [a.reshape(-1, a.shape[-1]) for a in (logits, means, log_vars)]
-        out = np.array([metrics.transformed_moments(self.task.from_unconstrained, *p) for p in zip(*flat)])
+        if self.unconstrained:
+            inverse = self.bound.inverse
+            out = np.array([mixture.transformed_moments(inverse, *p) for p in zip(*flat)])
+        else:
+            out = np.array([mixture.moments(*p) for p in zip(*flat)])
         return out.reshape(logits.shape[:-1] + (2,))
 
     def mean(self, y):
-        """Posterior mean at y (int or array)."""
-        if self.unconstrained:
-            return jnp.asarray(self._moments(y)[..., 0])
-        return mixture.mean(*self.mixture(y))
+        """Posterior mean at y (scalar or array)."""
+        return jnp.asarray(self._moments(y)[..., 0])
 
     def std(self, y):
-        """Posterior standard deviation at y (int or array)."""
-        if self.unconstrained:
-            return jnp.asarray(self._moments(y)[..., 1])
-        return mixture.std(*self.mixture(y))
+        """Posterior standard deviation at y (scalar or array)."""
+        return jnp.asarray(self._moments(y)[..., 1])
+
+    # ----------------------------------------------------------------- files
 
     def save(self, run_dir) -> None:
-        """Writes ``config.json`` and ``checkpoint.npz`` atomically into ``run_dir``."""
-        save_params(Path(run_dir) / CHECKPOINT, self.params)
-        atomic_write(Path(run_dir) / CONFIG, self.config.to_json().encode())
+        """Writes ``posterior.npz`` and ``posterior.json`` atomically into ``run_dir``."""
+        run_dir = Path(run_dir)
+        checkpoint.save_tree(
+            run_dir / checkpoint.POSTERIOR, self.params, y_values=self.spec.y_values, counts=self.spec.counts
+        )
+        checkpoint.write_json(run_dir / checkpoint.POSTERIOR_SPEC, self.spec.to_json())
 
 
-def _flat(tree, prefix: str = "") -> dict[str, np.ndarray]:
-    leaves = jax.tree_util.tree_leaves_with_path(tree)
-    name = lambda path: "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)  # noqa: E731
-    return {prefix + name(path): np.asarray(v) for path, v in leaves}
+def _caller_level() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside this package."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
-def atomic_write(path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` through a temporary file, fsync and rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def save_params(path, params) -> None:
-    """Saves a parameter pytree as a flat ``.npz`` of named arrays, atomically."""
-    buf = io.BytesIO()
-    np.savez(buf, **_flat(params))
-    atomic_write(path, buf.getvalue())
-
-
-def save_state(path, epoch: int, params, opt_state, losses) -> None:
-    """Saves a resumable training state (parameters, optimizer state, epoch, losses), atomically."""
-    buf = io.BytesIO()
-    arrays = {**_flat(params, "params/"), **_flat(opt_state, "opt/")}
-    np.savez(buf, epoch=np.int64(epoch), losses=np.asarray(losses, np.float32), **arrays)
-    atomic_write(path, buf.getvalue())
-
-
-def load_state(path, params_template, opt_template):
-    """Reads ``save_state``'s file into the given structures: (epoch, params, opt_state, losses).
-
-    Raises:
-        ValueError: missing, truncated, corrupt or mismatched.
-    """
-    p_names, o_names = _flat(params_template, "params/"), _flat(opt_template, "opt/")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in [*p_names, *o_names, "epoch", "losses"]}
-    except FileNotFoundError:
-        raise ValueError(f"no training state at {path}") from None
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as err:
-        raise ValueError(f"training state {path} is corrupt or incomplete ({type(err).__name__}: {err})") from None
-    for name, ref in {**p_names, **o_names}.items():
-        if arrays[name].shape != ref.shape or arrays[name].dtype != ref.dtype:
-            raise ValueError(f"training state {path}: {name!r} does not match this configuration")
-    epoch = int(arrays["epoch"])
-    if epoch < 0 or arrays["losses"].shape != (epoch,):
-        raise ValueError(f"training state {path}: epoch {epoch} and {arrays['losses'].shape[0]} losses disagree")
-    unflat = lambda names, tmpl: jax.tree_util.tree_unflatten(  # noqa: E731
-        jax.tree_util.tree_structure(tmpl), [arrays[n] for n in names]
-    )
-    return epoch, unflat(p_names, params_template), unflat(o_names, opt_template), arrays["losses"]
-
-
-def load_params(path, template):
-    """Loads a ``.npz`` written by ``save_params`` into the structure of ``template``.
-
-    Raises:
-        ValueError: the file is missing, truncated, corrupt or does not match the template.
-    """
-    names = _flat(template)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in names}
-    except FileNotFoundError:
-        raise ValueError(f"no checkpoint at {path}") from None
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as err:
-        raise ValueError(f"checkpoint {path} is corrupt or incomplete ({type(err).__name__}: {err})") from None
-    for name, ref in names.items():
-        if arrays[name].shape != ref.shape or not np.all(np.isfinite(arrays[name])):
-            raise ValueError(
-                f"checkpoint {path}: array {name!r} has shape {arrays[name].shape} "
-                f"(expected {ref.shape}) or non-finite values"
-            )
-    leaves, treedef = jax.tree_util.tree_flatten(template)
-    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(arrays[n], ref.dtype) for n, ref in zip(names, leaves)])
+def _inner_point(b: Bound) -> float:
+    """A point inside the support, to keep masked-out lanes finite."""
+    if b.kind == "interval":
+        return 0.5 * (b.low + b.high)
+    if b.kind == "lower":
+        return b.low + 1.0
+    if b.kind == "upper":
+        return b.high - 1.0
+    return 0.0
 
 
 def load(run_dir) -> Posterior:
-    """Loads the posterior saved in a run directory.
-
-    Args:
-        run_dir: a folder written by ``python -m mdnjax.train`` or ``Posterior.save``.
-
-    Returns:
-        The ``Posterior``.
+    """Loads the posterior saved in a run folder, without importing the task's code.
 
     Raises:
-        ValueError: the folder, its config or its checkpoint is missing or unreadable.
+        ValueError: the folder, its ``posterior.json`` or its ``posterior.npz`` is missing or unreadable.
     """
     run_dir = Path(run_dir)
+    raw = checkpoint.read_json(run_dir / checkpoint.POSTERIOR_SPEC)
     try:
-        config = Config.from_dict(json.loads((run_dir / CONFIG).read_text())).validate()
-    except FileNotFoundError:
-        raise ValueError(f"{run_dir} has no {CONFIG}: not a run directory") from None
-    except (json.JSONDecodeError, TypeError) as err:
-        raise ValueError(f"{run_dir / CONFIG} is not a valid config ({err})") from None
-    graphdef, template = model.init(jax.random.key(0), config.components, config.hidden)
-    params = load_params(run_dir / CHECKPOINT, template)
-    return Posterior(config, params, graphdef)
+        probe = PosteriorSpec.from_json(raw, np.zeros(0), np.zeros(0))
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        raise checkpoint.FormatError(f"{run_dir / checkpoint.POSTERIOR_SPEC} is not a posterior spec ({err})") from None
+    _, template = model.init(jax.random.key(0), probe.components, probe.hidden)
+    template = jax.tree_util.tree_map(np.asarray, template)
+    params, extra = checkpoint.load_tree(run_dir / checkpoint.POSTERIOR, template, ("y_values", "counts"), finite=True)
+    spec = dataclasses.replace(
+        probe, y_values=np.asarray(extra["y_values"], np.int64), counts=np.asarray(extra["counts"], np.int64)
+    )
+    return Posterior(spec, jax.tree_util.tree_map(jnp.asarray, params))

@@ -1,35 +1,33 @@
 """XLA:CPU settings for the fused training step (applied by the CLI and the benchmarks).
 
-XLA:CPU's experimental YNNPACK fusions (on by default in recent jaxlib releases) emit the
-step's elementwise-plus-reduction tiles about 1.5–2× slower than XLA's own loop emitter here.
+XLA:CPU's experimental YNNPACK fusions (jaxlib 0.8.1 and later) emit the step's
+elementwise-plus-reduction tiles about 1.5–2× slower than XLA's own loop emitter here.
 ``configure_cpu`` turns them off through ``XLA_FLAGS``, which XLA reads when its CPU client is
 created: call it before the first JAX computation. It does nothing when the user already set the
-flag, when ``MDNJAX_XLA_DEFAULTS=0``, or when the installed jaxlib does not know the flag (an
-unknown flag would abort the process).
+flag, when ``MDNJAX_XLA_DEFAULTS=0``, or when the installed jaxlib predates the flag (an unknown
+flag would abort the process). The flag only concerns XLA:CPU; GPU compilation ignores it.
+
+Example:
+    >>> flag_supported("0.8.0"), flag_supported("0.8.1"), flag_supported("0.10.2")
+    (False, True, True)
 """
 
 from __future__ import annotations
 
-import functools
-import glob
-import mmap
 import os
+import re
 
 FLAG = "--xla_cpu_experimental_ynn_fusion_type="
+FIRST_JAXLIB = (0, 8, 1)  # the first jaxlib release whose XLA knows the flag (0.8.0 does not)
 
 
-@functools.cache
-def _jaxlib_knows(name: bytes) -> bool:
-    import jaxlib
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
 
-    for path in glob.glob(os.path.join(os.path.dirname(jaxlib.__file__), "**", "*.so"), recursive=True):
-        try:
-            with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-                if m.find(name) >= 0:
-                    return True
-        except (OSError, ValueError):
-            continue
-    return False
+
+def flag_supported(jaxlib_version: str) -> bool:
+    """Whether a jaxlib of this version accepts ``FLAG``."""
+    return _version(jaxlib_version) >= FIRST_JAXLIB
 
 
 def configure_cpu() -> bool:
@@ -38,7 +36,15 @@ def configure_cpu() -> bool:
     name = FLAG.split("=")[0]
     if name in flags:
         return True
-    if os.environ.get("MDNJAX_XLA_DEFAULTS", "1") == "0" or not _jaxlib_knows(name.lstrip("-").encode()):
+    if os.environ.get("MDNJAX_XLA_DEFAULTS", "1") == "0":
+        return False
+    from importlib import metadata
+
+    try:
+        version = metadata.version("jaxlib")
+    except metadata.PackageNotFoundError:
+        return False
+    if not flag_supported(version):
         return False
     os.environ["XLA_FLAGS"] = f"{flags} {FLAG}".strip()
     return True

@@ -1,19 +1,20 @@
-"""The command line: a small end-to-end run, and one clear line with exit 2 for each bad input."""
+"""The command line: a run end to end, and one clear line with exit 2 for each bad input."""
 
 import json
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
 
 import mdnjax
-from mdnjax import train
+from mdnjax import checkpoint, cli
 
 SMALL = ["--samples", "4000", "--epochs", "20", "--log-every", "10"]
 
 
-def test_cli_run_writes_every_artifact_and_loads_back(tmp_path):
+def test_the_real_command_writes_every_artifact_and_loads_back(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, "-m", "mdnjax.train", "--prior", "gamma", *SMALL, "--out", str(out)],
@@ -22,87 +23,149 @@ def test_cli_run_writes_every_artifact_and_loads_back(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    for name in ["config.json", "checkpoint.npz", "metrics.json", "posterior.png", "loss.png"]:
+    for name in ["run.json", "config.json", "task.json", "posterior.npz", "posterior.json", "checkpoint.npz"]:
+        assert (out / name).stat().st_size > 0, name
+    for name in ["metrics.json", "posterior.png", "kl.png", "loss.png"]:
         assert (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["loss"]) == 20
-    assert {"simulate_s", "bucket_s", "compile_s", "train_s", "epochs_per_s"} <= set(metrics["timings"])
+    assert {"simulate_s", "bucket_s", "compile_s", "train_s", "epochs_per_s", "wall_s"} <= set(metrics["timings"])
     assert [r["y"] for r in metrics["plotted"]] == [10, 30, 50, 70, 90]
-    assert "KL(exact||MDN)" in proc.stdout and "[epoch     0]" in proc.stdout
+    # not a terminal: plain loss lines, no progress bar
+    assert "KL(exact||MDN)" in proc.stdout and "[epoch     10/20]" in proc.stdout and "\r" not in proc.stderr
     post = mdnjax.load(out)
-    # the reported MDN mean is the loaded posterior's mean
     np.testing.assert_allclose(float(post.mean(30)), metrics["plotted"][1]["mdn_mean"], rtol=1e-5)
-    assert (out / "config.json").read_text().count('"prior": "gamma"') == 1
+    assert json.loads((out / "task.json").read_text())["name"] == "gamma"
+    # the files are created with the user's normal permissions, like the figures
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
+    assert len(set(modes.values())) == 1, modes
 
 
 BAD = [
-    (["--prior", "poisson"], "unknown prior"),
+    (["--prior", "poisson"], "unknown --prior"),
     (["--alpha", "0"], "--alpha"),
     (["--beta", "-2"], "--beta"),
     (["--alpha", "nan"], "--alpha"),
     (["--beta", "inf"], "--beta"),
+    (["--alpha", "1e308"], "--alpha must be a finite number in (0, 1e+06]"),
     (["--trials", "0"], "--trials"),
     (["--samples", "1"], "--samples"),
     (["--components", "0"], "--components"),
+    (["--components", "1000"], "--components must be in 1..64"),
     (["--epochs", "0"], "--epochs"),
+    (["--epochs", "1e12"], "--epochs must be in 1..1000000"),
     (["--lr", "0"], "--lr"),
     (["--lr", "-1e-3"], "--lr"),
     (["--lr", "inf"], "--lr"),
+    (["--seed", "-1"], "--seed must be in 0..4294967295"),
     (["--plot-y", "101"], "outside"),
     (["--prior", "gamma", "--plot-y", "-1"], "outside"),
     (["--epochs", "abc"], "not a number"),
-    (["--layout", "dense"], "unknown layout"),
-    (["--backend", "tf"], "unknown backend"),
-    (["--recipe", "magic"], "unknown recipe"),
-    (["--weighting", "per-row"], "unknown weighting"),
-    (["--schedule", "step"], "unknown schedule"),
-    (["--space", "log"], "unknown space"),
+    (["--samples", "2.5"], "not an integer"),
+    (["--layout", "dense"], "unknown --layout"),
+    (["--recipe", "magic"], "unknown --recipe"),
+    (["--weighting", "per-row"], "unknown --weighting"),
+    (["--schedule", "step"], "unknown --schedule"),
+    (["--space", "log"], "unknown --space"),
     (["--hidden", "0"], "--hidden"),
+    (["--backend", "torch"], "unrecognized arguments"),
     (
         ["--prior", "beta-mixture", "--mix-weights", "0.5", "0.6", "--mix-alpha", "1", "2", "--mix-beta", "1", "2"],
         "sum to 1",
     ),
-    (["--prior", "beta-mixture", "--mix-weights", "1", "--mix-alpha", "-1", "--mix-beta", "1"], "--mix-alpha"),
-    (["--prior", "beta-mixture", "--mix-weights", "1"], "given together"),
+    (["--prior", "beta-mixture", "--mix-weights", "1", "--mix-alpha", "-1", "--mix-beta", "1"], "mixture alpha"),
+    (["--prior", "beta-mixture", "--mix-weights", "1"], "go together"),
     (["--prior", "beta", "--mix-weights", "1"], "beta-mixture only"),
     (["--prior", "beta-mixture", "--alpha", "2"], "do not apply"),
-    (["--layout", "padded", "--weighting", "per-sample"], "--recipe notebook"),
-    (["--backend", "torch", "--space", "unconstrained"], "notebook"),
     (["--devices", "64"], "device(s)"),
     (["--devices", "0"], "--devices"),
+    (["--checkpoint-every", "-1"], "--checkpoint-every"),
 ]
 
 
-@pytest.mark.parametrize("argv,needle", BAD)
-def test_bad_input_is_one_line_exit_2(argv, needle, tmp_path, capsys):
+@pytest.mark.parametrize("argv,needle", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_is_one_line_exit_2_and_creates_nothing(argv, needle, tmp_path, capsys):
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as exc:
-        sys.exit(train.main([*argv, "--out", str(out)]))
+        sys.exit(cli.main([*argv, "--out", str(out)]))
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err, err
     assert not out.exists()  # nothing is created for a rejected command
 
 
-def test_too_few_samples_to_form_a_bucket(tmp_path, capsys):
-    # two samples with (almost surely) different y
-    code = train.main(["--samples", "2", "--epochs", "1", "--out", str(tmp_path / "r")])
+def test_samples_that_cannot_be_trained_on_leave_no_folder_behind(tmp_path, capsys):
+    code = cli.main(["--trials", "1e9", "--samples", "20000", "--epochs", "1", "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and "increase --samples" in err and len(err.splitlines()) == 1
-    assert not (tmp_path / "r").exists()  # no half-made run folder is left behind
+    assert code == 2 and "of 20,000 samples" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
     (tmp_path / "empty").mkdir()  # a folder the user made stays, empty, ready for a rerun
-    assert train.main(["--samples", "2", "--epochs", "1", "--out", str(tmp_path / "empty")]) == 2
+    assert cli.main(["--samples", "2", "--epochs", "1", "--out", str(tmp_path / "empty")]) == 2
     assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())
+    assert cli.main(["--prior", "gamma", *SMALL, "--no-plots", "--out", str(tmp_path / "empty")]) == 0
 
 
 def test_out_that_is_a_file_or_not_writable_or_not_empty(tmp_path, capsys):
     f = tmp_path / "file"
     f.write_text("keep me")
-    for out, needle in [(f, "is a file"), (f / "sub", "cannot write"), (tmp_path, "not empty")]:
-        code = train.main([*SMALL, "--out", str(out)])
+    for out, needle in [(f, "is a file"), (f / "sub", "cannot create"), (tmp_path, "not empty")]:
+        code = cli.main([*SMALL, "--out", str(out)])
         err = capsys.readouterr().err.strip()
         assert code == 2 and needle in err and len(err.splitlines()) == 1, err
-    assert f.read_text() == "keep me"
+    assert f.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_concurrent_runs_into_one_folder_one_wins_the_other_fails_clearly(tmp_path):
+    out = tmp_path / "run"
+    results = []
+    barrier = threading.Barrier(8)
+
+    def claim():
+        barrier.wait()
+        try:
+            checkpoint.claim_run_dir(out, {"who": threading.get_ident()})
+            results.append("won")
+        except ValueError as err:
+            results.append(str(err))
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count("won") == 1
+    assert all("already used by another run" in r or "not empty" in r for r in results if r != "won")
+
+
+def test_plot_y_follows_the_task_and_the_data(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["--trials", "50", "--samples", "20000", "--epochs", "10", "--no-plots", "--out", str(out)]) == 0
+    ys = json.loads((out / "metrics.json").read_text())["plot_y"]
+    assert len(ys) >= 3 and all(0 <= y <= 50 for y in ys)
+
+
+def test_rare_plotted_y_are_flagged_in_the_table(tmp_path, capsys):
+    assert cli.main(["--prior", "gamma", *SMALL, "--no-plots", "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "   90*" in out and "fewer than 100 training samples" in out
+
+
+def test_simulator_warnings_become_one_line_each(tmp_path, capsys, monkeypatch):
+    import warnings
+
+    from mdnjax import tasks
+
+    real = tasks.GammaPoisson.simulate
+
+    def noisy(self, rng, n):
+        for _ in range(23):
+            warnings.warn("overflow encountered in something", RuntimeWarning, stacklevel=1)
+        return real(self, rng, n)
+
+    monkeypatch.setattr(tasks.GammaPoisson, "simulate", noisy)
+    assert cli.main(["--prior", "gamma", *SMALL, "--no-plots", "--out", str(tmp_path / "r")]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "overflow" in line]
+    assert len(err) == 1 and "23×" in err[0] and err[0].startswith("mdnjax.train: warning:")
 
 
 def test_bad_input_from_the_real_command_has_no_traceback():
@@ -111,44 +174,46 @@ def test_bad_input_from_the_real_command_has_no_traceback():
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
 
 
-def test_divergence_exits_non_zero_and_keeps_a_finite_checkpoint(tmp_path, capsys):
+def test_divergence_exits_non_zero_and_keeps_a_finite_posterior(tmp_path, capsys):
     out = tmp_path / "run"
-    code = train.main(
+    code = cli.main(
         ["--prior", "gamma", "--samples", "4000", "--epochs", "60", "--lr", "1e30", "--out", str(out), "--no-plots"]
     )
     assert code == 1
-    err = capsys.readouterr().err
-    assert "non-finite at epoch" in err
+    assert "non-finite at epoch" in capsys.readouterr().err
     post = mdnjax.load(out)
     assert np.isfinite(float(post.mean(30)))
     assert json.loads((out / "metrics.json").read_text())["status"] == "diverged"
 
 
-@pytest.mark.parametrize("backend", ["torch", "torch-loop"])
-def test_torch_backends_write_the_same_outputs(backend, tmp_path, capsys):
-    pytest.importorskip("torch")
-    out = tmp_path / backend
-    code = train.main(["--prior", "beta", *SMALL, "--recipe", "notebook", "--backend", backend, "--out", str(out)])
-    assert code == 0, capsys.readouterr().err
-    for name in ["config.json", "checkpoint.npz", "metrics.json", "posterior.png", "loss.png"]:
-        assert (out / name).stat().st_size > 0, name
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert len(metrics["loss"]) == 20 and metrics["loss"][-1] < metrics["loss"][0]
-    assert mdnjax.load(out).config.backend == backend
-
-
-def test_calibrate_rejects_a_folder_that_is_not_a_run(tmp_path, capsys):
-    from mdnjax import calibrate
-
-    assert calibrate.main([str(tmp_path)]) == 2
+def test_calibrate_any_run_and_reject_a_folder_that_is_not_a_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["--prior", "beta", *SMALL, "--no-plots", "--out", str(out)]) == 0
+    assert cli.calibrate_main([str(out), "--draws", "1e3", "--samples-per-draw", "19"]) == 0
+    result = json.loads((out / "calibration.json").read_text())
+    assert result["draws"] == 1000 and len(result["rank_counts"]) == 20
+    assert (out / "sbc_ranks.png").stat().st_size > 0 and "calibration" in json.loads(
+        (out / "metrics.json").read_text()
+    )
+    capsys.readouterr()
+    assert cli.calibrate_main([str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "not a run directory" in err
+    assert len(err.splitlines()) == 1 and "not a run folder" in err
+    assert cli.calibrate_main([str(out), "--seed", "-1"]) == 2
 
 
 def test_existing_results_are_never_overwritten(tmp_path, capsys):
     out = tmp_path / "run"
-    assert train.main(["--prior", "beta", *SMALL, "--no-plots", "--out", str(out)]) == 0
-    before = (out / "checkpoint.npz").read_bytes()
-    assert train.main(["--prior", "beta", *SMALL, "--seed", "3", "--no-plots", "--out", str(out)]) == 2
-    assert "not empty" in capsys.readouterr().err
-    assert (out / "checkpoint.npz").read_bytes() == before
+    assert cli.main(["--prior", "beta", *SMALL, "--no-plots", "--out", str(out)]) == 0
+    before = (out / checkpoint.POSTERIOR).read_bytes()
+    assert cli.main(["--prior", "beta", *SMALL, "--seed", "3", "--no-plots", "--out", str(out)]) == 2
+    assert "already used by another run" in capsys.readouterr().err
+    assert (out / checkpoint.POSTERIOR).read_bytes() == before
+
+
+def test_python_dash_m_mdnjax_dispatches_both_commands(tmp_path, capsys):
+    from mdnjax.__main__ import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--prior", "gamma", *SMALL, "--no-plots", "--out", str(out)]) == 0
+    assert main(["calibrate", str(out), "--draws", "100", "--samples-per-draw", "9"]) == 0

@@ -18,11 +18,10 @@ def _free_port() -> int:
 
 
 def test_two_processes_match_one(tmp_path):
+    from mdnjax import cli
+
     single = tmp_path / "single"
-    one = subprocess.run(
-        [sys.executable, "-m", "mdnjax.train", *ARGS, "--out", str(single)], capture_output=True, text=True, timeout=300
-    )
-    assert one.returncode == 0, one.stderr
+    assert cli.main([*ARGS, "--out", str(single)]) == 0
 
     port = _free_port()
     multi = tmp_path / "multi"
@@ -57,7 +56,7 @@ def test_two_processes_match_one(tmp_path):
 
 
 def test_distributed_flags_go_together(capsys):
-    from mdnjax import train
+    from mdnjax import cli
 
-    assert train.main(["--coordinator", "127.0.0.1:1234"]) == 2
+    assert cli.main(["--coordinator", "127.0.0.1:1234"]) == 2
     assert "go together" in capsys.readouterr().err

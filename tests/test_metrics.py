@@ -1,26 +1,24 @@
-"""Metrics against closed forms; the unconstrained space's density integrates to one."""
-
-import dataclasses
+"""Metrics against closed forms; densities in the fitting space integrate to one; calibration."""
 
 import jax
 import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from mdnjax import Config, metrics, model
-from mdnjax.posterior import Posterior
-from mdnjax.tasks import make_task
+import mdnjax
+from mdnjax import calibration, metrics, model, tasks
+from mdnjax.posterior import Posterior, PosteriorSpec
+from mdnjax.task import Bound, Task
 
 
-@dataclasses.dataclass
-class NormalTask:
+class NormalTask(Task):
     """A stand-in task whose exact posterior is N(m, s²), for closed-form checks."""
 
-    m: float
-    s: float
-    support = (-np.inf, np.inf)
+    def __init__(self, m, s):
+        super().__init__("normal", lambda rng, n: None, support=[(-np.inf, np.inf)])
+        self.m, self.s = m, s
 
-    def posterior(self, y):
+    def exact_posterior(self, y):
         return stats.norm(self.m, self.s)
 
 
@@ -44,58 +42,66 @@ def test_mass_outside_matches_numerical_integration():
     pdf = lambda t: np.exp(metrics.mixture_logpdf(np.atleast_1d(t), logits, means, log_vars))[0]  # noqa: E731
     below = integrate.quad(pdf, -np.inf, 0.0)[0]
     above = integrate.quad(pdf, 1.0, np.inf)[0]
-    np.testing.assert_allclose(metrics.mass_outside((0.0, 1.0), logits, means, log_vars), below + above, rtol=1e-7)
+    np.testing.assert_allclose(metrics.mass_outside(Bound(0.0, 1.0), logits, means, log_vars), below + above, rtol=1e-7)
 
 
-@pytest.mark.parametrize("prior", ["beta", "gamma"])
-def test_unconstrained_density_integrates_to_one_and_matches_metrics(prior):
-    cfg = Config(prior=prior, space="unconstrained", components=3).validate()
-    graphdef, params = model.init(jax.random.key(1), 3)
-    post = Posterior(cfg, params, graphdef)
-    hi = 1.0 if prior == "beta" else np.inf
-    f = lambda t: float(np.exp(post.log_prob(np.array([t]), 30))[0])  # noqa: E731
-    total = integrate.quad(f, 0.0, hi, limit=200)[0]
-    np.testing.assert_allclose(total, 1.0, atol=2e-4)
-    mean = integrate.quad(lambda t: t * f(t), 0.0, hi, limit=200)[0]
+def _posterior(task, space="unconstrained", k=3, seed=1):
+    _, params = model.init(jax.random.key(seed), k, (24, 25, 16))
+    cfg = mdnjax.Config(components=k, hidden=(24, 25, 16), space=space).resolve(task)
+    spec = PosteriorSpec.of(task, cfg, (0.0, 100.0), np.arange(101), np.full(101, 1000))
+    return Posterior(spec, params)
+
+
+@pytest.mark.parametrize("name", ["beta", "gamma"])
+def test_unconstrained_density_integrates_to_one_and_matches_metrics(name):
+    task = tasks.from_name(name)
+    post = _posterior(task)
+    (bound,) = task.support
+    # integrate in u, where the density is smooth: ∫ q(θ(u)) dθ/du du
+    u = np.linspace(-30.0, 10.0, 200_001)
+    theta = bound.inverse(u)
+    q = np.exp(np.asarray(post.log_prob(theta, 30), np.float64) - bound.log_abs_det_jacobian(theta))
+    np.testing.assert_allclose(integrate.trapezoid(q, u), 1.0, atol=2e-4)
+    mean = integrate.trapezoid(theta * q, u)
     np.testing.assert_allclose(float(post.mean(30)), mean, rtol=1e-3)
     assert float(post.log_prob(np.array([-0.1]), 30)[0]) == -np.inf
     draws = np.asarray(post.sample(jax.random.key(0), 30, 20_000))
-    assert draws.min() > 0 and (prior == "gamma" or draws.max() < 1)
-    row = metrics.evaluate(post, [30])[0]
+    assert draws.min() > 0 and (name == "gamma" or draws.max() < 1)
+    row = metrics.evaluate(post, task, [30])[0]
     assert row["mass_outside"] == 0.0
     np.testing.assert_allclose(row["mdn_mean"], mean, rtol=1e-3)
 
 
-def test_transform_is_a_bijection():
-    for name in ("beta", "gamma"):
-        task = make_task(name)
-        theta = np.array([1e-4, 0.3, 0.9])
-        np.testing.assert_allclose(task.from_unconstrained(task.to_unconstrained(theta)), theta, rtol=1e-12)
-        h = 1e-7
-        num = (task.to_unconstrained(theta + h) - task.to_unconstrained(theta - h)) / (2 * h)
-        np.testing.assert_allclose(task.log_abs_det_jacobian(theta), np.log(num), rtol=1e-6)
+def test_kl_is_finite_where_the_exact_density_diverges_at_a_bound():
+    # Beta(0.5, 0.5) prior, y = 0 of 20: p(θ | y) → ∞ as θ → 0; the quadrature runs in logit space
+    task = tasks.BetaBinomial(0.5, 0.5, 20)
+    exact = task.exact_posterior(0)
+    (bound,) = task.support
+    u = bound.forward(exact.rvs(size=200_000, random_state=np.random.default_rng(0)))
+    mixture = stats.norm(u.mean(), u.std())  # the moment-matched Gaussian in u
+    r = metrics.compare(task, 0, np.zeros(1), np.array([u.mean()]), np.log([u.var()]), "unconstrained")
+    assert np.isfinite(r["kl"]) and 0 < r["kl"] < 1
+    # against Monte Carlo: KL = E_p[log p(θ) − log q(θ)]
+    theta = bound.inverse(u)
+    log_q = mixture.logpdf(u) + bound.log_abs_det_jacobian(theta)
+    assert r["kl"] == pytest.approx(np.mean(exact.logpdf(theta) - log_q), abs=0.005)
 
 
-def test_exact_posterior_coverage_is_nominal_and_calibration_runs(tmp_path):
-    from mdnjax import calibrate, train
-
-    task = make_task("gamma")
+def test_exact_posterior_coverage_is_nominal_and_calibration_runs():
+    task = tasks.GammaPoisson()
     theta, y = task.simulate(np.random.default_rng(5), 20_000)
-    cov = calibrate.coverage(task.posterior_cdf(theta, y))
-    se = np.sqrt(calibrate.LEVELS * (1 - calibrate.LEVELS) / theta.size)
-    assert np.all(np.abs(cov - calibrate.LEVELS) < 4 * se)  # nominal within Monte Carlo error
+    cov = calibration.coverage(task.posterior_cdf(theta, y))
+    se = np.sqrt(calibration.LEVELS * (1 - calibration.LEVELS) / theta.size)
+    assert np.all(np.abs(cov - calibration.LEVELS) < 4 * se)  # nominal within Monte Carlo error
 
-    res = train.fit(Config(prior="beta", samples=20_000, epochs=300, log_every=100), verbose=False)
-    res.posterior.save(tmp_path)
-    assert calibrate.main([str(tmp_path), "--draws", "500", "--samples-per-draw", "49"]) == 0
-    out = __import__("json").loads((tmp_path / "calibration.json").read_text())
+    res = mdnjax.fit("beta", mdnjax.Config(samples=20_000, epochs=300, log_every=100))
+    out = calibration.run(res.posterior, tasks.BetaBinomial(), draws=500, per_draw=49)
     assert out["draws"] == 500 and sum(out["rank_counts"]) == 500 and len(out["rank_counts"]) == 50
-    assert 0 <= out["max_coverage_error"] < 0.5
-    assert (tmp_path / "sbc_ranks.png").stat().st_size > 0 and (tmp_path / "coverage.png").stat().st_size > 0
+    assert 0 <= out["max_coverage_error"] < 0.5 and "coverage_exact_posterior" in out
     # the MDN's PIT agrees with a Monte Carlo estimate from its own samples
     post = res.posterior
-    theta, y = make_task("beta").simulate(np.random.default_rng(6), 3)
-    u = calibrate.pit(post, theta, y)
+    theta, y = tasks.BetaBinomial().simulate(np.random.default_rng(6), 3)
+    u = calibration.pit(post, theta, y)
     for i in range(3):
         s = np.asarray(post.sample(jax.random.key(i), int(y[i]), 40_000))
         assert abs(np.mean(s < theta[i]) - u[i]) < 0.01

@@ -1,4 +1,7 @@
+"""fit, the named state, the scan loop, recipes, simulation checks and streaming."""
+
 import dataclasses
+import warnings
 
 import chex
 import jax
@@ -7,42 +10,60 @@ import numpy as np
 import optax
 import pytest
 
-from mdnjax import Config, train
+import mdnjax
+from mdnjax import Config, layout, metrics, model, simulation, tasks, train
 
 
 def test_same_seed_gives_same_parameters_and_different_seed_does_not():
-    cfg = Config(prior="gamma", samples=5000, epochs=30, log_every=10)
-    a = train.fit(cfg, verbose=False)
-    b = train.fit(cfg, verbose=False)
+    cfg = Config(samples=5000, epochs=30, log_every=10)
+    a = mdnjax.fit("gamma", cfg)
+    b = mdnjax.fit("gamma", cfg)
     chex.assert_trees_all_equal(a.posterior.params, b.posterior.params)
     np.testing.assert_array_equal(a.losses, b.losses)
-    c = train.fit(Config(prior="gamma", samples=5000, epochs=30, log_every=10, seed=1), verbose=False)
+    c = mdnjax.fit("gamma", dataclasses.replace(cfg, seed=1))
     assert not np.array_equal(a.losses, c.losses)
 
 
-@pytest.mark.parametrize("layout", ["packed", "padded"])
-def test_layouts_train_the_same_way(layout):
-    cfg = Config(prior="beta", samples=5000, epochs=40, recipe="notebook")
-    ref = train.fit(dataclasses.replace(cfg, layout="padded"), verbose=False)
-    got = train.fit(dataclasses.replace(cfg, layout=layout), verbose=False)
+def test_result_carries_a_named_state_that_resumes_bitwise():
+    cfg = Config(samples=5000, epochs=40, log_every=10)
+    full = mdnjax.fit("beta", cfg)
+    assert isinstance(full.state, train.TrainState) and int(full.state.epoch) == 40 and bool(full.state.finite)
+    half = mdnjax.fit("beta", dataclasses.replace(cfg, epochs=40), should_stop=lambda: True)  # stops after 10
+    assert half.stopped_at == 10 and int(half.state.epoch) == 10
+    rest = mdnjax.fit("beta", cfg, init_state=half.state, history=half.losses)
+    chex.assert_trees_all_equal(rest.posterior.params, full.posterior.params)
+    np.testing.assert_array_equal(rest.losses, full.losses)
+
+
+def test_progress_goes_to_the_callback_and_fit_prints_nothing(capsys):
+    seen = []
+    mdnjax.fit("gamma", Config(samples=3000, epochs=25, log_every=10), callback=seen.append)
+    assert [p.epoch for p in seen] == [10, 20, 25]
+    assert all(p.epochs == 25 and len(p.losses) == p.epoch - e for p, e in zip(seen, [0, 10, 20]))
+    assert capsys.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize("kind", ["packed", "padded"])
+def test_layouts_train_the_same_way(kind):
+    cfg = Config(samples=5000, epochs=40, recipe="notebook")
+    ref = mdnjax.fit("beta", dataclasses.replace(cfg, layout="padded"))
+    got = mdnjax.fit("beta", dataclasses.replace(cfg, layout=kind))
     np.testing.assert_allclose(got.losses, ref.losses, rtol=1e-4)
     assert got.losses.shape == (40,)
 
 
 def test_the_epoch_loop_compiles_once():
-    cfg = Config(prior="beta", samples=3000, epochs=10).validate()
-    b = train.simulate_and_bucket(cfg)
-    data = train.to_data(b, cfg.trials, block=1024)
-    from mdnjax import model
-
-    graphdef, params = model.init(jax.random.key(0), cfg.components)
-    opt = optax.adam(1e-3)
-    run = train.make_run_epochs(train.make_step(train.loss_fn("packed", graphdef), opt))
-    state = (params, opt.init(params), jax.tree_util.tree_map(jnp.copy, params), jnp.array(True))
+    task = tasks.BetaBinomial()
+    cfg = Config(samples=3000, epochs=10).resolve(task)
+    b, _ = simulation.build_layout(task, cfg)
+    data = layout.to_data(b, (0.0, 100.0), block=1024)
+    graphdef, _ = model.init(jax.random.key(0), cfg.components, cfg.hidden)
+    run = train.make_run_epochs(train.make_step(train.make_loss(cfg, graphdef), train.optimizer(cfg)))
+    state = train.initial_state(cfg)
     for _ in range(4):
         state, losses = run(state, data, 5)
     assert run._cache_size() == 1
-    assert losses.shape == (5,)
+    assert losses.shape == (5,) and int(state.epoch) == 20
 
 
 def test_non_finite_loss_stops_and_keeps_last_finite_parameters():
@@ -53,47 +74,107 @@ def test_non_finite_loss_stops_and_keeps_last_finite_parameters():
     opt = optax.sgd(1.0)
     run = train.make_run_epochs(train.make_step(loss, opt))
     params = {"w": jnp.array(0.0)}
-    state = (params, opt.init(params), {"w": jnp.array(0.0)}, jnp.array(True))
+    state = train.TrainState(params, opt.init(params), {"w": jnp.array(0.0)}, jnp.array(True), jnp.array(0))
     state, losses = run(state, None, 6)
     losses = np.asarray(losses)
     # w: 0,1,2,3(NaN) -> losses 0,-1,-2,nan,...
     np.testing.assert_array_equal(losses[:3], [0.0, -1.0, -2.0])
     assert np.isnan(losses[3])
-    assert not bool(state[3])
-    assert float(state[2]["w"]) == 2.0  # last parameters with a finite loss
+    assert not bool(state.finite) and int(state.epoch) == 3
+    assert float(state.last_finite["w"]) == 2.0  # last parameters with a finite loss
 
 
 def test_fit_reports_divergence_epoch():
-    res = train.fit(Config(prior="gamma", samples=5000, epochs=60, lr=1e30, log_every=20), verbose=False)
+    res = mdnjax.fit("gamma", Config(samples=5000, epochs=60, lr=1e30, log_every=20))
     assert res.diverged_at is not None and res.diverged_at < 60
     assert res.losses.size <= 60
     chex.assert_tree_all_finite(res.posterior.params)
 
 
 def test_fast_recipe_beats_the_notebook_recipe_at_the_same_budget():
-    from mdnjax import metrics
-
     kls = {}
+    task = tasks.GammaPoisson()
     for recipe in ("fast", "notebook"):
-        cfg = Config(prior="gamma", samples=50_000, epochs=600, recipe=recipe, log_every=200)
-        res = train.fit(cfg, verbose=False)
+        res = mdnjax.fit(task, Config(samples=50_000, epochs=600, recipe=recipe, log_every=200))
         b = res.buckets
-        kls[recipe] = metrics.summarize(metrics.evaluate(res.posterior, b.y_values[b.counts >= 100]))["kl_mean"]
+        kls[recipe] = metrics.summarize(metrics.evaluate(res.posterior, task, b.y_values[b.counts >= 100]))["kl_mean"]
     assert kls["fast"] < 0.5 * kls["notebook"], kls
 
 
+def test_a_prior_with_mass_at_the_support_edge_trains_finite():
+    # Beta(0.5, 0.5): float32 θ rounds onto 1.0 (logit = inf); the transform runs in float64 first
+    task = tasks.BetaBinomial(0.5, 0.5, 20)
+    res = mdnjax.fit(task, Config(samples=200_000, epochs=200, log_every=100))
+    assert res.diverged_at is None and np.all(np.isfinite(res.losses))
+    rows = metrics.evaluate(res.posterior, task, [0, 10, 20])
+    assert all(np.isfinite(r["kl"]) for r in rows)
+
+
+def test_draws_on_a_bound_are_moved_inside_counted_and_reported():
+    def simulate(rng, n):
+        theta = rng.uniform(size=n)
+        theta[:5] = 0.0  # on the bound
+        theta[5:8] = 1.0
+        return theta, rng.binomial(10, theta)
+
+    task = mdnjax.Task("edges", simulate, support=[(0.0, 1.0)])
+    with pytest.warns(RuntimeWarning, match="8 draws lay on a bound"):
+        res = mdnjax.fit(task, Config(samples=20_000, epochs=5, log_every=5))
+    assert res.report["moved_to_interior"] == 8 and np.all(np.isfinite(res.losses))
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (dict(samples=1), "samples"),
+        (dict(samples=2.5), "samples must be an integer"),
+        (dict(components=0), "components"),
+        (dict(components=1000), "components"),
+        (dict(epochs=10**12), "epochs"),
+        (dict(lr=0.0), "lr"),
+        (dict(lr=float("inf")), "lr"),
+        (dict(seed=-1), "seed"),
+        (dict(seed=2**40), "seed"),
+        (dict(hidden=(0,)), "hidden"),
+        (dict(weighting="per-row"), "weighting"),
+        (dict(layout="dense"), "layout"),
+        (dict(recipe="magic"), "recipe"),
+        (dict(log_every=0), "log_every"),
+    ],
+)
+def test_bad_settings_name_the_field_not_a_flag(overrides, match):
+    with pytest.raises(mdnjax.ConfigError, match=match) as err:
+        Config(**overrides).resolve(tasks.BetaBinomial())
+    assert "--" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_integral_floats_are_accepted_for_integers():
+    cfg = Config(samples=1e4, epochs=2e3).resolve(tasks.BetaBinomial())
+    assert cfg.samples == 10_000 and isinstance(cfg.samples, int) and cfg.epochs == 2000
+
+
+def test_samples_that_cannot_be_trained_on_are_refused_or_warned():
+    with pytest.raises(mdnjax.ConfigError, match="19,9.. of 20,000 samples"):
+        mdnjax.fit(tasks.BetaBinomial(trials=10**9), Config(samples=20_000, epochs=2))
+    with pytest.warns(RuntimeWarning, match="fall on a y seen once"):
+        mdnjax.fit(tasks.GammaPoisson(), Config(samples=3000, epochs=2, log_every=2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mdnjax.fit(tasks.BetaBinomial(), Config(samples=20_000, epochs=2, log_every=2))
+
+
 def test_streamed_simulation_holds_every_chunk_in_the_fitting_space(monkeypatch):
-    monkeypatch.setattr(train, "CHUNK", 10_000)  # stream above 10^4 samples
-    monkeypatch.setattr(train, "STREAM_CHUNK", 7_000)
-    cfg = Config(prior="beta", samples=25_000, space="unconstrained").validate()
-    b = train.simulate_and_bucket(cfg, shards=2)
-    parts = list(train.simulation_chunks(cfg)())
-    assert [len(t) for t, _ in parts] == [7_000, 7_000, 7_000, 4_000]
-    theta = np.concatenate([t for t, _ in parts])
-    task = cfg.task()
-    raw = [task.simulate(np.random.default_rng([cfg.seed, i]), len(t))[0] for i, (t, _) in enumerate(parts)]
-    np.testing.assert_allclose(theta, task.to_unconstrained(np.concatenate(raw).astype(np.float64)), rtol=1e-6)
-    kept = np.isin(np.concatenate([y for _, y in parts]), b.y_values)
+    monkeypatch.setattr(simulation, "CHUNK", 10_000)  # stream above 10^4 samples
+    monkeypatch.setattr(simulation, "STREAM_CHUNK", 7_000)
+    task = tasks.BetaBinomial()
+    cfg = Config(samples=25_000).resolve(task)
+    b, report = simulation.build_layout(task, cfg, shards=2)
+    sizes = [7_000, 7_000, 7_000, 4_000]
+    parts = [task.simulate(np.random.default_rng([cfg.seed, i]), n) for i, n in enumerate(sizes)]
+    theta = task.support[0].forward(np.concatenate([t for t, _ in parts])).astype(np.float32)
+    y = np.concatenate([y for _, y in parts])
+    kept = np.isin(y, b.y_values)
     np.testing.assert_array_equal(np.sort(b.theta[b.mask]), np.sort(theta[kept]))
-    data = train.to_data(b, cfg.trials, shards=2)  # the spare rows were made for 2 shards: no copy
+    assert report["dropped"] == (~kept).sum() and report["samples"] == 25_000
+    data = layout.to_data(b, (0.0, 100.0), shards=2)  # the spare rows were made for 2 shards: no copy
     assert data.theta.shape[0] * data.theta.shape[1] == b.theta.shape[0]

@@ -2,18 +2,19 @@ import chex
 import numpy as np
 import pytest
 
-from mdnjax import buckets, tasks
+from mdnjax import layout, tasks
 
 
 def _data(name="beta", n=50_000, seed=0):
-    return tasks.make_task(name).simulate(np.random.default_rng(seed), n)
+    theta, y = tasks.from_name(name).simulate(np.random.default_rng(seed), n)
+    return theta.astype(np.float32), y
 
 
-@pytest.mark.parametrize("layout", ["padded", "packed"])
+@pytest.mark.parametrize("kind", ["padded", "packed"])
 @pytest.mark.parametrize("name", ["beta", "gamma"])
-def test_every_sample_lands_in_exactly_one_bucket(layout, name):
+def test_every_sample_lands_in_exactly_one_bucket(kind, name):
     theta, y = _data(name)
-    b = buckets.bucket(theta, y) if layout == "padded" else buckets.bucket_packed(theta, y)
+    b = layout.bucket(theta, y) if kind == "padded" else layout.bucket_packed(theta, y)
     rows, width = b.theta.shape
     chex.assert_shape([b.theta, b.mask], (rows, width))
     chex.assert_shape(b.row_y, (rows,))
@@ -36,37 +37,37 @@ def test_every_sample_lands_in_exactly_one_bucket(layout, name):
 def test_singletons_are_left_out_and_padding_is_in_range():
     theta = np.array([0.1, 0.2, 0.3, 0.9, 0.5, 0.6, 0.7], np.float32)
     y = np.array([1, 1, 1, 7, 2, 2, 2], np.int32)
-    b = buckets.bucket(theta, y)
+    b = layout.bucket(theta, y)
     assert b.y_values.tolist() == [1, 2]
     assert b.theta.shape == (2, 3)
-    p = buckets.bucket(theta, y, width=2)
+    p = layout.bucket(theta, y, width=2)
     assert p.theta.shape == (4, 2) and p.row_y.tolist() == [0, 0, 1, 1]
     pad = p.theta[~p.mask]
     assert np.all((pad > 0) & (pad < 1))
 
 
 def test_too_few_samples_give_an_empty_layout():
-    b = buckets.bucket(np.array([0.1, 0.2], np.float32), np.array([0, 1]))
+    b = layout.bucket(np.array([0.1, 0.2], np.float32), np.array([0, 1]))
     assert b.num_y == 0
 
 
 @pytest.mark.parametrize("name", ["beta", "gamma"])
 def test_packed_layout_is_within_ten_percent_of_n(name):
     theta, y = _data(name, n=1_000_000)
-    padded = buckets.bucket(theta, y)
-    packed = buckets.bucket_packed(theta, y)
-    assert buckets.layout_ratio(packed) <= 1.1
-    assert buckets.layout_ratio(padded) > 2.0  # why the packed layout exists
+    padded = layout.bucket(theta, y)
+    packed = layout.bucket_packed(theta, y)
+    assert layout.layout_ratio(packed) <= 1.1
+    assert layout.layout_ratio(padded) > 2.0  # why the packed layout exists
 
 
 @pytest.mark.parametrize("name", ["beta", "gamma"])
 def test_streamed_layout_holds_the_same_samples_as_the_in_memory_one(name):
-    task = tasks.make_task(name)
+    task = tasks.from_name(name)
     parts = [task.simulate(np.random.default_rng([7, i]), n) for i, n in enumerate([30_000, 30_000, 12_345])]
-    streamed = buckets.bucket_streamed(lambda: iter(parts))
+    streamed = layout.bucket_streamed(lambda: iter(parts))
     theta = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
-    ref = buckets.bucket_packed(theta, y)
+    ref = layout.bucket_packed(theta, y)
     assert streamed.theta.shape == ref.theta.shape
     np.testing.assert_array_equal(streamed.y_values, ref.y_values)
     np.testing.assert_array_equal(streamed.counts, ref.counts)
@@ -75,12 +76,12 @@ def test_streamed_layout_holds_the_same_samples_as_the_in_memory_one(name):
     np.testing.assert_array_equal(streamed.theta[streamed.mask], ref.theta[ref.mask])  # same order within each y
     pad = streamed.theta[~streamed.mask]
     assert np.all(np.isfinite(pad))
-    assert buckets.layout_ratio(streamed) <= 1.1
+    assert layout.layout_ratio(streamed) <= 1.1
 
 
 def test_row_counts_fill_rows_from_the_left():
     theta, y = _data("gamma", n=20_000)
-    b = buckets.bucket(theta, y, width=16)
+    b = layout.bucket(theta, y, width=16)
     chex.assert_shape(b.row_count, (b.theta.shape[0],))
     np.testing.assert_array_equal(np.bincount(b.row_y, weights=b.row_count).astype(int), b.counts)
     assert np.all(b.row_count[:-1][np.diff(b.row_y) == 0] == 16)  # only a y's last row is partly filled
@@ -89,20 +90,20 @@ def test_row_counts_fill_rows_from_the_left():
 
 def test_layouts_are_aligned_for_in_place_device_transfer():
     theta, y = _data("beta", n=20_000)
-    for b in (buckets.bucket(theta, y), buckets.bucket_packed(theta, y)):
+    for b in (layout.bucket(theta, y), layout.bucket_packed(theta, y)):
         assert b.theta.ctypes.data % 64 == 0
-    a = buckets.aligned_empty((3, 5), np.float32)
+    a = layout.aligned_empty((3, 5), np.float32)
     assert a.shape == (3, 5) and a.dtype == np.float32 and a.ctypes.data % 64 == 0
 
 
 def test_streamed_layout_ends_with_the_spare_rows_asked_for():
-    task = tasks.make_task("beta")
+    task = tasks.from_name("beta")
     parts = [task.simulate(np.random.default_rng([3, i]), 20_000) for i in range(2)]
-    plain = buckets.bucket_streamed(lambda: iter(parts))
-    spare = buckets.bucket_streamed(lambda: iter(parts), spare_rows=lambda rows, width: 5)
+    plain = layout.bucket_streamed(lambda: iter(parts))
+    spare = layout.bucket_streamed(lambda: iter(parts), spare_rows=lambda rows, width: 5)
     rows = plain.theta.shape[0]
     assert spare.theta.shape == (rows + 5, plain.theta.shape[1])
     np.testing.assert_array_equal(spare.theta[:rows], plain.theta)
     np.testing.assert_array_equal(spare.row_count[rows:], 0)
     assert np.all(np.diff(spare.row_y) >= 0) and np.all(np.isfinite(spare.theta))
-    assert spare.num_samples == plain.num_samples and buckets.layout_ratio(spare) <= 1.1
+    assert spare.num_samples == plain.num_samples and layout.layout_ratio(spare) <= 1.1

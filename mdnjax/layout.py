@@ -1,6 +1,6 @@
-"""θ samples grouped by their observed y into fixed-shape rows, each row filled from the left.
+"""The layout: θ samples grouped by their observed y into fixed-shape rows, on the host and on the device.
 
-Two layouts share one type, ``Buckets``:
+Two host layouts share one type, ``Buckets``:
 
 * **padded** (the reference design): one row per y, as wide as the largest bucket,
   shape (num_y, max_n). Simple, but for skewed bucket sizes most of it is padding
@@ -14,6 +14,9 @@ not 5). Padded slots hold the first θ of their own bucket (a finite, in-range v
 masked out with ``jnp.where`` by the loss, so they can never produce NaN or change a gradient.
 The θ array is 64-byte aligned, which lets ``jax.device_put`` use it in place on CPU.
 
+``to_data`` moves a layout to the device as ``Data``: rows grouped into cache-sized blocks (tiles),
+each row with the weight of its samples in the objective, and the network inputs of every y.
+
 Example:
     >>> import numpy as np
     >>> theta = np.array([0.1, 0.2, 0.3, 0.4, 0.5], np.float32)
@@ -26,7 +29,10 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -244,3 +250,113 @@ def bucket_streamed(chunks, *, overhead: float = 0.1, min_count: int = 2, spare_
     theta_out[last] = np.where(cols < row_count[last][:, None], theta_out[last], first[:, None])
     theta_out[rows:] = first[-1]  # spare rows: empty, in range
     return Buckets(theta_out, row_count, row_y, values.astype(np.int32), kept.astype(np.int32))
+
+
+# ----------------------------------------------------------------------------- on the device
+
+
+class Data(NamedTuple):
+    """Device arrays of a bucket layout, rows grouped in blocks for cache-sized tiles.
+
+    Each row's samples fill its first ``row_count`` slots. Rows are padded to
+    ``blocks × block_rows`` with empty rows (row_count 0, weight 0).
+    """
+
+    x: jax.Array  # (num_y,) network inputs (y − shift) / scale
+    theta: jax.Array  # (blocks, block_rows, width)
+    row_count: jax.Array  # (blocks, block_rows) real samples in each row
+    row_y: jax.Array  # (blocks, block_rows) index of each row's y in x
+    weight: jax.Array  # (blocks, block_rows) weight of each sample of the row: 1 / n_y or 1 / N
+
+    @property
+    def mask(self) -> jax.Array:
+        """(blocks, block_rows, width) True where a slot holds a real sample."""
+        return row_mask(self.row_count, self.theta.shape[-1])
+
+
+def row_mask(row_count, width: int):
+    """(..., width) True in the first ``row_count`` slots of each row."""
+    return jax.lax.broadcasted_iota(jnp.int32, row_count.shape + (width,), row_count.ndim) < row_count[..., None]
+
+
+BLOCK = 131_072  # samples per tile: 4 MiB per (width, K) float32 temporary (measured faster than 32k–256k)
+
+
+def tile_shape(rows: int, width: int, block: int | None = BLOCK, shards: int = 1) -> tuple[int, int]:
+    """``(blocks, block_rows)`` of ``to_data``'s tiles for a layout of ``rows`` rows.
+
+    ``ceil(rows·width / block)`` blocks of equal row counts, a multiple of ``shards``
+    (``block=None``: a single block).
+    """
+    blocks = 1 if block is None else max(1, -(-rows * width // block))
+    block_rows = -(-rows // blocks)
+    block_rows += (-block_rows) % shards
+    return blocks, block_rows
+
+
+def spare_rows(block: int | None = BLOCK, shards: int = 1):
+    """``f(rows, width)``: the empty rows ``to_data`` appends, for ``bucket_streamed``."""
+
+    def f(rows: int, width: int) -> int:
+        blocks, block_rows = tile_shape(rows, width, block, shards)
+        return blocks * block_rows - rows
+
+    return f
+
+
+def to_data(
+    b: Buckets,
+    embedding: tuple[float, float],
+    dtype=jnp.float32,
+    block: int | None = BLOCK,
+    weighting: str = "per-y",
+    shards: int = 1,
+) -> Data:
+    """Moves a ``Buckets`` layout to the device, with the objective's sample weights.
+
+    Without a copy where possible: a float32 layout that already ends with the empty rows the
+    tiles need (``bucket_streamed(spare_rows=...)``) goes to a CPU device in place; the device
+    array then shares the memory of ``b.theta``, which must not be modified afterwards.
+
+    Args:
+        b: the bucket layout.
+        embedding: (shift, scale) of the network inputs x = (y − shift) / scale.
+        dtype: float dtype of θ, x and the weights.
+        block: samples per tile; rows are grouped into ``ceil(rows·width / block)`` blocks
+            (``None``: a single block).
+        weighting: ``"per-y"``: weight 1 / n_y, so the loss is Σ_y of each y's mean NLL (the
+            notebook's); ``"per-sample"``: weight 1 / N, the mean NLL over all samples.
+        shards: devices the rows of each block will be split over; ``block_rows`` is padded to a
+            multiple of it with empty rows (row_count 0, weight 0).
+
+    Returns:
+        ``Data`` with a leading block axis.
+    """
+    if weighting not in ("per-y", "per-sample"):
+        raise ValueError(f"unknown weighting {weighting!r}")
+    total, width = b.theta.shape
+    used = int(np.flatnonzero(b.row_count)[-1]) + 1 if total else 0  # rows before the trailing empty ones
+    blocks, block_rows = tile_shape(used, width, block, shards)
+    rows = blocks * block_rows
+    theta, row_count, row_y = b.theta[:rows], b.row_count[:rows], b.row_y[:rows]
+    if rows > total:  # one host copy with the empty rows appended
+        theta = aligned_empty((rows, width), np.dtype(dtype))
+        theta[:total], theta[total:] = b.theta, 0.0
+        row_count = np.pad(b.row_count, (0, rows - total))
+        row_y = np.pad(b.row_y, (0, rows - total))
+    if weighting == "per-y":
+        weight = 1.0 / b.counts[row_y].astype(np.float64)
+    else:
+        weight = np.full(rows, 1.0 / b.num_samples)
+    weight = np.where(row_count > 0, weight, 0.0)
+    shape = (blocks, block_rows)
+    shift, scale = embedding
+    # device_put of arrays already in their final dtype: no copy of an aligned float32 θ on CPU
+    put = lambda a, dt=None: jax.device_put(np.asarray(a, dt))  # noqa: E731
+    return Data(
+        x=put((b.y_values - shift) / scale, dtype),
+        theta=put(theta.reshape(shape + (width,)), dtype),
+        row_count=put(row_count.reshape(shape), np.int32),
+        row_y=put(row_y.reshape(shape), np.int32),
+        weight=put(weight.reshape(shape), dtype),
+    )

@@ -1,18 +1,19 @@
 """The PyTorch reference: the notebook's loop, a vectorized torch peer, and weight transfer.
 
-torch is an optional extra (``pip install torch==2.13.0`` for the CPU build, then
-``pip install -e ".[torch]"``); it is imported only in this module.
+Used by tests and benchmarks only; no core module imports it. torch is an optional extra
+(``pip install torch==2.13.0`` for the CPU build, then ``pip install -e ".[torch]"``).
 
 Two training paths, both full-batch Adam with one step per epoch:
 
-* **notebook loop** (``--backend torch-loop``): the notebook's algorithm as written — θ kept in
+* **notebook loop** (``train(..., loop=True)``): the notebook's algorithm as written — θ kept in
   a dict of lists by y, a tensor built per y each epoch, ``log(softmax)`` weights, the per-y
   mean NLL summed over every y with ≥ 2 samples.
-* **vectorized** (``--backend torch``): the same objective on the padded (num_y, max_n) layout
+* **vectorized** (``train(..., loop=False)``): the same objective on the padded (num_y, max_n) layout
   with a mask, one forward pass for all y; ``torch.compile`` when it works.
 
 Example:
-    >>> from mdnjax import torch_ref, model                      # doctest: +SKIP
+    >>> from mdnjax import model                                 # doctest: +SKIP
+    >>> from mdnjax.testing import torch_ref                      # doctest: +SKIP
     >>> net = torch_ref.TorchMDN(8)                               # doctest: +SKIP
     >>> graphdef, template = model.init(jax.random.key(0), 8)     # doctest: +SKIP
     >>> params = torch_ref.torch_to_flax(net.state_dict(), template)  # doctest: +SKIP
@@ -30,8 +31,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mdnjax.config import Config, ConfigError
-
 try:
     import torch
     from torch import nn
@@ -44,9 +43,9 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 def require_torch():
-    """Returns the torch module, or raises ``ConfigError`` saying how to install it."""
+    """Returns the torch module, or raises ``ImportError`` saying how to install it."""
     if torch is None:
-        raise ConfigError(INSTALL_HINT)
+        raise ImportError(INSTALL_HINT)
     return torch
 
 
@@ -122,7 +121,7 @@ def notebook_loss(model, theta_by_y: dict, trials: int, dtype=None, tensors: dic
 
 
 def padded_tensors(b, trials: int, dtype=None):
-    """Torch tensors of a padded bucket layout: x (num_y, 1), θ (num_y, max_n), mask."""
+    """Torch tensors of a padded bucket layout: x = y / n (num_y, 1), θ (num_y, max_n), mask."""
     dtype = dtype or torch.float32
     x = torch.tensor(b.y_values / trials, dtype=dtype).view(-1, 1)
     return x, torch.tensor(b.theta, dtype=dtype), torch.tensor(b.mask)
@@ -223,66 +222,66 @@ def _compiled(fn):
         return fn
 
 
-def fit(config: Config, *, verbose: bool = True, buckets=None):
-    """Trains with a torch backend and returns a ``train.Result`` (parameters converted to Flax)."""
+def train(
+    theta,
+    y,
+    trials: int,
+    *,
+    components: int = 8,
+    hidden=(24, 25, 16),
+    epochs: int = 1000,
+    lr: float = 1e-3,
+    seed: int = 0,
+    loop: bool = True,
+    log_every: int = 0,
+):
+    """The notebook's recipe in torch (per-y objective, constant-lr Adam, raw θ).
+
+    Args:
+        theta, y: the simulations (N,).
+        trials: n, for the inputs y / n.
+        loop: the notebook's loop (dict of lists), else the vectorized padded layout.
+        log_every: print the loss every this many epochs (0: never).
+
+    Returns:
+        (flax params shaped like ``mdnjax.model.init``'s, losses (epochs,), timings dict).
+    """
     require_torch()
-    if config.weighting != "per-y" or config.schedule != "constant" or config.space != "raw":
-        raise ConfigError("the torch backends train the notebook's objective: use --recipe notebook")
-    from mdnjax import buckets as buckets_lib
+    from mdnjax import layout
     from mdnjax import model as model_lib
-    from mdnjax import train
-    from mdnjax.posterior import Posterior
 
-    torch.set_num_threads(config.torch_threads)
     timings: dict = {}
-    task = config.task()
     t0 = time.perf_counter()
-    theta, y = task.simulate(np.random.default_rng(config.seed), config.samples)
-    timings["simulate_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    b = buckets if buckets is not None else buckets_lib.bucket(theta, y)
-    if b.num_y == 0:
-        raise ConfigError(f"no y value has 2 or more of the {config.samples} samples: increase --samples")
-    theta_by_y = group_by_y(theta, y) if config.backend == "torch-loop" else None
-    timings["bucket_s"] = time.perf_counter() - t0
-
-    torch.manual_seed(config.seed)
-    net = TorchMDN(config.components, config.hidden)
-    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
-    if config.backend == "torch-loop":
-        loss_fn = lambda: notebook_loss(net, theta_by_y, task.trials)  # noqa: E731
+    if loop:
+        theta_by_y = group_by_y(np.asarray(theta, np.float32), np.asarray(y))
+        loss_fn = None
     else:
-        x, th, mask = padded_tensors(b, task.trials)
+        b = layout.bucket(np.asarray(theta, np.float32), np.asarray(y))
+    timings["bucket_s"] = time.perf_counter() - t0
+    torch.manual_seed(seed)
+    net = TorchMDN(components, hidden)
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    if loop:
+        loss_fn = lambda: notebook_loss(net, theta_by_y, trials)  # noqa: E731
+    else:
+        x, th, mask = padded_tensors(b, trials)
         loss_fn = _compiled(lambda: vectorized_loss(net, x, th, mask))
-
-    losses, diverged_at, last_finite = [], None, None
-    train_s = 0.0
-    for epoch in range(config.epochs):
+    losses, train_s = [], 0.0
+    for epoch in range(epochs):
         t0 = time.perf_counter()
         value = loss_fn()
-        finite = bool(torch.isfinite(value))
-        if finite:
-            last_finite = {k: v.detach().clone() for k, v in net.state_dict().items()}
-            optimizer.zero_grad()
-            value.backward()
-            optimizer.step()
+        optimizer.zero_grad()
+        value.backward()
+        optimizer.step()
         dt = time.perf_counter() - t0
         if epoch == 0:
             timings["compile_s"] = dt  # first step: compilation or warm-up
         else:
             train_s += dt
         losses.append(float(value.item()))
-        if not finite:
-            diverged_at = epoch
-            net.load_state_dict(last_finite)
-            break
-        if verbose and (epoch % config.log_every == 0 or epoch == config.epochs - 1):
+        if log_every and epoch % log_every == 0:
             print(f"[epoch {epoch:5d}] loss = {losses[-1]:.4f}", flush=True)
-    epochs_timed = max(len(losses) - 1, 1)
     timings["train_s"] = train_s
-    timings["ms_per_epoch"] = 1e3 * train_s / epochs_timed
-    timings["epochs_per_s"] = epochs_timed / train_s if train_s > 0 else float("nan")
-
-    graphdef, template = model_lib.init(jax.random.key(0), config.components, config.hidden)
-    params = torch_to_flax(net.state_dict(), template)
-    return train.Result(Posterior(config, params, graphdef), np.asarray(losses), timings, b, diverged_at)
+    timings["ms_per_epoch"] = 1e3 * train_s / max(epochs - 1, 1)
+    graphdef, template = model_lib.init(jax.random.key(0), components, hidden)
+    return torch_to_flax(net.state_dict(), template), np.asarray(losses), timings

@@ -1,0 +1,112 @@
+"""A run's report: metrics against the exact posterior, the printed table, the figures.
+
+Example:
+    >>> choose_plot_y(np.arange(11), np.array([1, 300, 400, 500, 600, 700, 600, 500, 400, 300, 1]))
+    (1, 3, 5, 7, 9)
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mdnjax import layout, metrics, plots
+from mdnjax.posterior import RARE_BELOW
+
+DENSE = 100  # y with at least this many samples enter the per-y summary
+
+
+def choose_plot_y(y_values, counts, quantiles=(0.05, 0.25, 0.5, 0.75, 0.95), min_count: int = DENSE) -> tuple:
+    """Observations at quantiles of the simulated y, among those with ``min_count`` samples."""
+    y_values, counts = np.asarray(y_values), np.asarray(counts)
+    keep = counts >= min_count
+    if not keep.any():
+        keep = counts == counts.max()
+    ys, cs = y_values[keep], counts[keep]
+    cdf = np.cumsum(cs) / cs.sum()
+    picks = [int(ys[min(np.searchsorted(cdf, q), ys.size - 1)]) for q in quantiles]
+    return tuple(sorted(set(picks)))
+
+
+def plot_y_for(task, result, given=None) -> tuple[int, ...]:
+    """The observations to report: given ones, else the task's, else chosen from the data."""
+    if given:
+        return tuple(int(v) for v in given)
+    if task.plot_y is not None:
+        return tuple(task.plot_y)
+    return choose_plot_y(result.buckets.y_values, result.buckets.counts)
+
+
+def build(result, task, plot_y, out: Path | None = None, plots_on: bool = True) -> dict:
+    """The ``metrics.json`` payload of a run; figures written into ``out`` when given.
+
+    Exact metrics (KL, W1, moments) appear when the task has an exact posterior.
+    """
+    t0 = time.perf_counter()
+    b, post = result.buckets, result.posterior
+    payload = {
+        "status": "diverged" if result.diverged_at is not None else "ok",
+        "diverged_at_epoch": result.diverged_at,
+        "loss": [float(v) for v in result.losses],
+        "final_loss": float(result.losses[-1]) if result.losses.size else None,
+        "simulations": {k: v for k, v in result.report.items()},
+        "layout": {
+            "rows": int(b.theta.shape[0]),
+            "width": int(b.theta.shape[1]),
+            "num_y": b.num_y,
+            "samples": b.num_samples,
+            "slots_per_sample": layout.layout_ratio(b),
+        },
+        "plot_y": list(plot_y),
+        "training_samples": {str(y): int(post.training_samples(y)) for y in plot_y},
+    }
+    if task.has_exact_posterior:
+        plotted = metrics.evaluate(post, task, plot_y)
+        dense = metrics.evaluate(post, task, b.y_values[b.counts >= DENSE])
+        payload.update(
+            plotted=plotted,
+            plotted_summary=metrics.summarize(plotted),
+            per_y=dense,
+            per_y_summary=metrics.summarize(dense),
+        )
+        if out is not None and plots_on:
+            plots.posterior_grid(post, task, plot_y, out / "posterior.png")
+            name = f"{task.name}: KL(exact ‖ MDN) per y (K={post.spec.components})"
+            plots.kl_by_y(dense, out / "kl.png", plot_y, title=name)
+    if out is not None and plots_on and result.losses.size:
+        plots.loss_curve(
+            result.losses, out / "loss.png", title=f"{task.name}: loss per epoch (K={post.spec.components})"
+        )
+    payload["report_s"] = time.perf_counter() - t0
+    return payload
+
+
+def format_table(payload: dict) -> str:
+    """The printed table of the plotted y; a ``*`` marks y with fewer than ``RARE_BELOW`` samples."""
+    counts = payload["training_samples"]
+    rows = payload.get("plotted")
+    lines = []
+    if rows:
+        lines.append(
+            f"{'y':>6} {'samples':>8} {'KL(exact||MDN)':>15} {'exact mean':>11} {'MDN mean':>9} "
+            f"{'exact sd':>9} {'MDN sd':>9}"
+        )
+        for r in rows:
+            n = counts[str(r["y"])]
+            flag = "*" if n < RARE_BELOW else " "
+            lines.append(
+                f"{r['y']:>5}{flag} {n:>8,} {r['kl']:>15.5f} {r['exact_mean']:>11.5f} {r['mdn_mean']:>9.5f} "
+                f"{r['exact_sd']:>9.5f} {r['mdn_sd']:>9.5f}"
+            )
+        lines.append(f"mean KL over plotted y: {np.mean([r['kl'] for r in rows]):.5f} nats")
+        if any(n < RARE_BELOW for n in counts.values()):
+            lines.append(f"* fewer than {RARE_BELOW} training samples at this y: the MDN extrapolates there")
+        dense = payload.get("per_y_summary")
+        if dense:
+            lines.append(
+                f"mean KL over the {dense['count']} y with >= {DENSE} samples: {dense['kl_mean']:.5f} "
+                f"(worst {dense['kl_max']:.4f} at y={dense['kl_max_y']})"
+            )
+    return "\n".join(lines)

@@ -1,0 +1,201 @@
+"""Simulations of a task, checked and moved to the fitting space, then grouped by y.
+
+``draw`` calls the task's simulator once and checks what it returns (shapes, dtypes, finite
+values, θ inside the declared support); ``build_layout`` turns a run's simulations into a
+``mdnjax.layout.Buckets`` layout, in one piece up to ``CHUNK`` samples and streamed in chunks of
+``STREAM_CHUNK`` beyond (two passes, layout-sized memory).
+
+An exception raised inside the user's simulator becomes a ``UserCodeError`` that names the
+function and keeps the original exception (and its frames) as ``__cause__``.
+
+Example:
+    >>> import numpy as np
+    >>> from mdnjax import tasks
+    >>> u, y, stats = draw(tasks.BetaBinomial(), np.random.default_rng(0), 1000, "unconstrained")
+    >>> u.dtype, y.dtype, stats["moved_to_interior"]
+    (dtype('float32'), dtype('int64'), 0)
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+
+from mdnjax import layout
+from mdnjax.config import Config, ConfigError
+
+CHUNK = 10_000_000  # above this many simulations, simulation and bucketing stream
+STREAM_CHUNK = 2_000_000  # simulations per streamed chunk (~100 MB of scratch)
+MIN_COUNT = 2  # a y needs this many samples to form a bucket
+DROP_WARN = 0.01  # warn when more than this share of the samples falls in buckets too small to train
+DROP_ERROR = 0.5  # refuse when more than this share does
+
+
+class UserCodeError(Exception):
+    """An exception raised inside a user's function; ``__cause__`` holds the original."""
+
+    def __init__(self, function: str, err: BaseException):
+        super().__init__(f"{function} raised {type(err).__name__}: {err}")
+        self.function = function
+
+
+class SimulationError(ValueError):
+    """The simulator returned something that cannot be trained on; the message is one line."""
+
+
+def _function_name(task) -> str:
+    fn = getattr(task, "_simulate", None) or task.simulate
+    name = getattr(fn, "__qualname__", getattr(fn, "__name__", repr(fn)))
+    return f"{task.name}: simulate ({name})"
+
+
+def _as_column(a: np.ndarray, what: str, n: int) -> np.ndarray:
+    if a.shape == (n, 1):
+        return a[:, 0]
+    if a.shape != (n,):
+        raise SimulationError(f"simulate returned {what} of shape {a.shape}; expected ({n},) or ({n}, 1)")
+    return a
+
+
+def draw(task, rng: np.random.Generator, n: int, space: str):
+    """``n`` checked simulations with θ in the fitting space.
+
+    Args:
+        task: a ``mdnjax.Task``.
+        rng: the generator to draw from.
+        n: number of simulations.
+        space: ``"raw"`` (θ as drawn) or ``"unconstrained"`` (u = f(θ), ``Bound.forward``).
+
+    Returns:
+        theta: float32 (n,) in the fitting space.
+        y: integer (n,).
+        stats: ``moved_to_interior`` (draws on a bound moved inside), ``warnings`` (messages the
+            simulator emitted, by text), ``shape`` (the θ shape seen).
+
+    Raises:
+        UserCodeError: the simulator raised.
+        SimulationError: wrong shapes or dtypes, non-finite values, θ outside the support.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            out = task.simulate(rng, n)
+        except Exception as err:  # noqa: BLE001 - the user's code: re-raised with its name
+            raise UserCodeError(_function_name(task), err) from err
+    try:
+        theta, y = out
+    except (TypeError, ValueError):
+        raise SimulationError(f"simulate must return a pair (theta, y), got {type(out).__name__}") from None
+    theta, y = np.asarray(theta), np.asarray(y)
+    seen = theta.shape
+    if not np.issubdtype(theta.dtype, np.floating):
+        raise SimulationError(f"simulate returned theta of dtype {theta.dtype}; expected a float array")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise SimulationError(f"simulate returned y of dtype {y.dtype}; expected an integer array (counts)")
+    theta, y = _as_column(theta, "theta", n), _as_column(y, "y", n)
+    bad = ~np.isfinite(theta)
+    if bad.any():
+        raise SimulationError(
+            f"simulate returned {int(bad.sum())} non-finite theta of {n} (first at index {int(np.argmax(bad))})"
+        )
+    (bound,) = task.support
+    outside = (theta < bound.low) | (theta > bound.high)
+    if outside.any():
+        first = float(theta[np.argmax(outside)])
+        raise SimulationError(
+            f"simulate returned {int(outside.sum())} theta of {n} outside the declared support "
+            f"{bound.describe()} (e.g. {first:g})"
+        )
+    moved = 0
+    if space == "unconstrained":
+        inside, moved = bound.interior(theta)  # float64, before any cast
+        theta = bound.forward(inside)
+    stats = {
+        "moved_to_interior": moved,
+        "warnings": [f"{w.category.__name__}: {w.message}" for w in caught],
+        "shape": seen,
+    }
+    return theta.astype(np.float32), y, stats
+
+
+def _merge(total: dict, stats: dict) -> None:
+    total["moved_to_interior"] += stats["moved_to_interior"]
+    total["warnings"].extend(stats["warnings"])
+    total["theta_shape"] = list(stats["shape"][1:])
+
+
+def build_layout(task, config: Config, shards: int = 1, block: int | None = layout.BLOCK):
+    """Simulates ``config.samples`` pairs and buckets them in ``config.layout``.
+
+    Up to ``CHUNK`` samples are drawn at once from ``default_rng(seed)``; beyond that (packed
+    layout), chunk i draws from ``default_rng([seed, i])`` and the chunks stream twice through
+    ``layout.bucket_streamed``, which leaves room for the tiles' empty rows so that the layout
+    moves to the device without a copy.
+
+    Returns:
+        buckets: the ``layout.Buckets``.
+        report: ``samples``, ``moved_to_interior``, ``warnings`` (one summary per distinct
+            message), ``dropped`` (samples in buckets of fewer than ``MIN_COUNT``), ``simulate_s``,
+            ``bucket_s``.
+
+    Raises:
+        ConfigError: too many samples fall in buckets too small to train.
+        UserCodeError, SimulationError: see ``draw``.
+    """
+    report = {"samples": config.samples, "moved_to_interior": 0, "warnings": []}
+    n = config.samples
+    if n > CHUNK and config.layout == "packed":
+        sizes = [min(STREAM_CHUNK, n - s) for s in range(0, n, STREAM_CHUNK)]
+        first_pass = [True]
+
+        def chunks():
+            for i, size in enumerate(sizes):
+                theta, y, stats = draw(task, np.random.default_rng([config.seed, i]), size, config.space)
+                if first_pass[0]:
+                    _merge(report, stats)
+                yield theta, y
+            first_pass[0] = False
+
+        t0 = time.perf_counter()
+        b = layout.bucket_streamed(chunks, min_count=MIN_COUNT, spare_rows=layout.spare_rows(block, shards))
+        report["simulate_s"], report["bucket_s"] = 0.0, time.perf_counter() - t0  # interleaved: one figure
+    else:
+        t0 = time.perf_counter()
+        theta, y, stats = draw(task, np.random.default_rng(config.seed), n, config.space)
+        _merge(report, stats)
+        report["simulate_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if config.layout == "packed":
+            b = layout.bucket_packed(theta, y, min_count=MIN_COUNT)
+        else:
+            b = layout.bucket(theta, y, min_count=MIN_COUNT)
+        report["bucket_s"] = time.perf_counter() - t0
+    report["warnings"] = summarize_warnings(report["warnings"])
+    report["dropped"] = n - b.num_samples
+    share = report["dropped"] / n
+    if b.num_y == 0 or share > DROP_ERROR:
+        raise ConfigError(
+            f"{report['dropped']:,} of {n:,} samples fall on a y seen fewer than {MIN_COUNT} times and cannot be "
+            f"trained on: increase samples or use a task whose y repeat (fewer possible observations)",
+            "samples",
+        )
+    if share > DROP_WARN:
+        report["warnings"].append(
+            f"{report['dropped']:,} of {n:,} samples ({100 * share:.1f}%) fall on a y seen once and are left out"
+        )
+    if report["moved_to_interior"]:
+        report["warnings"].append(
+            f"{report['moved_to_interior']:,} draws lay on a bound of the support "
+            "and were moved to the nearest interior value"
+        )
+    return b, report
+
+
+def summarize_warnings(messages: list[str]) -> list[str]:
+    """One line per distinct message, with its count."""
+    counts: dict[str, int] = {}
+    for m in messages:
+        counts[m] = counts.get(m, 0) + 1
+    return [f"simulate warned {c}× — {m}" if c > 1 else f"simulate warned — {m}" for m, c in counts.items()]

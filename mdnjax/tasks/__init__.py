@@ -1,0 +1,34 @@
+"""Built-in tasks and the name → task registry (the only place a task is found by its name).
+
+Example:
+    >>> from mdnjax import tasks
+    >>> sorted(tasks.REGISTRY)
+    ['beta', 'beta-mixture', 'gamma']
+    >>> tasks.from_name("gamma", trials=50).trials
+    50
+"""
+
+from __future__ import annotations
+
+from mdnjax.tasks.conjugate import BetaBinomial, BetaMixture, BetaMixtureBinomial, GammaPoisson
+
+REGISTRY = {"beta": BetaBinomial, "gamma": GammaPoisson, "beta-mixture": BetaMixtureBinomial}
+
+__all__ = ["REGISTRY", "BetaBinomial", "BetaMixture", "BetaMixtureBinomial", "GammaPoisson", "from_name"]
+
+
+def from_name(name: str, **params):
+    """Builds the registered task ``name`` with ``params`` (``None`` values: the task's defaults).
+
+    Raises:
+        ValueError: unknown name or invalid parameters.
+    """
+    if name not in REGISTRY:
+        raise ValueError(f"unknown task {name!r}: choose one of {', '.join(REGISTRY)}")
+    return REGISTRY[name](**{k: v for k, v in params.items() if v is not None})
+
+
+def from_record(record: dict):
+    """Rebuilds a built-in task from its ``describe()`` record (as stored in a run folder)."""
+    params = {k: v for k, v in record.items() if k != "name"}
+    return from_name(record["name"], **params)
