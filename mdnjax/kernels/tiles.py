@@ -69,8 +69,9 @@ def _tiled_stats(logits, means, log_vars, theta, row_count, weight):
     """Loss and its gradient with respect to per-row mixture parameters.
 
     The per-sample pass runs one cache-sized block at a time (``lax.map`` over the leading
-    axis), with the cheap per-row shift; if any sample underflowed, the whole pass is redone with
-    the safe per-sample shift (``lax.cond``: the safe pass costs nothing when not taken).
+    axis), with the cheap per-row shift; a block in which some sample underflowed is redone with
+    the safe per-sample shift (``lax.cond`` per block: only the blocks that need it pay for it,
+    and nothing when none does).
 
     Args:
         logits, means, log_vars: (blocks, block_rows, K).
@@ -86,12 +87,12 @@ def _tiled_stats(logits, means, log_vars, theta, row_count, weight):
     const = log_w - 0.5 * (mixture.LOG_2PI + log_vars)
     shift = jnp.max(const, axis=-1)  # (blocks, block_rows)
     xs = (const, means, prec, shift, theta, row_count, weight)
-    losses, sums, underflow = jax.lax.map(lambda args: _tile_sums(*args, False), xs)
-    losses, (r0, r1, r2) = jax.lax.cond(
-        jnp.any(underflow),
-        lambda: jax.lax.map(lambda args: _tile_sums(*args, True)[:2], xs),
-        lambda: (losses, sums),
-    )
+
+    def tile(args):
+        loss, sums, underflow = _tile_sums(*args, False)
+        return jax.lax.cond(underflow, lambda: _tile_sums(*args, True)[:2], lambda: (loss, sums))
+
+    losses, (r0, r1, r2) = jax.lax.map(tile, xs)
     total = row_count.astype(weight.dtype) * weight  # (blocks, block_rows) Σ of the row's weights
     grads = (jnp.exp(log_w) * total[..., None] - r0, -prec * r1, 0.5 * (r0 - r2))
     return jnp.sum(losses), grads
