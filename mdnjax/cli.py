@@ -23,10 +23,24 @@ import warnings
 from pathlib import Path
 
 from mdnjax import xla
+from mdnjax.simulation import UserCodeError
 
 TRAIN = "mdnjax.train"
 CALIBRATE = "mdnjax.calibrate"
-TASK_FLAGS = ("prior", "alpha", "beta", "trials", "mix_weights", "mix_alpha", "mix_beta")
+TASK_FLAGS = (
+    "prior",
+    "alpha",
+    "beta",
+    "trials",
+    "population",
+    "initial",
+    "shape",
+    "rate",
+    "observed",
+    "mix_weights",
+    "mix_alpha",
+    "mix_beta",
+)
 CONFIG_FLAGS = (
     "samples",
     "components",
@@ -39,6 +53,7 @@ CONFIG_FLAGS = (
     "space",
     "layout",
     "seed",
+    "holdout",
     "log_every",
     "devices",
 )
@@ -83,10 +98,16 @@ def train_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     t = p.add_argument_group("task")
+    t.add_argument("--task", metavar="FILE.py:NAME", help="your own task: path/to/file.py:NAME or package.module:NAME")
     t.add_argument("--prior", help=f"built-in task: {', '.join(tasks.REGISTRY)} (default beta)")
     t.add_argument("--alpha", type=number(float), help="prior α (default 2)")
-    t.add_argument("--beta", type=number(float), help="prior β (default 5 for beta, rate 3 for gamma)")
+    t.add_argument("--beta", type=number(float), help="prior β (beta 5, gamma: rate 3, reed-frost 38)")
     t.add_argument("--trials", type=number(int), help="n: Binomial trials / Poisson exposure (default 100)")
+    t.add_argument("--population", type=number(int), help="epidemics: N, everyone (reed-frost 50, sir 120)")
+    t.add_argument("--initial", type=number(int), help="epidemics: infectives at the start (default 1)")
+    t.add_argument("--shape", type=number(float), help="sir: Gamma prior shape of R0 (default 2)")
+    t.add_argument("--rate", type=number(float), help="sir: Gamma prior rate of R0 (default 4/3)")
+    t.add_argument("--observed", type=number(int), help="sir: the observed y to report (default 29, Abakaliki)")
     t.add_argument("--mix-weights", type=number(float), nargs="+", help="beta-mixture prior: component weights")
     t.add_argument("--mix-alpha", type=number(float), nargs="+", help="beta-mixture prior: component α")
     t.add_argument("--mix-beta", type=number(float), nargs="+", help="beta-mixture prior: component β")
@@ -102,6 +123,7 @@ def train_parser() -> argparse.ArgumentParser:
     c.add_argument("--space", help="raw (fit θ) or unconstrained (fit f(θ), f from the support) (recipe default)")
     c.add_argument("--layout", help=f"bucket layout: {' or '.join(config_lib.LAYOUTS)} (default packed)")
     c.add_argument("--seed", type=number(int), help="seeds simulation and initialisation, 0..2^32-1 (default 0)")
+    c.add_argument("--holdout", type=number(float), help="extra held-out simulations, share of --samples (default 0.1)")
     c.add_argument("--log-every", type=number(int), help="epochs per dispatch and progress line (default 50)")
     c.add_argument("--devices", type=number(int), help="devices to split the rows over (default: all)")
     r = p.add_argument_group("run")
@@ -127,29 +149,46 @@ def _flag(field: str | None) -> str:
 
 
 def task_from_flags(args: dict):
-    """The task the flags describe (``UsageError`` with a one-line reason)."""
+    """The task the flags describe and its record for run.json (``UsageError`` with a one-line reason)."""
+    from mdnjax import userspec
+
+    if "task" in args:
+        given = [_flag(k) for k in TASK_FLAGS if k in args]
+        if given:
+            raise UsageError(f"--task replaces {' '.join(given)}: the task file defines its model")
+        try:
+            task, record = userspec.load(args["task"])
+        except userspec.SpecError as err:
+            raise UsageError(str(err)) from None
+        return task, record
+    task = _builtin_task(args)
+    return task, {"builtin": task.name}
+
+
+PARAM_FLAGS = ("alpha", "beta", "trials", "population", "initial", "shape", "rate", "observed")
+
+
+def _builtin_task(args: dict):
+    """The registered task ``--prior`` names, with the task flags given (each task refuses the
+    flags that are not its parameters)."""
     from mdnjax import tasks
 
     name = args.get("prior", DEFAULTS["prior"])
+    params = {k: args[k] for k in PARAM_FLAGS if k in args}
     mix = [args.get(k) for k in ("mix_weights", "mix_alpha", "mix_beta")]
+    if any(m is not None for m in mix):
+        if any(m is None for m in mix) or len({len(m) for m in mix}) != 1:
+            raise UsageError("--mix-weights, --mix-alpha and --mix-beta go together, equally long")
+        params["components"] = tuple(zip(*mix))
     try:
-        if name == "beta-mixture":
-            if args.get("alpha") is not None or args.get("beta") is not None:
-                raise UsageError("--alpha/--beta do not apply to beta-mixture: use --mix-alpha/--mix-beta")
-            if any(m is not None for m in mix):
-                if any(m is None for m in mix) or len({len(m) for m in mix}) != 1:
-                    raise UsageError("--mix-weights, --mix-alpha and --mix-beta go together, equally long")
-                return tasks.from_name(name, components=tuple(zip(*mix)), trials=args.get("trials"))
-            return tasks.from_name(name, trials=args.get("trials"))
-        if any(m is not None for m in mix):
-            raise UsageError("--mix-weights, --mix-alpha and --mix-beta apply to --prior beta-mixture only")
-        return tasks.from_name(name, alpha=args.get("alpha"), beta=args.get("beta"), trials=args.get("trials"))
+        return tasks.from_name(name, **params)
     except ValueError as err:
-        message = str(err)
-        for field in ("alpha", "beta", "trials"):
+        message = str(err).replace("unknown task", "unknown --prior")
+        message = message.replace("components does not apply", "--mix-weights/--mix-alpha/--mix-beta do not apply")
+        for field in PARAM_FLAGS:
             if message.startswith(field + " "):
                 message = "--" + message
-        raise UsageError(message.replace("unknown task", "unknown --prior")) from None
+        raise UsageError(message) from None
 
 
 def config_from_flags(args: dict, task):
@@ -247,7 +286,7 @@ def _resume_setup(args: dict):
     """Reads RUN's task, config and checkpoint for ``--resume``; ``--epochs`` may extend it."""
     import dataclasses
 
-    from mdnjax import checkpoint, tasks, train
+    from mdnjax import checkpoint, train
     from mdnjax.config import Config, ConfigError
 
     others = sorted(set(args) - {"resume", "epochs", "coordinator", "num_processes", "process_id"})
@@ -257,7 +296,7 @@ def _resume_setup(args: dict):
     out = Path(args["resume"])
     try:
         record = checkpoint.read_json(out / checkpoint.RUN)
-        task = tasks.from_record(checkpoint.read_json(out / checkpoint.TASK))
+        task = run_task(out, record)
         config = Config.from_dict(checkpoint.read_json(out / checkpoint.CONFIG)).resolve(task)
         if "epochs" in args:
             config = dataclasses.replace(config, epochs=args["epochs"]).resolve(task)
@@ -273,6 +312,17 @@ def _resume_setup(args: dict):
     return out, record, task, config, state, extra["losses"]
 
 
+def run_task(out: Path, record: dict):
+    """The task of a run folder: a built-in one from task.json, or the user's, re-imported from
+    its recorded file (refused when gone or changed)."""
+    from mdnjax import checkpoint, tasks, userspec
+
+    spec = record.get("task", {})
+    if "spec" in spec:
+        return userspec.reload(spec)
+    return tasks.from_record(checkpoint.read_json(out / checkpoint.TASK))
+
+
 def _numpy(tree):
     import jax
     import numpy as np
@@ -283,7 +333,7 @@ def _numpy(tree):
 def _new_run(args: dict, lead: bool):
     from mdnjax import checkpoint, parallel
 
-    task = task_from_flags(args)
+    task, task_record = task_from_flags(args)
     config = config_from_flags(args, task)
     _check_plot_y(task, args.get("plot_y"))
     checkpoint_every = args.get("checkpoint_every", DEFAULTS["checkpoint_every"])
@@ -296,7 +346,7 @@ def _new_run(args: dict, lead: bool):
     out = Path(args["out"]) if "out" in args else _default_out(task.name)
     record = {
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
-        "task": {"builtin": task.name},
+        "task": task_record,
         "options": {k: args.get(k, DEFAULTS.get(k)) for k in RUN_FLAGS},
         "sessions": [],
     }
@@ -330,6 +380,10 @@ def main(argv=None) -> int:
     except UsageError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
+    except UserCodeError as err:
+        print(_user_traceback(err), file=sys.stderr, end="")
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 1
     return _train(prog, t_start, lead, out, created, record, task, config, state, history)
 
 
@@ -435,6 +489,7 @@ def _train(prog, t_start, lead, out, created, record, task, config, state, histo
     except OSError as err:
         print(f"{prog}: error: cannot write results to {out}: {err.strerror or err}", file=sys.stderr)
         return 1
+    print(simulation.describe_budget(result.report["buckets"]))
     table = report.format_table(payload)
     if table:
         print(table)
@@ -471,8 +526,9 @@ def calibrate_main(argv=None) -> int:
     args = p.parse_args(argv)
     prog = CALIBRATE
     xla.configure_cpu()
-    from mdnjax import calibration, checkpoint, plots, tasks
+    from mdnjax import calibration, checkpoint, plots
     from mdnjax.posterior import load
+    from mdnjax.simulation import UserCodeError
 
     out = Path(args.run_dir)
     try:
@@ -481,11 +537,15 @@ def calibrate_main(argv=None) -> int:
         if not 0 <= args.seed <= 2**32 - 1:
             raise UsageError(f"--seed must be in 0..{2**32 - 1}, got {args.seed}")
         post = load(out)
-        task = tasks.from_record(checkpoint.read_json(out / checkpoint.TASK))
+        task = run_task(out, checkpoint.read_json(out / checkpoint.RUN))
         result = calibration.run(post, task, args.draws, args.samples_per_draw, args.seed)
     except (UsageError, ValueError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
+    except UserCodeError as err:
+        print(_user_traceback(err), file=sys.stderr, end="")
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 1
     try:
         checkpoint.write_json(out / "calibration.json", result)
         title = f"{task.name}, K={post.spec.components}"

@@ -73,6 +73,12 @@ def _integer(name: str, value, low: int, high: int | None = None) -> int:
     return value
 
 
+def _share(name: str, value) -> float:
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0):
+        raise ConfigError(f"{name} must be a number in [0, 1], got {value!r}", name)
+    return float(value)
+
+
 def _choice(name: str, value, choices) -> str:
     if value not in choices:
         raise ConfigError(f"unknown {name} {value!r}: choose one of {', '.join(choices)}", name)
@@ -99,6 +105,8 @@ class Config:
         layout: ``"packed"`` (fast tiles, hand-written gradient) or ``"padded"`` (one row per y,
             the autodiff reference).
         seed: seeds the simulation and the network initialisation (0 ≤ seed < 2^32).
+        holdout: extra simulations, as a share of ``samples`` (at most 2·10^5), that training
+            never sees; they check q(θ | y) bucket by bucket (``mdnjax.heldout``).
         log_every: epochs run per dispatch (and between progress reports).
         devices: devices the bucket rows are split over (``None``: all).
     """
@@ -114,6 +122,7 @@ class Config:
     space: str | None = None
     layout: str = "packed"
     seed: int = 0
+    holdout: float = 0.1
     log_every: int = 50
     devices: int | None = None
 
@@ -147,6 +156,7 @@ class Config:
             space=_choice("space", pick("space"), SPACES),
             layout=_choice("layout", self.layout, LAYOUTS),
             seed=_integer("seed", self.seed, 0, MAX_SEED),
+            holdout=_share("holdout", self.holdout),
             log_every=_integer("log_every", self.log_every, 1),
             devices=None if self.devices is None else _integer("devices", self.devices, 1),
         )

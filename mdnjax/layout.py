@@ -47,6 +47,8 @@ class Buckets:
         row_y: int32 (rows,); index into ``y_values`` of the y each row belongs to.
         y_values: int32 (num_y,); the observed y values, increasing.
         counts: int32 (num_y,); number of samples for each y.
+        low, high: float32 (num_y,); the smallest and largest θ of each y (in the layout's space),
+            which bracket a quadrature reference.
     """
 
     theta: np.ndarray
@@ -54,6 +56,8 @@ class Buckets:
     row_y: np.ndarray
     y_values: np.ndarray
     counts: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
 
     @property
     def mask(self) -> np.ndarray:
@@ -99,6 +103,8 @@ def _empty(values: np.ndarray, counts: np.ndarray) -> Buckets:
         np.zeros(0, np.int32),
         values.astype(np.int32),
         counts.astype(np.int32),
+        np.zeros(0, np.float32),
+        np.zeros(0, np.float32),
     )
 
 
@@ -140,6 +146,10 @@ def bucket(
     y_sorted = y[order]
     values, starts, counts = np.unique(y_sorted, return_index=True, return_counts=True)
     keep = counts >= min_count
+    if theta.size:
+        sorted_theta = theta[order]
+        low = np.minimum.reduceat(sorted_theta, starts)[keep]
+        high = np.maximum.reduceat(sorted_theta, starts)[keep]
     values, starts, counts = values[keep], starts[keep], counts[keep]
     num_y = values.shape[0]
     if num_y == 0:
@@ -162,7 +172,9 @@ def bucket(
     out = aligned_empty((row_y.size, width))
     out[:] = theta[order[starts]][row_y][:, None]  # padding: the bucket's own first θ
     out[row, col] = theta[src]
-    return Buckets(out, _row_counts(counts, rows_per_y, width), row_y, values.astype(np.int32), counts.astype(np.int32))
+    return Buckets(
+        out, _row_counts(counts, rows_per_y, width), row_y, values.astype(np.int32), counts.astype(np.int32), low, high
+    )
 
 
 def _row_counts(counts: np.ndarray, rows_per_y: np.ndarray, width: int, extra_rows: int = 0) -> np.ndarray:
@@ -232,6 +244,8 @@ def bucket_streamed(chunks, *, overhead: float = 0.1, min_count: int = 2, spare_
     index[values] = np.arange(num_y)
     cursor = np.zeros(num_y, np.int64)
     first = np.full(num_y, np.nan, np.float32)
+    low = np.full(num_y, np.inf, np.float32)
+    high = np.full(num_y, -np.inf, np.float32)
     for theta, y in chunks():
         j = index[np.asarray(y)]
         keep = j >= 0
@@ -242,6 +256,10 @@ def bucket_streamed(chunks, *, overhead: float = 0.1, min_count: int = 2, spare_
         rank = np.arange(j.size) - starts[j] + cursor[j]
         theta_out[row_start[j] + rank // width, rank % width] = theta
         seen = np.bincount(j, minlength=num_y)
+        present = np.flatnonzero(seen)
+        if present.size:
+            low[present] = np.minimum(low[present], np.minimum.reduceat(theta, starts[present]))
+            high[present] = np.maximum(high[present], np.maximum.reduceat(theta, starts[present]))
         new = (cursor == 0) & (seen > 0)
         first[new] = theta[starts[new]]
         cursor += seen
@@ -249,7 +267,7 @@ def bucket_streamed(chunks, *, overhead: float = 0.1, min_count: int = 2, spare_
     cols = np.arange(width)[None, :]
     theta_out[last] = np.where(cols < row_count[last][:, None], theta_out[last], first[:, None])
     theta_out[rows:] = first[-1]  # spare rows: empty, in range
-    return Buckets(theta_out, row_count, row_y, values.astype(np.int32), kept.astype(np.int32))
+    return Buckets(theta_out, row_count, row_y, values.astype(np.int32), kept.astype(np.int32), low, high)
 
 
 # ----------------------------------------------------------------------------- on the device

@@ -52,8 +52,8 @@ def mass_outside(bound, logits, means, log_vars) -> float:
     return float(w @ (below + above))
 
 
-def compare(task, y: int, logits, means, log_vars, space: str = "raw") -> dict:
-    """Exact posterior p(θ | y) against one mixture q.
+def compare(task, y: int, logits, means, log_vars, space: str = "raw", reference=None) -> dict:
+    """Exact (or reference) posterior p(θ | y) against one mixture q.
 
     With ``space="unconstrained"`` the mixture is over u = f(θ) (``task.support[0]``) and
     q(θ) = q_u(f(θ)) |f'(θ)|.
@@ -61,8 +61,11 @@ def compare(task, y: int, logits, means, log_vars, space: str = "raw") -> dict:
     Returns:
         dict with ``kl`` (KL(p‖q), nats), ``w1`` (Wasserstein-1), exact and MDN ``mean``/``sd``,
         their errors and ``mass_outside`` the support.
+
+    ``reference`` (a frozen ``scipy.stats``-like object) replaces ``task.exact_posterior(y)``, e.g.
+    a ``mdnjax.reference.GridPosterior``.
     """
-    exact = task.exact_posterior(y)
+    exact = task.exact_posterior(y) if reference is None else reference
     bound = task.support[0]
     inside = lambda t: np.clip(
         np.asarray(t, np.float64), np.nextafter(bound.low, np.inf), np.nextafter(bound.high, -np.inf)
@@ -110,8 +113,9 @@ def compare(task, y: int, logits, means, log_vars, space: str = "raw") -> dict:
     }
 
 
-def evaluate(posterior, task, ys) -> list[dict]:
-    """``compare`` at every y in ``ys`` for a ``Posterior`` of ``task`` (which has an exact posterior)."""
+def evaluate(posterior, task, ys, references: dict | None = None) -> list[dict]:
+    """``compare`` at every y in ``ys`` for a ``Posterior`` of ``task``, against its exact posterior
+    or ``references[y]``."""
     ys = [int(y) for y in ys]
     if not ys:
         return []
@@ -119,7 +123,8 @@ def evaluate(posterior, task, ys) -> list[dict]:
         warnings.simplefilter("ignore", RareObservationWarning)
         logits, means, log_vars = (np.asarray(a) for a in posterior.mixture(np.asarray(ys)))
     space = posterior.spec.space
-    return [compare(task, y, logits[i], means[i], log_vars[i], space) for i, y in enumerate(ys)]
+    refs = references or {}
+    return [compare(task, y, logits[i], means[i], log_vars[i], space, refs.get(y)) for i, y in enumerate(ys)]
 
 
 def summarize(rows: list[dict]) -> dict:

@@ -28,8 +28,9 @@ def _kl_text(kl: float) -> str:
     return f"{kl:.2g}" if kl >= 1e-4 else f"{kl:.1e}"
 
 
-def posterior_grid(posterior, task, ys, path, title: str | None = None) -> None:
-    """Exact vs MDN density at each y, three panels per row (tasks with an exact posterior)."""
+def posterior_grid(posterior, task, ys, path, title: str | None = None, references: dict | None = None) -> None:
+    """Exact (or reference) vs MDN density at each y, three panels per row."""
+    references = references or {}
     ys = [int(y) for y in ys]
     cols = min(3, len(ys))
     rows = math.ceil(len(ys) / cols)
@@ -40,16 +41,17 @@ def posterior_grid(posterior, task, ys, path, title: str | None = None) -> None:
         logits, means, log_vars = (np.asarray(a) for a in posterior.mixture(np.asarray(ys)))
     bound = task.support[0]
     for i, (ax, y) in enumerate(zip(axes.flat, ys)):
-        exact = task.exact_posterior(y)
+        exact = references.get(y) or task.exact_posterior(y)
         lo, hi = exact.ppf(1e-5), exact.isf(1e-5)
         pad = 0.15 * (hi - lo)
         grid = np.linspace(max(lo - pad, bound.low + 1e-6), min(hi + pad, bound.high - 1e-6), 400)
-        ax.plot(grid, exact.pdf(grid), lw=2, label=task.reference_label)
+        label = task.reference_label if y not in references else "reference (quadrature)"
+        ax.plot(grid, exact.pdf(grid), lw=2, label=label)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RareObservationWarning)
             q = np.exp(np.asarray(posterior.log_prob(grid, y), np.float64))
         ax.plot(grid, q, "--", lw=2, label=f"MDN, K={logits.shape[-1]} ({posterior.spec.space})")
-        kl = metrics.compare(task, y, logits[i], means[i], log_vars[i], posterior.spec.space)["kl"]
+        kl = metrics.compare(task, y, logits[i], means[i], log_vars[i], posterior.spec.space, references.get(y))["kl"]
         n = posterior.training_samples(y)
         ax.set(title=f"y = {y}   KL = {_kl_text(kl)}   ({n:,} samples)", xlabel="θ", ylabel="density")
         ax.legend()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mdnjax import layout, metrics, plots
+from mdnjax import heldout, layout, metrics, plots, reference
 from mdnjax.posterior import RARE_BELOW
 
 DENSE = 100  # y with at least this many samples enter the per-y summary
@@ -39,10 +39,31 @@ def plot_y_for(task, result, given=None) -> tuple[int, ...]:
     return choose_plot_y(result.buckets.y_values, result.buckets.counts)
 
 
+def references(task, result, ys) -> dict | None:
+    """{y: reference posterior}: the exact one, or by quadrature from ``log_prior`` and
+    ``log_likelihood`` (bracketed by each bucket's draws); None when the task has neither."""
+    ys = sorted({int(y) for y in ys})
+    if task.has_exact_posterior:
+        return {y: task.exact_posterior(y) for y in ys}
+    if task.log_prior is None or task.log_likelihood is None or not ys:
+        return None
+    b = result.buckets
+    bound = task.support[0]
+    low, high = np.asarray(b.low, np.float64), np.asarray(b.high, np.float64)
+    if result.config.space == "raw":
+        low, high = (bound.forward(bound.interior(v)[0]) for v in (low, high))
+    at = np.searchsorted(b.y_values, ys).clip(0, max(b.num_y - 1, 0))
+    known = b.y_values[at] == np.asarray(ys)
+    lows = np.where(known, low[at], low.min())
+    highs = np.where(known, high[at], high.max())
+    return reference.grid_posteriors(task, ys, lows, highs)
+
+
 def build(result, task, plot_y, out: Path | None = None, plots_on: bool = True) -> dict:
     """The ``metrics.json`` payload of a run; figures written into ``out`` when given.
 
-    Exact metrics (KL, W1, moments) appear when the task has an exact posterior.
+    Exact metrics (KL, W1, moments) appear when the task has an exact posterior or a quadrature
+    reference; the held-out checks appear for every task.
     """
     t0 = time.perf_counter()
     b, post = result.buckets, result.posterior
@@ -62,9 +83,12 @@ def build(result, task, plot_y, out: Path | None = None, plots_on: bool = True) 
         "plot_y": list(plot_y),
         "training_samples": {str(y): int(post.training_samples(y)) for y in plot_y},
     }
-    if task.has_exact_posterior:
-        plotted = metrics.evaluate(post, task, plot_y)
-        dense = metrics.evaluate(post, task, b.y_values[b.counts >= DENSE])
+    dense_y = b.y_values[b.counts >= DENSE]
+    refs = references(task, result, list(plot_y) + dense_y.tolist())
+    if refs is not None:
+        payload["reference"] = "exact" if task.has_exact_posterior else "quadrature"
+        plotted = metrics.evaluate(post, task, plot_y, refs)
+        dense = metrics.evaluate(post, task, dense_y, refs)
         payload.update(
             plotted=plotted,
             plotted_summary=metrics.summarize(plotted),
@@ -72,9 +96,14 @@ def build(result, task, plot_y, out: Path | None = None, plots_on: bool = True) 
             per_y_summary=metrics.summarize(dense),
         )
         if out is not None and plots_on:
-            plots.posterior_grid(post, task, plot_y, out / "posterior.png")
-            name = f"{task.name}: KL(exact ‖ MDN) per y (K={post.spec.components})"
+            plots.posterior_grid(post, task, plot_y, out / "posterior.png", references=refs)
+            name = f"{task.name}: KL(reference ‖ MDN) per y (K={post.spec.components})"
             plots.kl_by_y(dense, out / "kl.png", plot_y, title=name)
+    if result.heldout is not None:
+        with_entropy = {y: r for y, r in (refs or {}).items() if hasattr(r, "entropy")}
+        rows = heldout.check(post, result.heldout, references=with_entropy)
+        payload["heldout"] = rows
+        payload["heldout_summary"] = heldout.summarize(rows)
     if out is not None and plots_on and result.losses.size:
         plots.loss_curve(
             result.losses, out / "loss.png", title=f"{task.name}: loss per epoch (K={post.spec.components})"
@@ -89,9 +118,10 @@ def format_table(payload: dict) -> str:
     rows = payload.get("plotted")
     lines = []
     if rows:
+        ref = "exact" if payload.get("reference") == "exact" else "ref"
         lines.append(
-            f"{'y':>6} {'samples':>8} {'KL(exact||MDN)':>15} {'exact mean':>11} {'MDN mean':>9} "
-            f"{'exact sd':>9} {'MDN sd':>9}"
+            f"{'y':>6} {'samples':>8} {f'KL({ref}||MDN)':>15} {f'{ref} mean':>11} {'MDN mean':>9} "
+            f"{f'{ref} sd':>9} {'MDN sd':>9}"
         )
         for r in rows:
             n = counts[str(r["y"])]
@@ -109,4 +139,12 @@ def format_table(payload: dict) -> str:
                 f"mean KL over the {dense['count']} y with >= {DENSE} samples: {dense['kl_mean']:.5f} "
                 f"(worst {dense['kl_max']:.4f} at y={dense['kl_max_y']})"
             )
+    held = payload.get("heldout_summary")
+    if held:
+        lines.append(
+            f"held-out checks over {held['count']} y ({held['draws']:,} draws training never saw): "
+            f"PIT uniformity rejected at 1% for {100 * held['pit_rejected_at_1pct']:.0f}% of y "
+            f"(median p = {held['pit_ks_pvalue_median']:.2f}), mean −log q = {held['nll_mean']:.4f}"
+            + (f", minus the reference entropy: {held['kl_estimate_mean']:.4f}" if "kl_estimate_mean" in held else "")
+        )
     return "\n".join(lines)

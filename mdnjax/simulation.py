@@ -174,12 +174,18 @@ def build_layout(task, config: Config, shards: int = 1, block: int | None = layo
         report["bucket_s"] = time.perf_counter() - t0
     report["warnings"] = summarize_warnings(report["warnings"])
     report["dropped"] = n - b.num_samples
+    report["buckets"] = bucket_budget(b, n)
     share = report["dropped"] / n
     if b.num_y == 0 or share > DROP_ERROR:
         raise ConfigError(
             f"{report['dropped']:,} of {n:,} samples fall on a y seen fewer than {MIN_COUNT} times and cannot be "
             f"trained on: increase samples or use a task whose y repeat (fewer possible observations)",
             "samples",
+        )
+    if report["buckets"]["distinct_y"] > n / 20:
+        report["warnings"].append(
+            f"{report['buckets']['distinct_y']:,} distinct y for {n:,} samples (more than N/20): the buckets are thin "
+            "and the network must interpolate between y; this design pays off when observations repeat"
         )
     if share > DROP_WARN:
         report["warnings"].append(
@@ -191,6 +197,47 @@ def build_layout(task, config: Config, shards: int = 1, block: int | None = layo
             "and were moved to the nearest interior value"
         )
     return b, report
+
+
+HOLDOUT_CAP = 200_000  # held-out draws at most, whatever the number of simulations
+HOLDOUT_STREAM = 0x5EED  # the held-out draws' own random stream: the training draws stay as they were
+
+
+def draw_heldout(task, config: Config):
+    """Fresh simulations that training never sees: ``holdout`` × samples of them (at most
+    ``HOLDOUT_CAP``), from their own random stream. Every one whose y has a bucket is an exact
+    draw from p(θ | y), so they check q(θ | y) for any task, with or without a likelihood.
+
+    Returns:
+        (theta (n,) float32 in the fitting space, y (n,) integer), or None when ``holdout`` is 0.
+    """
+    n = min(round(config.holdout * config.samples), HOLDOUT_CAP)
+    if n < 1:
+        return None
+    theta, y, _ = draw(task, np.random.default_rng([config.seed, HOLDOUT_STREAM]), n, config.space)
+    return theta, y
+
+
+def bucket_budget(b, n: int) -> dict:
+    """How the samples spread over the buckets: the design pays off when each y holds many."""
+    counts = np.asarray(b.counts)
+    if counts.size == 0:
+        return {"distinct_y": 0, "median": 0, "min": 0, "share_in_buckets_of_100": 0.0}
+    return {
+        "distinct_y": int(counts.size),
+        "median": float(np.median(counts)),
+        "min": int(counts.min()),
+        "share_in_buckets_of_100": float(counts[counts >= 100].sum() / max(n, 1)),
+    }
+
+
+def describe_budget(budget: dict) -> str:
+    """The bucket budget as one line."""
+    return (
+        f"buckets: {budget['distinct_y']:,} distinct y, {budget['median']:,.0f} samples per bucket "
+        f"(median; min {budget['min']:,}), {100 * budget['share_in_buckets_of_100']:.1f}% of samples "
+        f"in buckets of >= 100"
+    )
 
 
 def summarize_warnings(messages: list[str]) -> list[str]:

@@ -67,10 +67,11 @@ class Result(NamedTuple):
     losses: np.ndarray  # (epochs so far,) every epoch's loss, resumed epochs included
     timings: dict
     buckets: layout.Buckets  # the layout's description (its θ released)
-    report: dict  # the simulations: samples, draws moved off a bound, warnings, samples left out
+    report: dict  # the simulations: samples, draws moved off a bound, warnings, samples left out, buckets
     config: Config  # resolved
     diverged_at: int | None  # first epoch with a non-finite loss
     stopped_at: int | None  # epoch at which ``should_stop`` ended training
+    heldout: tuple | None = None  # (θ in the fitting space, y): simulations training never saw
 
 
 def learning_rate(config: Config):
@@ -197,6 +198,7 @@ def fit(
         b, report = simulation.build_layout(task, config, shards, block)
     else:
         b, report = buckets, {"samples": buckets.num_samples, "moved_to_interior": 0, "warnings": [], "dropped": 0}
+    heldout = simulation.draw_heldout(task, config) if buckets is None else None
     for line in report["warnings"]:
         warnings.warn(line, RuntimeWarning, stacklevel=2)
     timings.update({k: report.pop(k) for k in ("simulate_s", "bucket_s") if k in report})
@@ -257,7 +259,7 @@ def fit(
     final = state.last_finite if diverged_at is not None else state.params
     spec = PosteriorSpec.of(task, config, embedding, b.y_values, b.counts)
     post = Posterior(spec, jax.tree_util.tree_map(jnp.asarray, final))
-    return Result(post, state, history, timings, b, report, config, diverged_at, stopped_at)
+    return Result(post, state, history, timings, b, report, config, diverged_at, stopped_at, heldout)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,10 @@ def test_packed_gradient_equals_padded_autodiff(name, k):
     ref, g_ref = jax.jit(jax.value_and_grad(padded_loss), static_argnums=1)(params, graphdef, padded)
     val, g = jax.jit(jax.value_and_grad(rows_loss), static_argnums=1)(params, graphdef, packed)
     np.testing.assert_allclose(val, ref, rtol=1e-5)
-    chex.assert_trees_all_close(g, g_ref, rtol=1e-5, atol=1e-6)
+    # float32 sums over ~10^4 samples: entries that are exactly 0 (the logits' gradient at K = 1)
+    # come out at ~1e-8 of the gradient's scale, so the absolute tolerance follows that scale
+    scale = max(float(np.max(np.abs(leaf))) for leaf in jax.tree_util.tree_leaves(g_ref))
+    chex.assert_trees_all_close(g, g_ref, rtol=1e-5, atol=1e-7 * scale)
 
 
 def test_custom_gradient_equals_autodiff_in_float64(x64):

@@ -3,18 +3,36 @@
 Example:
     >>> from mdnjax import tasks
     >>> sorted(tasks.REGISTRY)
-    ['beta', 'beta-mixture', 'gamma']
+    ['beta', 'beta-mixture', 'gamma', 'reed-frost', 'sir']
     >>> tasks.from_name("gamma", trials=50).trials
     50
 """
 
 from __future__ import annotations
 
+import inspect
+
 from mdnjax.tasks.conjugate import BetaBinomial, BetaMixture, BetaMixtureBinomial, GammaPoisson
+from mdnjax.tasks.epidemics import ReedFrost, SIRFinalSize
 
-REGISTRY = {"beta": BetaBinomial, "gamma": GammaPoisson, "beta-mixture": BetaMixtureBinomial}
+REGISTRY = {
+    "beta": BetaBinomial,
+    "gamma": GammaPoisson,
+    "beta-mixture": BetaMixtureBinomial,
+    "reed-frost": ReedFrost,
+    "sir": SIRFinalSize,
+}
 
-__all__ = ["REGISTRY", "BetaBinomial", "BetaMixture", "BetaMixtureBinomial", "GammaPoisson", "from_name"]
+__all__ = [
+    "REGISTRY",
+    "BetaBinomial",
+    "BetaMixture",
+    "BetaMixtureBinomial",
+    "GammaPoisson",
+    "ReedFrost",
+    "SIRFinalSize",
+    "from_name",
+]
 
 
 def from_name(name: str, **params):
@@ -25,7 +43,13 @@ def from_name(name: str, **params):
     """
     if name not in REGISTRY:
         raise ValueError(f"unknown task {name!r}: choose one of {', '.join(REGISTRY)}")
-    return REGISTRY[name](**{k: v for k, v in params.items() if v is not None})
+    cls = REGISTRY[name]
+    accepted = set(inspect.signature(cls).parameters)
+    given = {k: v for k, v in params.items() if v is not None}
+    for key in given:
+        if key not in accepted:
+            raise ValueError(f"{key} does not apply to the {name} task (it takes {', '.join(sorted(accepted))})")
+    return cls(**given)
 
 
 def from_record(record: dict):
