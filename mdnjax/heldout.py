@@ -22,9 +22,11 @@ from __future__ import annotations
 import warnings
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
+from mdnjax import mixture
 from mdnjax.posterior import RareObservationWarning
 
 MIN_DRAWS = 50  # a y needs this many held-out draws to be checked
@@ -62,12 +64,18 @@ def check(posterior, heldout, ys=None, min_draws: int = MIN_DRAWS, seed: int = 0
     if ys.size == 0:
         return []
     keep = np.isin(y, ys)
-    theta, y = theta[keep], y[keep]
+    theta, theta_u, y = theta[keep], theta_u[keep], y[keep]
     with warnings.catch_warnings():  # one call per question over every draw: no per-y dispatch
         warnings.simplefilter("ignore", RareObservationWarning)
-        lp = np.asarray(posterior.log_prob(theta, y), np.float64)
-        u = np.asarray(posterior.cdf(theta, y), np.float64)
+        logits, means, log_vars = posterior.mixture(y)  # (n, K)
         q_draws = np.asarray(posterior.sample(jax.random.key(seed), ys, 2000), np.float64)  # (num_y, 2000)
+    # in the fitting space, where a draw within float32 rounding of a bound stays inside; the
+    # Jacobian in float64 at the draw itself
+    x = jnp.asarray(theta_u, jnp.float32)
+    lp = np.asarray(mixture.log_prob(x, logits, means, log_vars), np.float64)
+    if posterior.unconstrained:
+        lp = lp + bound.log_abs_det_jacobian(bound.interior(theta)[0])
+    u = np.asarray(mixture.cdf(x, logits, means, log_vars), np.float64)
     rows = []
     for i, yv in enumerate(ys.tolist()):
         at = y == yv
@@ -92,8 +100,10 @@ def summarize(rows: list[dict]) -> dict:
     if not rows:
         return {}
     p = np.array([r["ks_pvalue"] for r in rows])
+    se = np.array([r["nll_se"] for r in rows])
     out = {
         "count": len(rows),
+        "nll_mean_se": float(np.sqrt(np.sum(se**2)) / len(rows)),
         "draws": int(sum(r["draws"] for r in rows)),
         "pit_ks_pvalue_median": float(np.median(p)),
         "pit_rejected_at_1pct": float(np.mean(p < 0.01)),

@@ -145,6 +145,10 @@ def format_table(payload: dict) -> str:
             f"held-out checks over {held['count']} y ({held['draws']:,} draws training never saw): "
             f"PIT uniformity rejected at 1% for {100 * held['pit_rejected_at_1pct']:.0f}% of y "
             f"(median p = {held['pit_ks_pvalue_median']:.2f}), mean −log q = {held['nll_mean']:.4f}"
-            + (f", minus the reference entropy: {held['kl_estimate_mean']:.4f}" if "kl_estimate_mean" in held else "")
+            + (
+                f", minus the reference entropy: {held['kl_estimate_mean']:.4f} ± {held['nll_mean_se']:.4f}"
+                if "kl_estimate_mean" in held
+                else ""
+            )
         )
     return "\n".join(lines)

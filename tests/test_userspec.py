@@ -1,0 +1,146 @@
+"""Your own model: a task file on disk end to end, and one clear line for each broken simulator."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+import mdnjax
+from mdnjax import checkpoint, cli
+
+MODEL = textwrap.dedent(
+    """
+    import numpy as np
+    from scipy import stats
+    import mdnjax
+
+    def simulate(rng, n):
+        theta = rng.gamma(2.0, 1 / 3.0, size=n)
+        return theta, rng.negative_binomial(5, 5 / (5 + 20 * theta))
+
+    def make_task():
+        return mdnjax.Task(
+            "negbin",
+            simulate,
+            support=[(0.0, np.inf)],
+            log_prior=lambda t: stats.gamma.logpdf(t, 2.0, scale=1 / 3.0),
+            log_likelihood=lambda t, y: stats.nbinom.logpmf(y, 5, 5 / (5 + 20 * np.asarray(t))),
+        )
+    """
+)
+SMALL = ["--samples", "20000", "--epochs", "60", "--log-every", "20", "--no-plots"]
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    path = tmp_path / "model.py"
+    path.write_text(MODEL)
+    return path
+
+
+def test_a_task_file_trains_resumes_calibrates_and_loads_without_its_code(model_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["--task", f"{model_file}:make_task", *SMALL, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "buckets:" in printed and "held-out checks over" in printed and "KL(ref||MDN)" in printed
+    record = json.loads((out / checkpoint.RUN).read_text())["task"]
+    assert record["file"] == str(model_file) and len(record["sha256"]) == 64
+    metrics = json.loads((out / checkpoint.METRICS).read_text())
+    assert metrics["reference"] == "quadrature" and metrics["per_y_summary"]["count"] > 10
+    assert metrics["simulations"]["buckets"]["distinct_y"] > 10 and metrics["heldout_summary"]["count"] > 5
+    assert cli.main(["--resume", str(out), "--epochs", "80"]) == 0
+    assert cli.calibrate_main([str(out), "--draws", "500", "--samples-per-draw", "19"]) == 0
+    # a fresh process loads the posterior from data alone: the model file is never imported
+    probe = (
+        "import sys, mdnjax; p = mdnjax.load(sys.argv[1]); m = float(p.mean(5)); "
+        "assert not [k for k in sys.modules if k.startswith('mdnjax_user')]; print(m)"
+    )
+    model_file.unlink()
+    proc = subprocess.run([sys.executable, "-c", probe, str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert float(proc.stdout) == pytest.approx(float(mdnjax.load(out).mean(5)))
+
+
+def test_resume_and_calibrate_refuse_a_changed_or_missing_task_file(model_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["--task", f"{model_file}:make_task", *SMALL, "--out", str(out)]) == 0
+    capsys.readouterr()
+    model_file.write_text(MODEL + "\n# edited\n")
+    assert cli.main(["--resume", str(out), "--epochs", "80"]) == 2
+    assert "has changed since the run" in capsys.readouterr().err
+    model_file.unlink()
+    assert cli.calibrate_main([str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is gone" in err and len(err.splitlines()) == 1
+
+
+BROKEN = {
+    "shape": ("theta = rng.uniform(size=(n, 2))\n    return theta, rng.binomial(5, theta[:, 0])", "of shape"),
+    "float_y": ("theta = rng.uniform(size=n)\n    return theta, rng.binomial(5, theta) * 1.0", "integer array"),
+    "int_theta": ("theta = rng.integers(0, 2, size=n)\n    return theta, theta", "float array"),
+    "nan": (
+        "theta = rng.uniform(size=n)\n    theta[3] = np.nan\n    return theta, rng.binomial(5, 0.5, n)",
+        "non-finite",
+    ),
+    "outside": ("theta = rng.uniform(size=n) * 2\n    return theta, rng.binomial(5, 0.5, n)", "outside the declared"),
+    "not_a_pair": ("return rng.uniform(size=n)", "pair (theta, y)"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BROKEN))
+def test_each_broken_simulator_is_one_clear_line(kind, tmp_path, capsys):
+    body, needle = BROKEN[kind]
+    path = tmp_path / "broken.py"
+    path.write_text(
+        "import numpy as np, mdnjax\n"
+        f"def simulate(rng, n):\n    {body}\n"
+        "TASK = mdnjax.Task('broken', simulate, support=[(0.0, 1.0)])\n"
+    )
+    out = tmp_path / "run"
+    assert cli.main(["--task", f"{path}:TASK", *SMALL, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err, err
+    assert not out.exists()
+
+
+def test_an_error_inside_the_users_function_shows_their_frames_and_names_it(tmp_path, capsys):
+    path = tmp_path / "raises.py"
+    path.write_text(
+        "import mdnjax\n"
+        "def helper(n):\n    return 1 / (n - n)\n"
+        "def my_simulator(rng, n):\n    return helper(n)\n"
+        "TASK = mdnjax.Task('raises', my_simulator, support=[(0.0, 1.0)])\n"
+    )
+    assert cli.main(["--task", f"{path}:TASK", *SMALL, "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert "my_simulator" in err and "helper" in err and "ZeroDivisionError" in err
+    assert str(path) in err and "mdnjax/simulation.py" not in err and "mdnjax/train.py" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_numpy_task_and_the_python_api(tmp_path):
+    def simulate(rng, n):
+        theta = rng.uniform(-2.0, 2.0, size=(n, 1))  # (n, 1) is accepted as (n,)
+        return theta, rng.poisson(np.exp(theta[:, 0]) * 5)
+
+    task = mdnjax.Task("loglinear", simulate, support=[(-2.0, 2.0)])
+    res = mdnjax.fit(task, mdnjax.Config(samples=20_000, epochs=50, log_every=50))
+    assert res.report["buckets"]["distinct_y"] > 10
+    shift, scale = res.posterior.spec.embedding  # the input is standardised from the simulations
+    assert 0 < shift < 40 and scale > 1
+    draws = np.asarray(res.posterior.sample(jax.random.key(0), 5, 1000))
+    assert np.all((draws > -2.0) & (draws < 2.0))
+
+
+def test_many_distinct_y_warn_that_the_design_does_not_pay_off():
+    def simulate(rng, n):
+        theta = rng.uniform(size=n)
+        return theta, rng.binomial(10_000, theta)
+
+    task = mdnjax.Task("wide", simulate, support=[(0.0, 1.0)])
+    with pytest.warns(RuntimeWarning, match="distinct y"):
+        mdnjax.fit(task, mdnjax.Config(samples=50_000, epochs=2, log_every=2))
