@@ -32,6 +32,22 @@ from mdnjax.posterior import RareObservationWarning
 MIN_DRAWS = 50  # a y needs this many held-out draws to be checked
 
 
+@jax.jit
+def _padded_log_prob_and_cdf(x, logits, means, log_vars):
+    return mixture.log_prob(x, logits, means, log_vars), mixture.cdf(x, logits, means, log_vars)
+
+
+def _log_prob_and_cdf(x, logits, means, log_vars):
+    """log q_u and Q_u of each draw under its own mixture, padded to a power of two (few compiles)."""
+    n = x.shape[0]
+    size = max(8, 1 << max(n - 1, 0).bit_length())
+    pad = lambda a, fill: jnp.concatenate(
+        [jnp.asarray(a, jnp.float32), jnp.full((size - n,) + a.shape[1:], fill, jnp.float32)]
+    )  # noqa: E731
+    lp, cdf = _padded_log_prob_and_cdf(pad(x, 0.0), pad(logits, 0.0), pad(means, 0.0), pad(log_vars, 0.0))
+    return lp[:n], cdf[:n]
+
+
 def pit_uniformity(u: np.ndarray) -> dict:
     """KS distance of PIT values from the uniform distribution, and its p-value."""
     res = stats.kstest(np.asarray(u, np.float64), "uniform")
@@ -71,11 +87,9 @@ def check(posterior, heldout, ys=None, min_draws: int = MIN_DRAWS, seed: int = 0
         q_draws = np.asarray(posterior.sample(jax.random.key(seed), ys, 2000), np.float64)  # (num_y, 2000)
     # in the fitting space, where a draw within float32 rounding of a bound stays inside; the
     # Jacobian in float64 at the draw itself
-    x = jnp.asarray(theta_u, jnp.float32)
-    lp = np.asarray(mixture.log_prob(x, logits, means, log_vars), np.float64)
+    lp, u = (np.asarray(a, np.float64) for a in _log_prob_and_cdf(theta_u, logits, means, log_vars))
     if posterior.unconstrained:
         lp = lp + bound.log_abs_det_jacobian(bound.interior(theta)[0])
-    u = np.asarray(mixture.cdf(x, logits, means, log_vars), np.float64)
     rows = []
     for i, yv in enumerate(ys.tolist()):
         at = y == yv

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import sys
@@ -187,9 +188,12 @@ class Posterior:
         y = self.check_y(y)
         self._flag(y)
         shift, scale = self.spec.embedding
-        x = jnp.asarray((y.reshape(-1) - shift) / scale, jnp.float32)
-        out = self._mixture(self.params, x)
-        return tuple(o.reshape(y.shape + o.shape[-1:]) for o in out)
+        x = (y.reshape(-1) - shift) / scale
+        n = x.size
+        padded = np.zeros(_bucket_size(n), np.float32)  # a few compiled shapes serve every batch size
+        padded[:n] = x
+        out = self._mixture(self.params, jnp.asarray(padded))
+        return tuple(o[:n].reshape(y.shape + o.shape[-1:]) for o in out)
 
     # ----------------------------------------------------------------- questions
 
@@ -226,9 +230,7 @@ class Posterior:
         y = self.check_y(y)
         logits, means, log_vars = self.mixture(y)
         flat = [a.reshape(-1, a.shape[-1]) for a in (logits, means, log_vars)]
-        keys = jax.random.split(key, flat[0].shape[0])
-        draws = jax.vmap(lambda k, lg, m, lv: mixture.sample(k, lg, m, lv, n))(keys, *flat)
-        draws = draws.reshape(y.shape + (n,))
+        draws = _sample_rows(key, *flat, n).reshape(y.shape + (n,))
         return self.bound.inverse(draws, jnp) if self.unconstrained else draws
 
     def _moments(self, y) -> np.ndarray:
@@ -258,6 +260,18 @@ class Posterior:
             run_dir / checkpoint.POSTERIOR, self.params, y_values=self.spec.y_values, counts=self.spec.counts
         )
         checkpoint.write_json(run_dir / checkpoint.POSTERIOR_SPEC, self.spec.to_json())
+
+
+def _bucket_size(n: int) -> int:
+    """The next power of two ≥ n (at least 8): the padded batch sizes compiled code sees."""
+    return max(8, 1 << max(int(n) - 1, 0).bit_length())
+
+
+@functools.partial(jax.jit, static_argnums=4)
+def _sample_rows(key, logits, means, log_vars, n: int):
+    """``n`` draws from each row's mixture, (rows, n)."""
+    keys = jax.random.split(key, logits.shape[0])
+    return jax.vmap(lambda k, lg, m, lv: mixture.sample(k, lg, m, lv, n))(keys, logits, means, log_vars)
 
 
 def _caller_level() -> int:

@@ -150,6 +150,9 @@ class Task:
         log_likelihood: optional ``(θ, y) -> log p(y | θ)`` for one observation y, vectorized in θ.
         plot_y: optional observations to report and plot (default: chosen from the simulations).
         y_range: optional (low, high) of the possible observations, inclusive.
+        simulator: ``"numpy"`` (default: ``simulate(rng, n)`` with a ``np.random.Generator``; the
+            fastest on CPU) or ``"jax"``: ``simulate(key, n)`` with ``jax.random``, jit-compiled
+            with n static (what runs fast on an accelerator).
 
     A subclass may override ``simulate`` and ``exact_posterior`` instead of passing functions.
     """
@@ -164,6 +167,7 @@ class Task:
     recommended: dict = {}
     #: a label for the exact posterior in figures (``"exact Beta posterior"``)
     reference_label: str = "exact posterior"
+    simulator: str = "numpy"
 
     def __init__(
         self,
@@ -174,6 +178,7 @@ class Task:
         log_likelihood: Callable | None = None,
         plot_y: Sequence[int] | None = None,
         y_range: tuple[float, float] | None = None,
+        simulator: str = "numpy",
     ):
         if not isinstance(name, str) or not name:
             raise ValueError(f"Task name must be a non-empty string, got {name!r}")
@@ -187,9 +192,22 @@ class Task:
         self.plot_y = None if plot_y is None else tuple(int(v) for v in plot_y)
         if y_range is not None:
             self.y_range = (float(y_range[0]), float(y_range[1]))
+        if simulator not in ("numpy", "jax"):
+            raise ValueError(f"Task simulator must be 'numpy' or 'jax', got {simulator!r}")
+        self.simulator = simulator
 
     def simulate(self, rng: np.random.Generator, n: int):
-        """Draws ``n`` pairs (θ, y) from the joint model."""
+        """Draws ``n`` pairs (θ, y) from the joint model, as NumPy arrays.
+
+        A ``"jax"`` simulator gets a key drawn from ``rng`` and runs under ``jax.jit``.
+        """
+        if self.simulator == "jax":
+            import jax
+
+            if getattr(self, "_jitted", None) is None:
+                self._jitted = jax.jit(self._simulate, static_argnums=1)
+            theta, y = self._jitted(jax.random.key(int(rng.integers(2**32))), int(n))
+            return np.asarray(theta), np.asarray(y)
         return self._simulate(rng, n)
 
     @property

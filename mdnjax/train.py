@@ -262,9 +262,7 @@ def fit(
     return Result(post, state, history, timings, b, report, config, diverged_at, stopped_at, heldout)
 
 
-if __name__ == "__main__":
-    import sys
+if __name__ == "__main__":  # the command line lives in mdnjax.cli; hand over without importing it here
+    import runpy
 
-    from mdnjax import cli
-
-    sys.exit(cli.main())
+    runpy.run_module("mdnjax", run_name="__main__")

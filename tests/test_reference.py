@@ -42,7 +42,7 @@ def test_held_out_draws_are_exact_posterior_draws_so_their_pit_is_uniform():
 
 def test_held_out_checks_agree_with_the_exact_metrics():
     task = tasks.GammaPoisson()
-    good = mdnjax.fit(task, mdnjax.Config(samples=100_000, epochs=1500, log_every=500))
+    good = mdnjax.fit(task, mdnjax.Config(samples=100_000, epochs=600, log_every=300))
     poor = mdnjax.fit(task, mdnjax.Config(samples=100_000, epochs=10, log_every=10))
     ys = [10, 20, 30, 40]
     refs = {y: task.exact_posterior(y) for y in ys}

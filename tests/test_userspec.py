@@ -144,3 +144,21 @@ def test_many_distinct_y_warn_that_the_design_does_not_pay_off():
     task = mdnjax.Task("wide", simulate, support=[(0.0, 1.0)])
     with pytest.warns(RuntimeWarning, match="distinct y"):
         mdnjax.fit(task, mdnjax.Config(samples=50_000, epochs=2, log_every=2))
+
+
+def test_a_jax_key_simulator_is_jitted_and_seeded():
+    import jax.numpy as jnp
+
+    def simulate(key, n):
+        k1, k2 = jax.random.split(key)
+        theta = jax.random.beta(k1, 2.0, 5.0, (n,))
+        return theta, jax.random.binomial(k2, 30, theta).astype(jnp.int32)
+
+    task = mdnjax.Task("jax-beta", simulate, support=[(0.0, 1.0)], simulator="jax")
+    theta, y = task.simulate(np.random.default_rng(0), 5000)
+    t2, y2 = task.simulate(np.random.default_rng(0), 5000)
+    assert isinstance(theta, np.ndarray) and np.array_equal(theta, t2) and np.array_equal(y, y2)
+    res = mdnjax.fit(task, mdnjax.Config(samples=5000, epochs=20, log_every=20, holdout=0.0))
+    assert np.all(np.isfinite(res.losses)) and res.report["buckets"]["distinct_y"] > 10
+    with pytest.raises(ValueError, match="simulator"):
+        mdnjax.Task("x", simulate, support=[(0, 1)], simulator="torch")
