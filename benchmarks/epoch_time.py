@@ -8,7 +8,8 @@ Paths (one full-batch Adam step per epoch, same objective):
   torch-eager     vectorized torch on the padded (num_y, max_n) layout + mask
   torch-compiled  the same under torch.compile
   jax-padded      the reference design: padded layout, autodiff, one jit step per dispatch
-  jax-fast        mdnjax's default: packed tiles, hand-written gradient, epochs in one lax.scan
+  jax-fast        packed tiles, hand-written gradient, epochs in one lax.scan (the exact per-sample pass)
+  jax-binned      the same kernel on the binned layout: each y's draws as 256 bins, two points each
 
 Warm-up (and compilation, reported apart) come first; then every repeat runs each path in turn
 (interleaved), so the ratios come from the same minutes of the same machine. Per path: median
@@ -46,11 +47,13 @@ from mdnjax import layout as buckets  # noqa: E402
 from mdnjax.layout import BLOCK, to_data  # noqa: E402
 
 OUT = Path(__file__).parent / "results"
-PATHS = ["notebook-loop", "torch-eager", "torch-compiled", "jax-padded", "jax-fast"]
+PATHS = ["notebook-loop", "torch-eager", "torch-compiled", "jax-padded", "jax-fast", "jax-binned"]
 
 
 def _epochs(path: str, n: int) -> int:
     """Epochs per timed repeat: enough to dwarf timer noise, few for the slow paths."""
+    if path == "jax-binned":
+        return 200
     if path == "jax-fast":
         return 50 if n <= 10**6 else 10
     if path == "jax-padded":
@@ -59,13 +62,18 @@ def _epochs(path: str, n: int) -> int:
 
 
 class JaxPath:
-    def __init__(self, fast: bool, task, theta, y, k: int):
+    def __init__(self, fast: bool, task, theta, y, k: int, binned: bool = False):
         graphdef, params = model.init(jax.random.key(0), k)
         opt = optax.adam(1e-3)
+        fast = fast or binned
         kind = "packed" if fast else "padded"
-        b = buckets.bucket_packed(theta, y) if fast else buckets.bucket(theta, y)
+        if binned:  # the same draws as two points per bin, B = 256 (the objective's per-y weights)
+            b = buckets.bin_streamed(lambda: iter([(theta, y)]), bins=256)
+            self.data = buckets.binned_to_data(b, (0.0, float(task.trials)), weighting="per-y")
+        else:
+            b = buckets.bucket_packed(theta, y) if fast else buckets.bucket(theta, y)
+            self.data = to_data(b, (0.0, float(task.trials)), block=BLOCK if fast else None)
         self.layout_ratio = buckets.layout_ratio(b)
-        self.data = to_data(b, (0.0, float(task.trials)), block=BLOCK if fast else None)
         kernel = kernels.for_layout(kind)
         step = train.make_step(lambda p, d: objective.loss(p, graphdef, d, kernel), opt)
         t0 = time.perf_counter()
@@ -143,7 +151,7 @@ def bench_config(name: str, n: int, k: int, repeats: int, paths: list[str]) -> d
     for path in paths:
         try:
             if path.startswith("jax"):
-                built[path] = JaxPath(path == "jax-fast", task, theta, y, k)
+                built[path] = JaxPath(path == "jax-fast", task, theta, y, k, binned=path == "jax-binned")
             else:
                 built[path] = TorchPath(path, task, theta, y, k)
         except Exception as err:  # noqa: BLE001 - a path that cannot run is reported, not fatal
@@ -190,6 +198,8 @@ def train_run_rss(samples: int, epochs: int, prior: str = "gamma") -> dict:
             str(epochs),
             "--recipe",
             "notebook",
+            "--layout",
+            "packed",
             "--log-every",
             "10",
             "--no-plots",

@@ -52,6 +52,7 @@ CONFIG_FLAGS = (
     "schedule",
     "space",
     "layout",
+    "bins",
     "seed",
     "holdout",
     "log_every",
@@ -121,7 +122,8 @@ def train_parser() -> argparse.ArgumentParser:
     c.add_argument("--weighting", help=f"objective: {' or '.join(config_lib.WEIGHTINGS)} (recipe default)")
     c.add_argument("--schedule", help=f"learning-rate schedule: {' or '.join(config_lib.SCHEDULES)}")
     c.add_argument("--space", help="raw (fit θ) or unconstrained (fit f(θ), f from the support) (recipe default)")
-    c.add_argument("--layout", help=f"bucket layout: {' or '.join(config_lib.LAYOUTS)} (default packed)")
+    c.add_argument("--layout", help=f"layout of the draws: {', '.join(config_lib.LAYOUTS)} (default binned)")
+    c.add_argument("--bins", type=number(int), help="--layout binned: bins per y (default 256)")
     c.add_argument("--seed", type=number(int), help="seeds simulation and initialisation, 0..2^32-1 (default 0)")
     c.add_argument("--holdout", type=number(float), help="extra held-out simulations, share of --samples (default 0.1)")
     c.add_argument("--log-every", type=number(int), help="epochs per dispatch and progress line (default 50)")
@@ -483,12 +485,20 @@ def _train(prog, t_start, lead, out, created, record, task, config, state, histo
         result.posterior.save(out)
         plot_y = report.plot_y_for(task, result, options["plot_y"])
         payload = report.build(result, task, plot_y, out, plots_on=not options["no_plots"])
+        if config.layout == "binned" or config.samples <= simulation.CHUNK:
+            payload["per_sample_loss"] = simulation.per_sample_loss(
+                task, config, result.posterior, result.buckets.y_values
+            )
         payload["timings"] = session["timings"] | {"wall_s": time.perf_counter() - t_start}
         payload["sessions"] = record["sessions"]
         checkpoint.write_json(out / checkpoint.METRICS, payload)
     except OSError as err:
         print(f"{prog}: error: cannot write results to {out}: {err.strerror or err}", file=sys.stderr)
         return 1
+    for line in payload["warnings"]:
+        print(f"{prog}: warning: {line}", file=sys.stderr)
+    if "per_sample_loss" in payload:
+        print(f"per-sample loss on the training draws: {payload['per_sample_loss']:.6f} (comparable across layouts)")
     print(simulation.describe_budget(result.report["buckets"]))
     table = report.format_table(payload)
     if table:

@@ -18,7 +18,7 @@ import json
 import math
 from typing import Any
 
-LAYOUTS = ("packed", "padded")
+LAYOUTS = ("packed", "padded", "binned")
 WEIGHTINGS = ("per-y", "per-sample")
 SCHEDULES = ("constant", "cosine")
 SPACES = ("raw", "unconstrained")
@@ -102,8 +102,11 @@ class Config:
         schedule: ``"constant"`` or ``"cosine"`` (decay to 0 at ``epochs``).
         space: ``"raw"`` fits the mixture to θ; ``"unconstrained"`` to u = f(θ), f from θ's
             support (``mdnjax.task.Bound``), with the Jacobian in the density.
-        layout: ``"packed"`` (fast tiles, hand-written gradient) or ``"padded"`` (one row per y,
-            the autodiff reference).
+        layout: ``"binned"`` (the default: each y's draws as ``bins`` bins, two points per bin,
+            an epoch whose cost does not grow with N), ``"packed"`` (every draw, cache-sized
+            tiles: the exact per-sample objective) or ``"padded"`` (one row per y, the autodiff
+            reference).
+        bins: B, bins per y of the binned layout.
         seed: seeds the simulation and the network initialisation (0 ≤ seed < 2^32).
         holdout: extra simulations, as a share of ``samples`` (at most 2·10^5), that training
             never sees; they check q(θ | y) bucket by bucket (``mdnjax.heldout``).
@@ -120,7 +123,8 @@ class Config:
     weighting: str | None = None
     schedule: str | None = None
     space: str | None = None
-    layout: str = "packed"
+    layout: str = "binned"
+    bins: int = 256
     seed: int = 0
     holdout: float = 0.1
     log_every: int = 50
@@ -155,6 +159,7 @@ class Config:
             schedule=_choice("schedule", pick("schedule"), SCHEDULES),
             space=_choice("space", pick("space"), SPACES),
             layout=_choice("layout", self.layout, LAYOUTS),
+            bins=_integer("bins", self.bins, 1, 65536),
             seed=_integer("seed", self.seed, 0, MAX_SEED),
             holdout=_share("holdout", self.holdout),
             log_every=_integer("log_every", self.log_every, 1),

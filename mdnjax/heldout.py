@@ -22,30 +22,12 @@ from __future__ import annotations
 import warnings
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from mdnjax import mixture
 from mdnjax.posterior import RareObservationWarning
 
 MIN_DRAWS = 50  # a y needs this many held-out draws to be checked
-
-
-@jax.jit
-def _padded_log_prob_and_cdf(x, logits, means, log_vars):
-    return mixture.log_prob(x, logits, means, log_vars), mixture.cdf(x, logits, means, log_vars)
-
-
-def _log_prob_and_cdf(x, logits, means, log_vars):
-    """log q_u and Q_u of each draw under its own mixture, padded to a power of two (few compiles)."""
-    n = x.shape[0]
-    size = max(8, 1 << max(n - 1, 0).bit_length())
-    pad = lambda a, fill: jnp.concatenate(
-        [jnp.asarray(a, jnp.float32), jnp.full((size - n,) + a.shape[1:], fill, jnp.float32)]
-    )  # noqa: E731
-    lp, cdf = _padded_log_prob_and_cdf(pad(x, 0.0), pad(logits, 0.0), pad(means, 0.0), pad(log_vars, 0.0))
-    return lp[:n], cdf[:n]
 
 
 def pit_uniformity(u: np.ndarray) -> dict:
@@ -83,11 +65,10 @@ def check(posterior, heldout, ys=None, min_draws: int = MIN_DRAWS, seed: int = 0
     theta, theta_u, y = theta[keep], theta_u[keep], y[keep]
     with warnings.catch_warnings():  # one call per question over every draw: no per-y dispatch
         warnings.simplefilter("ignore", RareObservationWarning)
-        logits, means, log_vars = posterior.mixture(y)  # (n, K)
+        # in the fitting space, where a draw within float32 rounding of a bound stays inside; the
+        # Jacobian in float64 at the draw itself
+        lp, u = posterior.fitting_log_prob_and_cdf(theta_u, y)
         q_draws = np.asarray(posterior.sample(jax.random.key(seed), ys, 2000), np.float64)  # (num_y, 2000)
-    # in the fitting space, where a draw within float32 rounding of a bound stays inside; the
-    # Jacobian in float64 at the draw itself
-    lp, u = (np.asarray(a, np.float64) for a in _log_prob_and_cdf(theta_u, logits, means, log_vars))
     if posterior.unconstrained:
         lp = lp + bound.log_abs_det_jacobian(bound.interior(theta)[0])
     rows = []

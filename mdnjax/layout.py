@@ -284,7 +284,8 @@ class Data(NamedTuple):
     theta: jax.Array  # (blocks, block_rows, width)
     row_count: jax.Array  # (blocks, block_rows) real samples in each row
     row_y: jax.Array  # (blocks, block_rows) index of each row's y in x
-    weight: jax.Array  # (blocks, block_rows) weight of each sample of the row: 1 / n_y or 1 / N
+    weight: jax.Array  # (blocks, block_rows) weight of each sample of the row: 1 / n_y or 1 / N;
+    #                    (blocks, block_rows, width) for the binned layout: a point's share of its bin
 
     @property
     def mask(self) -> jax.Array:
@@ -377,4 +378,159 @@ def to_data(
         row_count=put(row_count.reshape(shape), np.int32),
         row_y=put(row_y.reshape(shape), np.int32),
         weight=put(weight.reshape(shape), dtype),
+    )
+
+
+# ----------------------------------------------------------------------------- binned
+
+
+class Binned(NamedTuple):
+    """Each y's draws summarised by B bins over that y's own range, two points per bin.
+
+    A bin with n draws, mean m and variance v becomes two points m ± √v carrying n/2 each, which
+    reproduces its count, mean and variance exactly: the error of the binned loss against the
+    per-sample loss comes from the bins' third and higher moments only. A bin with one draw puts
+    both points on it. The layout is (num_y, 2B) whatever N is.
+
+    Attributes:
+        theta: float32 (num_y, 2B) the points (empty bins: the y's first point, weight 0).
+        count: float64 (num_y, 2B) the draws each point stands for (half its bin's count).
+        y_values, counts, low, high: as in ``Buckets``; ``low``/``high`` span each y's draws.
+    """
+
+    theta: np.ndarray
+    count: np.ndarray
+    y_values: np.ndarray
+    counts: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+    @property
+    def num_y(self) -> int:
+        return int(self.y_values.shape[0])
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.counts.sum())
+
+    @property
+    def size(self) -> int:
+        return int(self.theta.size)
+
+    def without_samples(self) -> Binned:
+        return self  # already O(num_y · B): nothing to release
+
+    @property
+    def bin_width(self) -> np.ndarray:
+        """(num_y,) the width of each y's bins (0 where all of a y's draws are equal)."""
+        return (self.high.astype(np.float64) - self.low) / (self.theta.shape[1] // 2)
+
+
+def bin_streamed(chunks, bins: int = 256, min_count: int = 2) -> Binned:
+    """The binned layout from a re-iterable stream of (θ, y) chunks, with no O(N) array.
+
+    Pass one finds each y's count and range; pass two adds every draw to its (y, bin) sums of
+    1, (θ − c) and (θ − c)² in float64, c the bin's centre (no cancellation in the variance).
+
+    Args:
+        chunks: callable returning an iterator of (theta (n,), y (n,)) pairs.
+        bins: B, bins per y.
+        min_count: y with fewer draws are left out.
+
+    Returns:
+        The ``Binned`` layout.
+    """
+    values = np.zeros(0, np.int64)
+    counts = np.zeros(0, np.int64)
+    low = np.zeros(0)
+    high = np.zeros(0)
+    for theta, y in chunks():  # pass one: count and range per y, merged chunk by chunk
+        theta, y = np.asarray(theta, np.float64), np.asarray(y).astype(np.int64)
+        order = np.argsort(y, kind="stable")
+        v, starts, c = np.unique(y[order], return_index=True, return_counts=True)
+        lo, hi = np.minimum.reduceat(theta[order], starts), np.maximum.reduceat(theta[order], starts)
+        allv = np.concatenate([values, v])
+        merged, inverse = np.unique(allv, return_inverse=True)
+        m_counts = np.bincount(inverse, np.concatenate([counts, c]), merged.size).astype(np.int64)
+        m_low = np.full(merged.size, np.inf)
+        m_high = np.full(merged.size, -np.inf)
+        np.minimum.at(m_low, inverse, np.concatenate([low, lo]))
+        np.maximum.at(m_high, inverse, np.concatenate([high, hi]))
+        values, counts, low, high = merged, m_counts, m_low, m_high
+    keep = counts >= min_count
+    values, counts, low, high = values[keep], counts[keep], low[keep], high[keep]
+    num_y = values.size
+    width = np.where(high > low, (high - low) / bins, 0.0)
+    acc = np.zeros((3, num_y * bins))
+    for theta, y in chunks():  # pass two: per-(y, bin) sums
+        theta, y = np.asarray(theta, np.float64), np.asarray(y).astype(np.int64)
+        j = np.searchsorted(values, y).clip(0, max(num_y - 1, 0))
+        hit = (values.size > 0) & (values[j] == y) if values.size else np.zeros(y.shape, bool)
+        j, theta = j[hit], theta[hit]
+        b = np.zeros(j.size, np.int64)
+        ok = width[j] > 0
+        b[ok] = np.clip(np.floor((theta[ok] - low[j[ok]]) / width[j[ok]]), 0, bins - 1).astype(np.int64)
+        d = theta - (low[j] + (b + 0.5) * width[j])
+        flat = j * bins + b
+        acc[0] += np.bincount(flat, minlength=acc.shape[1])
+        acc[1] += np.bincount(flat, d, minlength=acc.shape[1])
+        acc[2] += np.bincount(flat, d * d, minlength=acc.shape[1])
+    n, s1, s2 = (a.reshape(num_y, bins) for a in acc)
+    centre = low[:, None] + (np.arange(bins)[None, :] + 0.5) * width[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_d = np.where(n > 0, s1 / n, 0.0)
+        sd = np.sqrt(np.clip(np.where(n > 0, s2 / n, 0.0) - mean_d**2, 0.0, None))
+    mean = centre + mean_d
+    points = np.stack([mean - sd, mean + sd], axis=-1).reshape(num_y, 2 * bins)
+    count = np.repeat(n / 2.0, 2, axis=1)
+    first = np.argmax(count > 0, axis=1) if num_y else np.zeros(0, int)
+    fill = points[np.arange(num_y), first]
+    points = np.where(count > 0, points, fill[:, None])  # empty bins: a finite in-range value, weight 0
+    return Binned(
+        points.astype(np.float32),
+        count,
+        values.astype(np.int32),
+        counts.astype(np.int32),
+        low.astype(np.float32),
+        high.astype(np.float32),
+    )
+
+
+COLLAPSE = 0.25  # a component narrower than this share of its y's bin width sees the bins, not the draws
+
+
+def collapsed(b: Binned, logits, log_vars, min_weight: float = 1e-3) -> list[dict]:
+    """The y where some component (weight ≥ ``min_weight``) is narrower than ``COLLAPSE`` × the bin
+    width: there the mixture can fit the two-point summaries instead of the draws.
+
+    Args:
+        b: the binned layout.
+        logits, log_vars: (num_y, K) the trained mixture at ``b.y_values`` (fitting space).
+
+    Returns:
+        [{"y", "sd", "bin_width"}] for each such y.
+    """
+    w = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    w /= w.sum(axis=-1, keepdims=True)
+    sd = np.where(w >= min_weight, np.exp(0.5 * np.asarray(log_vars, np.float64)), np.inf).min(axis=-1)
+    width = b.bin_width
+    bad = np.flatnonzero((width > 0) & (sd < COLLAPSE * width))
+    return [{"y": int(b.y_values[i]), "sd": float(sd[i]), "bin_width": float(width[i])} for i in bad]
+
+
+def binned_to_data(b: Binned, embedding: tuple[float, float], dtype=jnp.float32, weighting: str = "per-sample") -> Data:
+    """The binned layout on the device: one row per y, a weight per point."""
+    if weighting not in ("per-y", "per-sample"):
+        raise ValueError(f"unknown weighting {weighting!r}")
+    denominator = b.counts[:, None].astype(np.float64) if weighting == "per-y" else float(b.num_samples)
+    weight = b.count / denominator
+    rows, width = b.theta.shape
+    shift, scale = embedding
+    put = lambda a, dt=None: jax.device_put(np.asarray(a, dt))  # noqa: E731
+    return Data(
+        x=put((b.y_values - shift) / scale, dtype),
+        theta=put(b.theta.reshape(1, rows, width), dtype),
+        row_count=put(np.full((1, rows), width), np.int32),
+        row_y=put(np.arange(rows).reshape(1, rows), np.int32),
+        weight=put(weight.reshape(1, rows, width), dtype),
     )

@@ -55,6 +55,8 @@ def reference_nll(logits, means, log_vars, data: Data):
     theta = jnp.where(mask, theta, 0.0)
     ll = jax.vmap(mixture.log_prob)(theta, logits[r], means[r], log_vars[r])  # (rows, width)
     ll = jnp.where(mask, ll, 0.0)
+    if data.weight.ndim == 3:  # a weight per slot (the binned layout)
+        return -jnp.sum(data.weight.reshape(theta.shape) * ll)
     return -jnp.sum(data.weight.reshape(-1) * jnp.sum(ll, axis=-1))
 
 

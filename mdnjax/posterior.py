@@ -213,6 +213,17 @@ class Posterior:
         lp = mixture.log_prob(b.forward(safe, jnp), logits, means, log_vars) + b.log_abs_det_jacobian(safe, jnp)
         return jnp.where(inside, lp, -jnp.inf)
 
+    def fitting_log_prob_and_cdf(self, u, y):
+        """log q_u(u | y) and Q_u(u | y) in the fitting space (no Jacobian), for paired u (n,) and
+        y (n,); float64 numpy. A draw within float32 rounding of a bound stays finite here."""
+        logits, means, log_vars = self.mixture(np.asarray(y).reshape(-1))
+        u = np.asarray(u, np.float32).reshape(-1)
+        n = u.size
+        size = _bucket_size(n)
+        pad = lambda a: np.concatenate([np.asarray(a, np.float32), np.zeros((size - n,) + a.shape[1:], np.float32)])  # noqa: E731
+        lp, cdf = _log_prob_and_cdf(pad(u), pad(logits), pad(means), pad(log_vars))
+        return np.asarray(lp[:n], np.float64), np.asarray(cdf[:n], np.float64)
+
     def cdf(self, theta, y):
         """Q(θ | y), the posterior CDF; θ and y broadcast together."""
         logits, means, log_vars = self.mixture(y)
@@ -265,6 +276,11 @@ class Posterior:
 def _bucket_size(n: int) -> int:
     """The next power of two ≥ n (at least 8): the padded batch sizes compiled code sees."""
     return max(8, 1 << max(int(n) - 1, 0).bit_length())
+
+
+@jax.jit
+def _log_prob_and_cdf(x, logits, means, log_vars):
+    return mixture.log_prob(x, logits, means, log_vars), mixture.cdf(x, logits, means, log_vars)
 
 
 @functools.partial(jax.jit, static_argnums=4)

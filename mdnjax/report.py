@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,22 @@ def build(result, task, plot_y, out: Path | None = None, plots_on: bool = True) 
         },
         "plot_y": list(plot_y),
         "training_samples": {str(y): int(post.training_samples(y)) for y in plot_y},
+        "warnings": [],
     }
+    if isinstance(b, layout.Binned):
+        payload["layout"]["bins"] = b.theta.shape[1] // 2
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            logits, _, log_vars = (np.asarray(a, np.float64) for a in post.mixture(b.y_values))
+        flagged = layout.collapsed(b, logits, log_vars)
+        payload["collapsed"] = flagged
+        if flagged:
+            worst = min(flagged, key=lambda r: r["sd"] / r["bin_width"])
+            payload["warnings"].append(
+                f"at {len(flagged)} y a component is narrower than {layout.COLLAPSE:g} bin widths (worst y = "
+                f"{worst['y']}: sd {worst['sd']:.3g}, bins {worst['bin_width']:.3g}): it may fit the bins' two-point "
+                f"summaries rather than the draws; raise --bins or use --layout packed"
+            )
     dense_y = b.y_values[b.counts >= DENSE]
     refs = references(task, result, list(plot_y) + dense_y.tolist())
     if refs is not None:

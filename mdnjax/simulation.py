@@ -59,7 +59,7 @@ def _as_column(a: np.ndarray, what: str, n: int) -> np.ndarray:
     return a
 
 
-def draw(task, rng: np.random.Generator, n: int, space: str):
+def draw(task, rng: np.random.Generator, n: int, space: str, dtype=np.float32):
     """``n`` checked simulations with θ in the fitting space.
 
     Args:
@@ -69,7 +69,7 @@ def draw(task, rng: np.random.Generator, n: int, space: str):
         space: ``"raw"`` (θ as drawn) or ``"unconstrained"`` (u = f(θ), ``Bound.forward``).
 
     Returns:
-        theta: float32 (n,) in the fitting space.
+        theta: (n,) in the fitting space, ``dtype`` (float32 unless asked).
         y: integer (n,).
         stats: ``moved_to_interior`` (draws on a bound moved inside), ``warnings`` (messages the
             simulator emitted, by text), ``shape`` (the θ shape seen).
@@ -117,13 +117,32 @@ def draw(task, rng: np.random.Generator, n: int, space: str):
         "warnings": [f"{w.category.__name__}: {w.message}" for w in caught],
         "shape": seen,
     }
-    return theta.astype(np.float32), y, stats
+    return theta.astype(dtype), y, stats
 
 
 def _merge(total: dict, stats: dict) -> None:
     total["moved_to_interior"] += stats["moved_to_interior"]
     total["warnings"].extend(stats["warnings"])
     total["theta_shape"] = list(stats["shape"][1:])
+
+
+def _streamed_chunks(task, config: Config, report: dict, dtype=np.float32):
+    """``chunks()``: the run's simulations in chunks of ``STREAM_CHUNK``, chunk i from
+    ``default_rng([seed, i])`` (every pass yields the same chunks); the first pass's checks go
+    into ``report``."""
+    n = config.samples
+    sizes = [min(STREAM_CHUNK, n - s) for s in range(0, n, STREAM_CHUNK)]
+    first_pass = [True]
+
+    def chunks():
+        for i, size in enumerate(sizes):
+            theta, y, stats = draw(task, np.random.default_rng([config.seed, i]), size, config.space, dtype)
+            if first_pass[0]:
+                _merge(report, stats)
+            yield theta, y
+        first_pass[0] = False
+
+    return chunks
 
 
 def build_layout(task, config: Config, shards: int = 1, block: int | None = layout.BLOCK):
@@ -146,18 +165,23 @@ def build_layout(task, config: Config, shards: int = 1, block: int | None = layo
     """
     report = {"samples": config.samples, "moved_to_interior": 0, "warnings": []}
     n = config.samples
-    if n > CHUNK and config.layout == "packed":
-        sizes = [min(STREAM_CHUNK, n - s) for s in range(0, n, STREAM_CHUNK)]
-        first_pass = [True]
-
-        def chunks():
-            for i, size in enumerate(sizes):
-                theta, y, stats = draw(task, np.random.default_rng([config.seed, i]), size, config.space)
-                if first_pass[0]:
-                    _merge(report, stats)
-                yield theta, y
-            first_pass[0] = False
-
+    if config.layout == "binned":
+        # float64 draws into per-(y, bin) sums; up to CHUNK the same draws as the other layouts
+        # (kept in memory for the two passes), beyond it streamed chunk by chunk
+        t0 = time.perf_counter()
+        if n <= CHUNK:
+            theta, y, stats = draw(task, np.random.default_rng(config.seed), n, config.space, np.float64)
+            _merge(report, stats)
+            report["simulate_s"] = time.perf_counter() - t0
+            chunks = lambda: iter([(theta, y)])  # noqa: E731
+        else:
+            chunks = _streamed_chunks(task, config, report, np.float64)
+            report["simulate_s"] = 0.0
+        t0 = time.perf_counter()
+        b = layout.bin_streamed(chunks, bins=config.bins, min_count=MIN_COUNT)
+        report["bucket_s"] = time.perf_counter() - t0
+    elif n > CHUNK and config.layout == "packed":
+        chunks = _streamed_chunks(task, config, report)
         t0 = time.perf_counter()
         b = layout.bucket_streamed(chunks, min_count=MIN_COUNT, spare_rows=layout.spare_rows(block, shards))
         report["simulate_s"], report["bucket_s"] = 0.0, time.perf_counter() - t0  # interleaved: one figure
@@ -216,6 +240,31 @@ def draw_heldout(task, config: Config):
         return None
     theta, y, _ = draw(task, np.random.default_rng([config.seed, HOLDOUT_STREAM]), n, config.space)
     return theta, y
+
+
+def per_sample_loss(task, config: Config, posterior, y_values) -> float:
+    """The training objective on the run's own draws, sample by sample (−Σ w log q_u(u | y) in the
+    fitting space, per the run's weighting, over the y that had a bucket), re-simulated from the
+    seed in chunks: the loss that compares across layouts (a binned run trains on summaries)."""
+    y_values = np.asarray(y_values)
+    counts = np.zeros(y_values.size)
+    total = np.zeros(y_values.size)  # Σ −log q per y
+    report = {"moved_to_interior": 0, "warnings": []}
+    if config.samples <= CHUNK:
+        chunks = lambda: iter([draw(task, np.random.default_rng(config.seed), config.samples, config.space)[:2]])  # noqa: E731
+    else:
+        chunks = _streamed_chunks(task, config, report)
+    for u, y in chunks():
+        j = np.searchsorted(y_values, y).clip(0, max(y_values.size - 1, 0))
+        keep = y_values[j] == y
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # rare y are part of the objective too
+            lp, _ = posterior.fitting_log_prob_and_cdf(u[keep], y[keep])
+        counts += np.bincount(j[keep], minlength=y_values.size)
+        total += np.bincount(j[keep], -lp, minlength=y_values.size)
+    if config.weighting == "per-y":
+        return float(np.sum(total / np.maximum(counts, 1)))
+    return float(total.sum() / max(counts.sum(), 1))
 
 
 def bucket_budget(b, n: int) -> dict:

@@ -191,7 +191,8 @@ def fit(
     task = resolve_task(task)
     config = (config or Config()).resolve(task)
     timings: dict = {}
-    mesh = parallel.device_mesh(1 if config.layout == "padded" else config.devices)
+    # the padded reference runs on one device; the binned layout is tiny: replicated, not split
+    mesh = parallel.device_mesh(1 if config.layout in ("padded", "binned") else config.devices)
     shards = 1 if mesh is None else mesh.size
     block = None if config.layout == "padded" else layout.BLOCK
     if buckets is None:
@@ -203,7 +204,10 @@ def fit(
         warnings.warn(line, RuntimeWarning, stacklevel=2)
     timings.update({k: report.pop(k) for k in ("simulate_s", "bucket_s") if k in report})
     embedding = task.input_embedding(b.y_values, b.counts)
-    data = layout.to_data(b, embedding, block=block, weighting=config.weighting, shards=shards)
+    if config.layout == "binned":
+        data = layout.binned_to_data(b, embedding, weighting=config.weighting)
+    else:
+        data = layout.to_data(b, embedding, block=block, weighting=config.weighting, shards=shards)
     b = b.without_samples()  # the samples now live in ``data``
     graphdef, _ = model.init(jax.random.key(config.seed), config.components, config.hidden)
     state = init_state if init_state is not None else initial_state(config)

@@ -8,7 +8,19 @@ import chex
 
 import mdnjax
 
-ARGS = ["--prior", "gamma", "--samples", "20000", "--epochs", "10", "--log-every", "5", "--no-plots"]
+ARGS = [
+    "--prior",
+    "gamma",
+    "--samples",
+    "20000",
+    "--epochs",
+    "10",
+    "--log-every",
+    "5",
+    "--no-plots",
+    "--layout",
+    "packed",
+]
 
 
 def _free_port() -> int:

@@ -31,7 +31,7 @@ SCRIPT = textwrap.dedent(
         chex.assert_trees_all_close(g, g1, rtol=1e-5, atol=1e-7)
     # training end to end: the same path, up to the float32 rounding of the sums' order
     import dataclasses
-    cfg = Config(samples=30_000, epochs=30, log_every=10)
+    cfg = Config(samples=30_000, epochs=30, log_every=10, layout="packed")  # rows split over the devices
     r1 = mdnjax.fit(task, dataclasses.replace(cfg, devices=1))
     r4 = mdnjax.fit(task, dataclasses.replace(cfg, devices=4))
     np.testing.assert_allclose(r4.losses, r1.losses, rtol=1e-3, atol=1e-4)

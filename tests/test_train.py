@@ -54,7 +54,7 @@ def test_layouts_train_the_same_way(kind):
 
 def test_the_epoch_loop_compiles_once():
     task = tasks.BetaBinomial()
-    cfg = Config(samples=3000, epochs=10).resolve(task)
+    cfg = Config(samples=3000, epochs=10, layout="packed").resolve(task)
     b, _ = simulation.build_layout(task, cfg)
     data = layout.to_data(b, (0.0, 100.0), block=1024)
     graphdef, _ = model.init(jax.random.key(0), cfg.components, cfg.hidden)
@@ -167,7 +167,7 @@ def test_streamed_simulation_holds_every_chunk_in_the_fitting_space(monkeypatch)
     monkeypatch.setattr(simulation, "CHUNK", 10_000)  # stream above 10^4 samples
     monkeypatch.setattr(simulation, "STREAM_CHUNK", 7_000)
     task = tasks.BetaBinomial()
-    cfg = Config(samples=25_000).resolve(task)
+    cfg = Config(samples=25_000, layout="packed").resolve(task)
     b, report = simulation.build_layout(task, cfg, shards=2)
     sizes = [7_000, 7_000, 7_000, 4_000]
     parts = [task.simulate(np.random.default_rng([cfg.seed, i]), n) for i, n in enumerate(sizes)]

@@ -36,7 +36,8 @@ def _tile_sums(const, means, prec, shift, theta, row_count, weight, per_sample_m
         shift: (rows,) max_k const, the cheap logsumexp shift.
         theta: (rows, width).
         row_count: (rows,) real samples in each row, in its first slots.
-        weight: (rows,) weight of each sample in the row.
+        weight: (rows,) weight of each sample in the row, or (rows, width): a weight per slot
+            (the binned layout's points carry their bins' counts).
         per_sample_max: shift by the max over components of each sample (always safe) instead of
             ``shift``, which saves a pass but underflows when a sample lies far (≳ 13 σ) from
             every component.
@@ -58,7 +59,7 @@ def _tile_sums(const, means, prec, shift, theta, row_count, weight, per_sample_m
     e = jnp.exp(a - sh[:, :, None])  # (rows, width, K)
     s = jnp.sum(e, axis=-1)  # (rows, width)
     underflow = jnp.any(mask & (s < 1e-30))
-    w = jnp.where(mask, weight[:, None], 0.0)  # (rows, width)
+    w = jnp.where(mask, weight if weight.ndim == 2 else weight[:, None], 0.0)  # (rows, width)
     loss = -jnp.sum(w * jnp.where(mask, sh + jnp.log(s), 0.0))
     wr = e * jnp.where(mask, w / s, 0.0)[:, :, None]  # (rows, width, K) weighted responsibilities
     sums = (jnp.sum(wr, axis=1), jnp.sum(wr * d, axis=1), jnp.sum(wr * q, axis=1))  # (rows, K) each
@@ -100,7 +101,10 @@ def _tiled_stats(logits, means, log_vars, theta, row_count, weight):
         return jax.lax.cond(underflow, lambda: _tile_sums(*args, True)[:2], lambda: (loss, sums))
 
     losses, (r0, r1, r2) = jax.lax.map(tile, xs)
-    total = row_count.astype(weight.dtype) * weight  # (blocks, block_rows) Σ of the row's weights
+    if weight.ndim == 3:  # per-slot weights: Σ over the row's real slots
+        total = jnp.sum(jnp.where(row_mask(row_count, weight.shape[-1]), weight, 0.0), axis=-1)
+    else:
+        total = row_count.astype(weight.dtype) * weight  # (blocks, block_rows) Σ of the row's weights
     grads = (jnp.exp(log_w) * total[..., None] - r0, -prec * r1, 0.5 * (r0 - r2))
     return jnp.sum(losses), grads
 
