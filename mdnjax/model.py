@@ -33,7 +33,11 @@ def _torch_linear(fan_in: int, fan_out: int, rngs: nnx.Rngs) -> nnx.Linear:
     def uniform(key, shape, dtype=jnp.float32):
         return jax.random.uniform(key, shape, dtype, -bound, bound)
 
-    return nnx.Linear(fan_in, fan_out, kernel_init=uniform, bias_init=uniform, rngs=rngs)
+    # "highest": full float32 matmuls on every backend (recent GPUs default to TF32, which would
+    # break the parity tolerances); on CPU this changes nothing
+    return nnx.Linear(
+        fan_in, fan_out, kernel_init=uniform, bias_init=uniform, precision=jax.lax.Precision.HIGHEST, rngs=rngs
+    )
 
 
 class MDN(nnx.Module):

@@ -3,18 +3,32 @@
 Each computes −Σ_rows weight · Σ_{real samples} log q(θ) for per-y mixtures (num_y, K) over a
 ``mdnjax.layout.Data`` and is tested against the autodiff reference ``mdnjax.objective.reference_nll``.
 
-* ``tiles``: cache-sized tiles with a hand-written gradient (the CPU fast path).
+* ``tiles``: cache-sized tiles, a cheap shift with a per-tile safe fallback, the hand-written
+  gradient (the CPU path).
+* ``single-pass``: the same gradient in one pass with the always-safe per-sample shift (the
+  accelerator path: no tile loop, no data-dependent branch).
 * ``reference``: the vmapped, masked logsumexp with autodiff (``mdnjax.objective``).
+
+Example:
+    >>> for_layout("packed", backend="cpu").__name__, for_layout("binned", backend="gpu").__name__
+    ('nll', 'nll_single_pass')
 """
 
 from __future__ import annotations
 
+import jax
+
 from mdnjax import objective
 from mdnjax.kernels import tiles
 
-KERNELS = {"tiles": tiles.nll, "reference": objective.reference_nll}
+KERNELS = {"tiles": tiles.nll, "single-pass": tiles.nll_single_pass, "reference": objective.reference_nll}
+ACCELERATORS = ("gpu", "cuda", "rocm", "tpu")
 
 
-def for_layout(layout: str):
-    """The kernel a layout trains with: ``packed`` → tiles, ``padded`` → the reference."""
-    return KERNELS["reference" if layout == "padded" else "tiles"]
+def for_layout(layout: str, backend: str | None = None):
+    """The kernel a layout trains with on a backend (default: JAX's default backend): ``padded`` →
+    the reference; otherwise tiles on CPU and the single pass on an accelerator."""
+    if layout == "padded":
+        return KERNELS["reference"]
+    backend = jax.default_backend() if backend is None else backend
+    return KERNELS["single-pass" if backend in ACCELERATORS else "tiles"]

@@ -73,18 +73,22 @@ def _tile_sums(const, means, prec, shift, theta, row_count, weight, per_sample_m
 HEADROOM = 60.0
 
 
-def _tiled_stats(logits, means, log_vars, theta, row_count, weight):
+def _stats(logits, means, log_vars, theta, row_count, weight, single_pass: bool):
     """Loss and its gradient with respect to per-row mixture parameters.
 
-    The per-sample pass runs one cache-sized block at a time (``lax.map`` over the leading
-    axis), with the cheap per-row shift; a block in which some sample underflowed is redone with
-    the safe per-sample shift (``lax.cond`` per block: only the blocks that need it pay for it,
-    and nothing when none does).
+    Tiled (CPU): the per-sample pass runs one cache-sized block at a time (``lax.map`` over the
+    leading axis), with the cheap per-row shift; a block in which some sample underflowed is redone
+    with the safe per-sample shift (``lax.cond`` per block: only the blocks that need it pay for it,
+    and nothing when none does). Single pass (accelerators): every block at once with the always-safe
+    per-sample shift: no loop whose every iteration launches every kernel again, no data-dependent
+    branch (on a GPU a ``lax.cond`` predicate is a device-to-host sync).
 
     Args:
         logits, means, log_vars: (blocks, block_rows, K).
         theta: (blocks, block_rows, width).
-        row_count, weight: (blocks, block_rows).
+        row_count: (blocks, block_rows).
+        weight: (blocks, block_rows) or (blocks, block_rows, width).
+        single_pass: which of the two.
 
     Returns:
         loss: scalar.
@@ -94,13 +98,20 @@ def _tiled_stats(logits, means, log_vars, theta, row_count, weight):
     prec = jnp.exp(-log_vars)
     const = log_w - 0.5 * (mixture.LOG_2PI + log_vars)
     shift = jnp.max(const, axis=-1) - HEADROOM  # (blocks, block_rows)
-    xs = (const, means, prec, shift, theta, row_count, weight)
+    if single_pass:
+        flat = lambda a: a.reshape((-1,) + a.shape[2:])  # noqa: E731
+        args = tuple(flat(a) for a in (const, means, prec, shift, theta, row_count, weight))
+        loss, sums, _ = _tile_sums(*args, True)
+        losses = loss[None]
+        r0, r1, r2 = (r.reshape(log_w.shape) for r in sums)
+    else:
+        xs = (const, means, prec, shift, theta, row_count, weight)
 
-    def tile(args):
-        loss, sums, underflow = _tile_sums(*args, False)
-        return jax.lax.cond(underflow, lambda: _tile_sums(*args, True)[:2], lambda: (loss, sums))
+        def tile(args):
+            loss, sums, underflow = _tile_sums(*args, False)
+            return jax.lax.cond(underflow, lambda: _tile_sums(*args, True)[:2], lambda: (loss, sums))
 
-    losses, (r0, r1, r2) = jax.lax.map(tile, xs)
+        losses, (r0, r1, r2) = jax.lax.map(tile, xs)
     if weight.ndim == 3:  # per-slot weights: Σ over the row's real slots
         total = jnp.sum(jnp.where(row_mask(row_count, weight.shape[-1]), weight, 0.0), axis=-1)
     else:
@@ -109,26 +120,29 @@ def _tiled_stats(logits, means, log_vars, theta, row_count, weight):
     return jnp.sum(losses), grads
 
 
-@jax.custom_vjp
-def rows_nll(logits, means, log_vars, theta, row_count, weight):
-    """−Σ_rows weight · Σ_{first row_count slots} log p(θ), per-row mixtures (blocks, block_rows, K).
+def _make_rows_nll(single_pass: bool):
+    @jax.custom_vjp
+    def rows_nll(logits, means, log_vars, theta, row_count, weight):
+        """−Σ_rows weight · Σ_{first row_count slots} log p(θ), per-row mixtures (blocks, block_rows, K).
 
-    Differentiable in ``logits``, ``means`` and ``log_vars`` through a hand-written VJP.
-    """
-    return _tiled_stats(logits, means, log_vars, theta, row_count, weight)[0]
+        Differentiable in ``logits``, ``means`` and ``log_vars`` through a hand-written VJP.
+        """
+        return _stats(logits, means, log_vars, theta, row_count, weight, single_pass)[0]
+
+    def fwd(logits, means, log_vars, theta, row_count, weight):
+        loss, grads = _stats(logits, means, log_vars, theta, row_count, weight, single_pass)
+        return loss, (grads, theta, row_count, weight)
+
+    def bwd(residuals, g):
+        (g_logits, g_means, g_log_vars), theta, row_count, weight = residuals
+        return (g * g_logits, g * g_means, g * g_log_vars, jnp.zeros_like(theta), None, jnp.zeros_like(weight))
+
+    rows_nll.defvjp(fwd, bwd)
+    return rows_nll
 
 
-def _rows_nll_fwd(logits, means, log_vars, theta, row_count, weight):
-    loss, grads = _tiled_stats(logits, means, log_vars, theta, row_count, weight)
-    return loss, (grads, theta, row_count, weight)
-
-
-def _rows_nll_bwd(residuals, g):
-    (g_logits, g_means, g_log_vars), theta, row_count, weight = residuals
-    return (g * g_logits, g * g_means, g * g_log_vars, jnp.zeros_like(theta), None, jnp.zeros_like(weight))
-
-
-rows_nll.defvjp(_rows_nll_fwd, _rows_nll_bwd)
+rows_nll = _make_rows_nll(single_pass=False)
+rows_nll_single_pass = _make_rows_nll(single_pass=True)
 
 
 def nll(logits, means, log_vars, data: Data):
@@ -143,3 +157,9 @@ def nll(logits, means, log_vars, data: Data):
     """
     r = data.row_y  # (blocks, block_rows)
     return rows_nll(logits[r], means[r], log_vars[r], data.theta, data.row_count, data.weight)
+
+
+def nll_single_pass(logits, means, log_vars, data: Data):
+    """``nll`` in one pass over every block, always with the per-sample shift (for accelerators)."""
+    r = data.row_y
+    return rows_nll_single_pass(logits[r], means[r], log_vars[r], data.theta, data.row_count, data.weight)
