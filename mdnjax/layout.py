@@ -518,19 +518,48 @@ def collapsed(b: Binned, logits, log_vars, min_weight: float = 1e-3) -> list[dic
     return [{"y": int(b.y_values[i]), "sd": float(sd[i]), "bin_width": float(width[i])} for i in bad]
 
 
-def binned_to_data(b: Binned, embedding: tuple[float, float], dtype=jnp.float32, weighting: str = "per-sample") -> Data:
-    """The binned layout on the device: one row per y, a weight per point."""
+def binned_to_data(
+    b: Binned, embedding: tuple[float, float], dtype=jnp.float32, weighting: str = "per-sample", width: int = 128
+) -> Data:
+    """The binned layout on the device: each y's non-empty points packed into rows of ``width``
+    (a sparse y's empty bins cost nothing), a weight per point.
+
+    Args:
+        b: the binned layout.
+        embedding: (shift, scale) of the network inputs.
+        dtype: float dtype.
+        weighting: ``"per-sample"`` (a point's count / N) or ``"per-y"`` (count / n_y).
+        width: points per row.
+
+    Returns:
+        ``Data`` with one block.
+    """
     if weighting not in ("per-y", "per-sample"):
         raise ValueError(f"unknown weighting {weighting!r}")
     denominator = b.counts[:, None].astype(np.float64) if weighting == "per-y" else float(b.num_samples)
-    weight = b.count / denominator
-    rows, width = b.theta.shape
+    keep = b.count > 0  # (num_y, 2B)
+    points, weights = b.theta[keep], (b.count / denominator)[keep]  # y by y, in order
+    per_y = keep.sum(axis=1)
+    width = int(min(width, max(int(per_y.max(initial=1)), 1)))
+    rows_per_y = -(-per_y // width)
+    row_start = np.concatenate([[0], np.cumsum(rows_per_y)[:-1]])
+    row_y = np.repeat(np.arange(b.num_y), rows_per_y)
+    j = np.repeat(np.arange(b.num_y), per_y)
+    rank = np.arange(j.size) - np.repeat(np.cumsum(per_y) - per_y, per_y)
+    row, col = row_start[j] + rank // width, rank % width
+    first = points[np.cumsum(per_y) - per_y]  # each y's first point: finite, in range, for the padding
+    theta = np.repeat(first[row_y][:, None], width, axis=1).astype(np.float32)
+    theta[row, col] = points
+    weight = np.zeros(theta.shape)
+    weight[row, col] = weights
+    row_count = _row_counts(per_y, rows_per_y, width)
+    rows = theta.shape[0]
     shift, scale = embedding
     put = lambda a, dt=None: jax.device_put(np.asarray(a, dt))  # noqa: E731
     return Data(
         x=put((b.y_values - shift) / scale, dtype),
-        theta=put(b.theta.reshape(1, rows, width), dtype),
-        row_count=put(np.full((1, rows), width), np.int32),
-        row_y=put(np.arange(rows).reshape(1, rows), np.int32),
+        theta=put(theta.reshape(1, rows, width), dtype),
+        row_count=put(row_count.reshape(1, rows), np.int32),
+        row_y=put(row_y.reshape(1, rows), np.int32),
         weight=put(weight.reshape(1, rows, width), dtype),
     )
