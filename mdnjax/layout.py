@@ -36,8 +36,25 @@ import jax.numpy as jnp
 import numpy as np
 
 
+class _Summary:
+    """What every host layout says about its y: ``y_values``, ``counts`` and ``theta`` as fields."""
+
+    @property
+    def num_y(self) -> int:
+        return int(self.y_values.shape[0])
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.counts.sum())
+
+    @property
+    def size(self) -> int:
+        """Number of slots (or points) in the layout, padding included."""
+        return int(self.theta.size)
+
+
 @dataclasses.dataclass(frozen=True)
-class Buckets:
+class Buckets(_Summary):
     """θ samples laid out in rows, each row holding samples of a single y.
 
     Attributes:
@@ -63,19 +80,6 @@ class Buckets:
     def mask(self) -> np.ndarray:
         """bool (rows, width): True where a slot holds a real sample."""
         return np.arange(self.theta.shape[1])[None, :] < self.row_count[:, None]
-
-    @property
-    def num_y(self) -> int:
-        return int(self.y_values.shape[0])
-
-    @property
-    def num_samples(self) -> int:
-        return int(self.counts.sum())
-
-    @property
-    def size(self) -> int:
-        """Number of slots in the layout, padding included."""
-        return int(self.theta.size)
 
     def without_samples(self) -> Buckets:
         """The same layout description with θ dropped (a zero-strided placeholder of the same
@@ -384,7 +388,8 @@ def to_data(
 # ----------------------------------------------------------------------------- binned
 
 
-class Binned(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class Binned(_Summary):
     """Each y's draws summarised by B bins over that y's own range, two points per bin.
 
     A bin with n draws, mean m and variance v becomes two points m ± √v carrying n/2 each, which
@@ -404,18 +409,6 @@ class Binned(NamedTuple):
     counts: np.ndarray
     low: np.ndarray
     high: np.ndarray
-
-    @property
-    def num_y(self) -> int:
-        return int(self.y_values.shape[0])
-
-    @property
-    def num_samples(self) -> int:
-        return int(self.counts.sum())
-
-    @property
-    def size(self) -> int:
-        return int(self.theta.size)
 
     def without_samples(self) -> Binned:
         return self  # already O(num_y · B): nothing to release

@@ -51,6 +51,16 @@ class _FinalSize(Task):
 
     _cache: tuple | None = None
 
+    def _set_population(self, population, initial) -> None:
+        """Checks and stores N and the initial infectives; y ranges over the initial susceptibles."""
+        self.population = _count("population", population, 2)
+        self.initial = _count("initial", initial, 1)
+        if self.initial >= self.population:
+            raise ValueError(f"initial must be below population ({self.population}), got {self.initial}")
+        self.susceptible = self.population - self.initial
+        self.y_range = (0.0, float(self.susceptible))
+        self._cache = None
+
     def final_size_pmf(self, theta) -> np.ndarray:  # pragma: no cover - overridden
         raise NotImplementedError
 
@@ -87,14 +97,8 @@ class ReedFrost(_FinalSize):
     reference_label = "exact posterior (final-size recursion)"
 
     def __init__(self, population: int = 50, initial: int = 1, alpha: float = 2.0, beta: float = 38.0):
-        self.population = _count("population", population, 2)
-        self.initial = _count("initial", initial, 1)
-        if self.initial >= self.population:
-            raise ValueError(f"initial must be below population ({self.population}), got {self.initial}")
+        self._set_population(population, initial)
         self.alpha, self.beta = _positive("alpha", alpha), _positive("beta", beta)
-        self.susceptible = self.population - self.initial
-        self.y_range = (0.0, float(self.susceptible))
-        self._cache = None
 
     def simulate(self, rng: np.random.Generator, n: int):
         p = rng.beta(self.alpha, self.beta, size=n)
@@ -169,18 +173,12 @@ class SIRFinalSize(_FinalSize):
     def __init__(
         self, population: int = 120, initial: int = 1, shape: float = 2.0, rate: float = 4.0 / 3.0, observed=29
     ):
-        self.population = _count("population", population, 2)
-        self.initial = _count("initial", initial, 1)
-        if self.initial >= self.population:
-            raise ValueError(f"initial must be below population ({self.population}), got {self.initial}")
+        self._set_population(population, initial)
         self.shape, self.rate = _positive("shape", shape), _positive("rate", rate)
-        self.susceptible = self.population - self.initial
-        self.y_range = (0.0, float(self.susceptible))
         observed = _count("observed", observed, 0)
         if observed > self.susceptible:
             raise ValueError(f"observed must be at most {self.susceptible}, got {observed}")
         self.observed = observed
-        self._cache = None
 
     def simulate(self, rng: np.random.Generator, n: int):
         r0 = rng.gamma(self.shape, 1.0 / self.rate, size=n)
