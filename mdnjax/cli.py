@@ -270,6 +270,13 @@ def _warning_printer(prog: str):
     return show
 
 
+def _user_error(prog: str, err: BaseException) -> int:
+    """Reports an exception from the user's code: their frames, then one line naming the function."""
+    print(_user_traceback(err), file=sys.stderr, end="")
+    print(f"{prog}: error: {err}", file=sys.stderr)
+    return 1
+
+
 def _user_traceback(err: BaseException) -> str:
     """The frames of a user's function that raised (mdnjax's own frames left out)."""
     package = os.path.dirname(os.path.abspath(__file__))
@@ -383,9 +390,7 @@ def main(argv=None) -> int:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     except UserCodeError as err:
-        print(_user_traceback(err), file=sys.stderr, end="")
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 1
+        return _user_error(prog, err)
     return _train(prog, t_start, lead, out, created, record, task, config, state, history)
 
 
@@ -450,9 +455,7 @@ def _train(prog, t_start, lead, out, created, record, task, config, state, histo
         printer.close()
         if not resuming and lead:
             checkpoint.release_run_dir(out, created)
-        print(_user_traceback(err), file=sys.stderr, end="")
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 1
+        return _user_error(prog, err)
     except OSError as err:  # a checkpoint could not be written: the previous one is intact
         printer.close()
         print(
@@ -553,9 +556,7 @@ def calibrate_main(argv=None) -> int:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     except UserCodeError as err:
-        print(_user_traceback(err), file=sys.stderr, end="")
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 1
+        return _user_error(prog, err)
     try:
         checkpoint.write_json(out / "calibration.json", result)
         title = f"{task.name}, K={post.spec.components}"
