@@ -79,6 +79,14 @@ def _share(name: str, value) -> float:
     return float(value)
 
 
+def _layout(value, task) -> str:
+    """The layout; the binned one summarises a scalar θ, so θ ∈ ℝ^D trains on the packed one."""
+    chosen = _choice("layout", value, LAYOUTS)
+    if chosen == "binned" and task is not None and len(getattr(task, "support", ())) > 1:
+        return "packed"
+    return chosen
+
+
 def _choice(name: str, value, choices) -> str:
     if value not in choices:
         raise ConfigError(f"unknown {name} {value!r}: choose one of {', '.join(choices)}", name)
@@ -105,7 +113,8 @@ class Config:
         layout: ``"binned"`` (the default: each y's draws as ``bins`` bins, two points per bin,
             an epoch whose cost does not grow with N), ``"packed"`` (every draw, cache-sized
             tiles: the exact per-sample objective) or ``"padded"`` (one row per y, the autodiff
-            reference).
+            reference). The binned layout summarises a scalar θ: with several parameters
+            ``resolve`` trains on ``"packed"``.
         bins: B, bins per y of the binned layout.
         seed: seeds the simulation and the network initialisation (0 ≤ seed < 2^32).
         holdout: extra simulations, as a share of ``samples`` (at most 2·10^5), that training
@@ -158,7 +167,7 @@ class Config:
             weighting=_choice("weighting", pick("weighting"), WEIGHTINGS),
             schedule=_choice("schedule", pick("schedule"), SCHEDULES),
             space=_choice("space", pick("space"), SPACES),
-            layout=_choice("layout", self.layout, LAYOUTS),
+            layout=_layout(self.layout, task),
             bins=_integer("bins", self.bins, 1, 65536),
             seed=_integer("seed", self.seed, 0, MAX_SEED),
             holdout=_share("holdout", self.holdout),

@@ -53,6 +53,59 @@ class _Summary:
         return int(self.theta.size)
 
 
+class Codebook:
+    """The distinct rows of vector observations y (n, M), in lexicographic order; ``encode`` maps a
+    row to its index (its code), so that every layout groups θ by one integer per y.
+
+    Built in one piece (``of``) or merged chunk by chunk (``merge``, ``from_chunks``): the result is
+    the same, ``numpy.unique(y, axis=0)``. Any integers, negative ones included.
+
+    Example:
+        >>> book = Codebook.of(np.array([[1, -2], [0, 5], [1, -2]]))
+        >>> book.rows.tolist(), book.encode(np.array([[1, -2], [3, 3]])).tolist()
+        ([[0, 5], [1, -2]], [1, -1])
+    """
+
+    def __init__(self, rows: np.ndarray):
+        self.rows = np.asarray(rows, np.int64).reshape(len(rows), -1)
+        self._keys = _row_keys(self.rows)
+
+    @classmethod
+    def of(cls, y) -> Codebook:
+        y = np.asarray(y, np.int64)
+        return cls(np.unique(_row_keys(y.reshape(y.shape[0], -1))).view(np.int64).reshape(-1, y.shape[-1]))
+
+    def merge(self, y) -> Codebook:
+        """The codebook of this one's rows and those of y."""
+        y = np.asarray(y, np.int64).reshape(len(y), -1)
+        return Codebook.of(np.concatenate([self.rows, y]) if self.rows.size else y)
+
+    @classmethod
+    def from_chunks(cls, chunks) -> Codebook:
+        """One pass over a stream of (θ, y) chunks; memory: the distinct rows and one chunk."""
+        book = None
+        for _, y in chunks():
+            book = Codebook.of(y) if book is None else book.merge(Codebook.of(y).rows)
+        return book if book is not None else cls(np.zeros((0, 1), np.int64))
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+    def encode(self, y) -> np.ndarray:
+        """Codes (n,) int64 of the rows y (n, M); −1 for a row not in the codebook."""
+        keys = _row_keys(np.asarray(y, np.int64).reshape(len(y), -1))
+        if len(self) == 0:
+            return np.full(keys.shape, -1, np.int64)
+        at = np.searchsorted(self._keys, keys).clip(0, len(self) - 1)
+        return np.where(self._keys[at] == keys, at, -1).astype(np.int64)
+
+
+def _row_keys(y: np.ndarray) -> np.ndarray:
+    """Each int64 row as one structured scalar: sorts and compares lexicographically."""
+    dtype = np.dtype([(f"f{i}", "<i8") for i in range(y.shape[1])])
+    return np.ascontiguousarray(y, np.int64).view(dtype).reshape(-1)
+
+
 @dataclasses.dataclass(frozen=True)
 class Buckets(_Summary):
     """θ samples laid out in rows, each row holding samples of a single y.
@@ -134,17 +187,18 @@ def bucket(
     Vectorized: a stable argsort by y, then one scatter; no Python loop over samples.
 
     Args:
-        theta: float array, shape (N,).
-        y: integer array, shape (N,).
+        theta: float array, shape (N,) or (N, D).
+        y: integer array, shape (N,) (vector observations: their ``Codebook`` codes).
         width: row width C of the packed layout; ``None`` gives the padded layout.
         min_count: buckets with fewer samples are left out (the notebook skips y seen once).
 
     Returns:
         The ``Buckets``; empty (num_y == 0) when no y has ``min_count`` samples.
     """
-    theta = np.asarray(theta, np.float32).reshape(-1)
+    theta = np.asarray(theta, np.float32)
+    theta = theta.reshape(-1) if theta.ndim < 2 else theta  # (N,) or (N, D)
     y = np.asarray(y).reshape(-1)
-    if theta.shape != y.shape:
+    if theta.shape[0] != y.shape[0]:
         raise ValueError(f"theta and y must have the same length, got {theta.shape} and {y.shape}")
     order = np.argsort(y, kind="stable")
     y_sorted = y[order]
@@ -173,7 +227,7 @@ def bucket(
     row = row_start[j] + rank // width
     col = rank % width
 
-    out = aligned_empty((row_y.size, width))
+    out = aligned_empty((row_y.size, width) + theta.shape[1:])
     out[:] = theta[order[starts]][row_y][:, None]  # padding: the bucket's own first θ
     out[row, col] = theta[src]
     return Buckets(
@@ -285,7 +339,7 @@ class Data(NamedTuple):
     """
 
     x: jax.Array  # (num_y,) network inputs (y − shift) / scale
-    theta: jax.Array  # (blocks, block_rows, width)
+    theta: jax.Array  # (blocks, block_rows, width), or (blocks, block_rows, width, D) for θ ∈ ℝ^D
     row_count: jax.Array  # (blocks, block_rows) real samples in each row
     row_y: jax.Array  # (blocks, block_rows) index of each row's y in x
     weight: jax.Array  # (blocks, block_rows) weight of each sample of the row: 1 / n_y or 1 / N;
@@ -294,7 +348,7 @@ class Data(NamedTuple):
     @property
     def mask(self) -> jax.Array:
         """(blocks, block_rows, width) True where a slot holds a real sample."""
-        return row_mask(self.row_count, self.theta.shape[-1])
+        return row_mask(self.row_count, self.theta.shape[self.row_count.ndim])
 
 
 def row_mask(row_count, width: int):
@@ -357,13 +411,14 @@ def to_data(
     """
     if weighting not in ("per-y", "per-sample"):
         raise ValueError(f"unknown weighting {weighting!r}")
-    total, width = b.theta.shape
+    total, width = b.theta.shape[:2]
     used = int(np.flatnonzero(b.row_count)[-1]) + 1 if total else 0  # rows before the trailing empty ones
     blocks, block_rows = tile_shape(used, width, block, shards)
     rows = blocks * block_rows
     theta, row_count, row_y = b.theta[:rows], b.row_count[:rows], b.row_y[:rows]
+    tail = b.theta.shape[2:]  # (D,) for θ ∈ ℝ^D
     if rows > total:  # one host copy with the empty rows appended
-        theta = aligned_empty((rows, width), np.dtype(dtype))
+        theta = aligned_empty((rows, width) + tail, np.dtype(dtype))
         theta[:total], theta[total:] = b.theta, 0.0
         row_count = np.pad(b.row_count, (0, rows - total))
         row_y = np.pad(b.row_y, (0, rows - total))
@@ -377,8 +432,8 @@ def to_data(
     # device_put of arrays already in their final dtype: no copy of an aligned float32 θ on CPU
     put = lambda a, dt=None: jax.device_put(np.asarray(a, dt))  # noqa: E731
     return Data(
-        x=put((b.y_values - shift) / scale, dtype),
-        theta=put(theta.reshape(shape + (width,)), dtype),
+        x=put((b.y_values - np.asarray(shift)) / np.asarray(scale), dtype),
+        theta=put(theta.reshape(shape + (width,) + tail), dtype),
         row_count=put(row_count.reshape(shape), np.int32),
         row_y=put(row_y.reshape(shape), np.int32),
         weight=put(weight.reshape(shape), dtype),
@@ -550,7 +605,7 @@ def binned_to_data(
     shift, scale = embedding
     put = lambda a, dt=None: jax.device_put(np.asarray(a, dt))  # noqa: E731
     return Data(
-        x=put((b.y_values - shift) / scale, dtype),
+        x=put((b.y_values - np.asarray(shift)) / np.asarray(scale), dtype),
         theta=put(theta.reshape(1, rows, width), dtype),
         row_count=put(row_count.reshape(1, rows), np.int32),
         row_y=put(row_y.reshape(1, rows), np.int32),

@@ -123,3 +123,156 @@ def transformed_moments(transform, logits, means, log_vars) -> tuple[float, floa
     m1 = float(w @ (theta @ _GH_W) / np.sqrt(np.pi))
     m2 = float(w @ ((theta**2) @ _GH_W) / np.sqrt(np.pi))
     return m1, float(np.sqrt(max(m2 - m1 * m1, 0.0)))
+
+
+# ----------------------------------------------------------------------------- θ in ℝ^D
+#
+# A mixture on ℝ^D is ``logits`` (..., K), ``means`` (..., K, D) and ``scales`` (..., K, T), T =
+# D(D+1)/2: each component's precision is P = L Lᵀ with L lower triangular, L_dd = exp(−s_d / 2)
+# from the first D entries (for D = 1, s is exactly today's log σ²) and the strictly lower entries
+# (``numpy.tril_indices(D, -1)`` order) from the rest. The density is normalised with L's own
+# determinant, log det P^{1/2} = Σ_d log L_dd = −Σ_d s_d / 2, so it is exact for any s.
+
+
+def num_scales(dim: int) -> int:
+    """T = D(D+1)/2, the scale parameters of one component."""
+    return dim * (dim + 1) // 2
+
+
+def dim_of_scales(t: int) -> int:
+    """D from T = D(D+1)/2."""
+    dim = int(round((math.sqrt(8 * t + 1) - 1) / 2))
+    if num_scales(dim) != t:
+        raise ValueError(f"{t} scale parameters do not make a triangular factor")
+    return dim
+
+
+def precision_factor(scales, dim: int | None = None):
+    """L (..., D, D), lower triangular with a positive diagonal, from scales (..., T)."""
+    scales = jnp.asarray(scales)
+    dim = dim_of_scales(scales.shape[-1]) if dim is None else dim
+    rows, cols = np.tril_indices(dim, -1)
+    factor = jnp.zeros(scales.shape[:-1] + (dim, dim), scales.dtype)
+    diag = np.arange(dim)
+    factor = factor.at[..., diag, diag].set(jnp.exp(-0.5 * scales[..., :dim]))
+    return factor.at[..., rows, cols].set(scales[..., dim:])
+
+
+def scales_of_factor(factor):
+    """The inverse of ``precision_factor``: (..., D, D) → (..., T)."""
+    factor = jnp.asarray(factor)
+    dim = factor.shape[-1]
+    rows, cols = np.tril_indices(dim, -1)
+    diag = np.arange(dim)
+    return jnp.concatenate([-2.0 * jnp.log(factor[..., diag, diag]), factor[..., rows, cols]], axis=-1)
+
+
+def mvn_component_log_prob(theta, means, scales):
+    """log N(θ | μ_k, (L_k L_kᵀ)⁻¹) for every component.
+
+    Args:
+        theta: (..., D).
+        means: (..., K, D); scales: (..., K, T).
+
+    Returns:
+        (..., K).
+    """
+    dim = means.shape[-1]
+    theta = jnp.asarray(theta)[..., None, :]  # (..., 1, D)
+    ndim = max(theta.ndim, jnp.ndim(means))
+    theta, means, scales = _lift(theta, ndim), _lift(means, ndim), _lift(scales, ndim)
+    factor = precision_factor(scales, dim)  # (..., K, D, D)
+    delta = theta - means  # (..., K, D)
+    z = jnp.einsum("...d,...de->...e", delta, factor, precision=jax.lax.Precision.HIGHEST)  # Lᵀ δ
+    log_det = -0.5 * jnp.sum(scales[..., :dim], axis=-1)
+    return -0.5 * dim * LOG_2PI + log_det - 0.5 * jnp.sum(z * z, axis=-1)
+
+
+def mvn_log_prob(theta, logits, means, scales):
+    """log Σ_k π_k N(θ | μ_k, Σ_k); θ (..., D) against parameters (..., K[, D | T]); returns (...)."""
+    comp = mvn_component_log_prob(theta, means, scales)
+    return jax.nn.logsumexp(_lift(jax.nn.log_softmax(logits, axis=-1), comp.ndim) + comp, axis=-1)
+
+
+def mvn_covariances(scales, dim: int | None = None):
+    """Σ_k = (L_k L_kᵀ)⁻¹ = L_k⁻ᵀ L_k⁻¹, (..., K, D, D)."""
+    factor = precision_factor(scales, dim)
+    eye = jnp.broadcast_to(jnp.eye(factor.shape[-1], dtype=factor.dtype), factor.shape)
+    inv = jax.scipy.linalg.solve_triangular(factor, eye, lower=True)  # L⁻¹
+    return jnp.einsum("...ji,...jk->...ik", inv, inv, precision=jax.lax.Precision.HIGHEST)
+
+
+def mvn_mean(logits, means, scales):
+    """Mixture mean Σ_k π_k μ_k, (..., D)."""
+    del scales
+    return jnp.sum(jax.nn.softmax(logits, axis=-1)[..., None] * means, axis=-2)
+
+
+def mvn_cov(logits, means, scales):
+    """Mixture covariance Σ_k π_k (Σ_k + (μ_k − m)(μ_k − m)ᵀ), (..., D, D)."""
+    w = jax.nn.softmax(logits, axis=-1)[..., None, None]
+    d = means - mvn_mean(logits, means, scales)[..., None, :]
+    outer = d[..., :, None] * d[..., None, :]
+    return jnp.sum(w * (mvn_covariances(scales, means.shape[-1]) + outer), axis=-3)
+
+
+def marginal(logits, means, scales, d: int):
+    """The 1-D mixture (logits, means, log_vars) of coordinate d: N(μ_kd, Σ_k,dd) per component."""
+    cov = mvn_covariances(scales, means.shape[-1])
+    return logits, means[..., d], jnp.log(cov[..., d, d])
+
+
+def mvn_sample(key, logits, means, scales, num: int):
+    """``num`` draws (num, D) from one mixture (parameters (K,), (K, D), (K, T)): μ + L⁻ᵀ ε."""
+    k_comp, k_norm = jax.random.split(key)
+    comp = jax.random.categorical(k_comp, logits, shape=(num,))
+    eps = jax.random.normal(k_norm, (num, means.shape[-1]), dtype=means.dtype)
+    factor = precision_factor(scales, means.shape[-1])[comp]  # (num, D, D)
+    step = jax.scipy.linalg.solve_triangular(factor, eps[..., None], lower=True, trans="T")[..., 0]
+    return means[comp] + step
+
+
+def quantile(q, logits, means, log_vars, iters: int = 80) -> np.ndarray:
+    """The q-quantiles of 1-D mixtures by bisection on the CDF, float64 numpy.
+
+    Args:
+        q: (Q,) levels in (0, 1).
+        logits, means, log_vars: (..., K).
+
+    Returns:
+        (..., Q).
+    """
+    q = np.asarray(q, np.float64)
+    w = special.softmax(np.asarray(logits, np.float64), axis=-1)[..., None, :]  # (..., 1, K)
+    m = np.asarray(means, np.float64)[..., None, :]
+    sd = np.exp(0.5 * np.asarray(log_vars, np.float64))[..., None, :]
+    lo = np.broadcast_to(np.min(m - 40 * sd, axis=-1), m.shape[:-2] + q.shape).copy()
+    hi = np.broadcast_to(np.max(m + 40 * sd, axis=-1), m.shape[:-2] + q.shape).copy()
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        below = np.sum(w * special.ndtr((mid[..., None] - m) / sd), axis=-1) < q
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return 0.5 * (lo + hi)
+
+
+def transformed_moments_nd(inverse, logits, means, covs, nodes: int | None = None):
+    """Mean (D,) and covariance (D, D) of θ = inverse(u), u a Gaussian mixture on ℝ^D (parameters
+    (K,), (K, D), component covariances (K, D, D)), by a tensor Gauss–Hermite rule, float64.
+
+    ``inverse`` maps (..., D) → (..., D). ``nodes`` per coordinate default to about 2·10^5 in all.
+    """
+    w = special.softmax(np.asarray(logits, np.float64))
+    means, covs = np.asarray(means, np.float64), np.asarray(covs, np.float64)
+    dim = means.shape[-1]
+    nodes = nodes or max(3, min(80, int(round(2e5 ** (1.0 / dim)))))
+    x, wx = np.polynomial.hermite.hermgauss(nodes)
+    grid = np.stack(np.meshgrid(*([x] * dim), indexing="ij"), axis=-1).reshape(-1, dim)  # (G, D)
+    weights = np.prod(np.stack(np.meshgrid(*([wx] * dim), indexing="ij"), axis=-1).reshape(-1, dim), axis=-1)
+    weights = weights / np.pi ** (dim / 2)
+    m1, m2 = np.zeros(dim), np.zeros((dim, dim))
+    for k in range(w.size):
+        chol = np.linalg.cholesky(covs[k])
+        theta = inverse(means[k] + np.sqrt(2.0) * grid @ chol.T)  # (G, D)
+        m1 += w[k] * (weights @ theta)
+        m2 += w[k] * np.einsum("g,gi,gj->ij", weights, theta, theta)
+    return m1, m2 - np.outer(m1, m1)

@@ -1,4 +1,4 @@
-"""The Mixture Density Network: y/n → (logits, means, log_vars) of K Gaussians.
+"""The Mixture Density Network: y → (logits, means, log_vars | scales) of K Gaussians on ℝ^D.
 
 The default architecture is the notebook's: a 1→24→25→16 ReLU backbone and three linear heads.
 Weights and biases start as in PyTorch's ``nn.Linear`` (uniform in ±1/√fan_in), so the
@@ -41,46 +41,76 @@ def _torch_linear(fan_in: int, fan_out: int, rngs: nnx.Rngs) -> nnx.Linear:
 
 
 class MDN(nnx.Module):
-    """Mixture Density Network for a scalar θ given a scalar input x = y / n.
+    """Mixture Density Network for θ ∈ ℝ^D given an input x ∈ ℝ^M (the standardised y).
+
+    For D = 1 the heads give (logits, means, log_vars), each (B, K). For D > 1 they give
+    logits (B, K), means (B, K, D) and scales (B, K, D(D+1)/2), the precision factor of each
+    component (``mdnjax.mixture.precision_factor``); the first D scales play the part of the log
+    variances, so D = 1 is the same network with the same numbers. Heads start as every other
+    layer (small weights), so every component starts near the identity covariance, with nearly
+    equal weights.
 
     Args:
         components: K, the number of Gaussians (K = 1 is a single-Gaussian posterior).
         hidden: widths of the ReLU backbone.
+        dim: D, the number of parameters.
+        inputs: M, the length of an observation.
         rngs: Flax random streams for initialisation.
     """
 
-    def __init__(self, components: int = 8, hidden: Sequence[int] = DEFAULT_HIDDEN, *, rngs: nnx.Rngs):
-        widths = (1, *hidden)
+    def __init__(
+        self,
+        components: int = 8,
+        hidden: Sequence[int] = DEFAULT_HIDDEN,
+        dim: int = 1,
+        inputs: int = 1,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        widths = (inputs, *hidden)
+        self.dim, self.components = dim, components
         self.backbone = nnx.List([_torch_linear(a, b, rngs) for a, b in zip(widths[:-1], widths[1:])])
         self.logits_head = _torch_linear(widths[-1], components, rngs)
-        self.means_head = _torch_linear(widths[-1], components, rngs)
-        self.log_vars_head = _torch_linear(widths[-1], components, rngs)
+        self.means_head = _torch_linear(widths[-1], components * dim, rngs)
+        self.log_vars_head = _torch_linear(widths[-1], components * dim * (dim + 1) // 2, rngs)
 
     def __call__(self, x: jax.Array):
-        """Maps inputs x, shape (B,), to mixture parameters, each of shape (B, K)."""
-        h = x[:, None]  # (B, 1)
+        """Maps inputs x, shape (B,) for M = 1 or (B, M), to mixture parameters."""
+        h = x[:, None] if x.ndim == 1 else x  # (B, M)
         for layer in self.backbone:
             h = jax.nn.relu(layer(h))
-        return self.logits_head(h), self.means_head(h), self.log_vars_head(h)
+        logits, means, scales = self.logits_head(h), self.means_head(h), self.log_vars_head(h)
+        if self.dim == 1:
+            return logits, means, scales
+        k = self.components
+        return logits, means.reshape(-1, k, self.dim), scales.reshape(-1, k, scales.shape[-1] // k)
 
 
-def init(key: jax.Array, components: int = 8, hidden: Sequence[int] = DEFAULT_HIDDEN):
+def init(
+    key: jax.Array,
+    components: int = 8,
+    hidden: Sequence[int] = DEFAULT_HIDDEN,
+    dim: int = 1,
+    inputs: int = 1,
+):
     """Builds an MDN and splits it for a functional training loop.
 
     Args:
         key: a ``jax.random`` key.
         components: K.
         hidden: backbone widths.
+        dim: D, parameters.
+        inputs: M, observation length.
 
     Returns:
         graphdef: the static structure, for ``apply``.
         params: a pure dict of parameter arrays (a pytree for optax).
     """
-    model = MDN(components, tuple(hidden), rngs=nnx.Rngs(params=key))
+    model = MDN(components, tuple(hidden), dim, inputs, rngs=nnx.Rngs(params=key))
     graphdef, state = nnx.split(model, nnx.Param)
     return graphdef, nnx.to_pure_dict(state)
 
 
 def apply(graphdef, params, x: jax.Array):
-    """Runs the MDN: x (B,) → (logits, means, log_vars), each (B, K)."""
+    """Runs the MDN: x (B,) or (B, M) → mixture parameters (``MDN.__call__``)."""
     return nnx.merge(graphdef, params)(x)

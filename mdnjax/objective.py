@@ -43,20 +43,30 @@ def reference_nll(logits, means, log_vars, data: Data):
     """The kernel signature's reference: −Σ weight · log q(θ), by vmapped logsumexp and autodiff.
 
     Args:
-        logits, means, log_vars: (num_y, K) mixture parameters of each y.
+        logits, means, log_vars: (num_y, K) mixture parameters of each y; for θ ∈ ℝ^D means
+            (num_y, K, D) and the scales (num_y, K, D(D+1)/2) (``mdnjax.mixture``).
         data: any row layout on the device.
 
     Returns:
         Scalar loss.
     """
     r = data.row_y.reshape(-1)  # (rows,)
-    theta = data.theta.reshape(-1, data.theta.shape[-1])  # (rows, width)
-    mask = data.mask.reshape(theta.shape)  # (rows, width)
-    theta = jnp.where(mask, theta, 0.0)
-    ll = jax.vmap(mixture.log_prob)(theta, logits[r], means[r], log_vars[r])  # (rows, width)
+    if means.ndim == 3:  # θ ∈ ℝ^D: data.theta is (blocks, block_rows, width, D)
+        dim = means.shape[-1]
+        theta = data.theta.reshape(r.shape[0], -1, dim)  # (rows, width, D)
+        mask = data.mask.reshape(theta.shape[:2])
+        theta = jnp.where(mask[..., None], theta, 0.0)
+        ll = jax.vmap(mixture.mvn_log_prob, in_axes=(0, None, None, None))(
+            jnp.swapaxes(theta, 0, 1), logits[r], means[r], log_vars[r]
+        ).T  # (rows, width)
+    else:
+        theta = data.theta.reshape(-1, data.theta.shape[-1])  # (rows, width)
+        mask = data.mask.reshape(theta.shape)  # (rows, width)
+        theta = jnp.where(mask, theta, 0.0)
+        ll = jax.vmap(mixture.log_prob)(theta, logits[r], means[r], log_vars[r])  # (rows, width)
     ll = jnp.where(mask, ll, 0.0)
     if data.weight.ndim == 3:  # a weight per slot (the binned layout)
-        return -jnp.sum(data.weight.reshape(theta.shape) * ll)
+        return -jnp.sum(data.weight.reshape(mask.shape) * ll)
     return -jnp.sum(data.weight.reshape(-1) * jnp.sum(ll, axis=-1))
 
 

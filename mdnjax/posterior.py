@@ -54,21 +54,26 @@ class PosteriorSpec:
     bounds: tuple[Bound, ...]
     embedding: tuple[float, float]  # x = (y − shift) / scale
     y_range: tuple[float, float]
-    y_values: np.ndarray = dataclasses.field(repr=False)  # (num_y,) trained y
+    y_values: np.ndarray = dataclasses.field(repr=False)  # (num_y,) or (num_y, M) trained y
     counts: np.ndarray = dataclasses.field(repr=False)  # (num_y,) training samples at each
+    dim: int = 1  # D, parameters
+    inputs: int = 1  # M, the length of an observation
 
     @classmethod
     def of(cls, task, config, embedding, y_values, counts) -> PosteriorSpec:
+        y_values = np.asarray(y_values, np.int64)
         return cls(
             name=task.name,
             components=config.components,
             hidden=tuple(config.hidden),
             space=config.space,
             bounds=tuple(task.support),
-            embedding=(float(embedding[0]), float(embedding[1])),
+            embedding=_embedding(embedding),
             y_range=tuple(float(v) for v in task.y_range),
-            y_values=np.asarray(y_values, np.int64),
+            y_values=y_values,
             counts=np.asarray(counts, np.int64),
+            dim=len(task.support),
+            inputs=1 if y_values.ndim == 1 else int(y_values.shape[1]),
         )
 
     def to_json(self) -> dict:
@@ -78,8 +83,10 @@ class PosteriorSpec:
             "hidden": list(self.hidden),
             "space": self.space,
             "bounds": [[b.low, b.high] for b in self.bounds],
-            "embedding": list(self.embedding),
+            "embedding": [list(e) if isinstance(e, tuple) else e for e in self.embedding],
             "y_range": list(self.y_range),
+            "dim": self.dim,
+            "inputs": self.inputs,
         }
 
     @classmethod
@@ -90,11 +97,19 @@ class PosteriorSpec:
             hidden=tuple(int(h) for h in d["hidden"]),
             space=str(d["space"]),
             bounds=tuple(Bound(float(lo), float(hi)) for lo, hi in d["bounds"]),
-            embedding=(float(d["embedding"][0]), float(d["embedding"][1])),
+            embedding=_embedding(d["embedding"]),
             y_range=(float(d["y_range"][0]), float(d["y_range"][1])),
             y_values=np.asarray(y_values, np.int64),
             counts=np.asarray(counts, np.int64),
+            dim=int(d.get("dim", 1)),
+            inputs=int(d.get("inputs", 1)),
         )
+
+
+def _embedding(e) -> tuple:
+    """(shift, scale): floats for a scalar y, tuples of floats (one per component) for a vector y."""
+    as_value = lambda v: tuple(float(x) for x in v) if np.ndim(v) else float(v)  # noqa: E731
+    return as_value(e[0]), as_value(e[1])
 
 
 def _check_n(n) -> int:
@@ -113,7 +128,11 @@ def _check_key(key):
 
 
 class Posterior:
-    """An MDN posterior q(θ | y) for one task (scalar θ).
+    """An MDN posterior q(θ | y) for one task: θ ∈ ℝ^D (D = ``spec.dim``), y an integer or, for
+    vector observations, a length-M sequence of integers (M = ``spec.inputs``).
+
+    Shapes: for D = 1 every answer has y's shape (``sample`` adds a trailing n); for D > 1 a
+    trailing D is added (``cov``: D × D). A batch of vector observations is an array (..., M).
 
     Args:
         spec: what the posterior is (``PosteriorSpec``).
@@ -123,13 +142,18 @@ class Posterior:
     def __init__(self, spec: PosteriorSpec, params):
         self.spec = spec
         self.params = params
-        self.graphdef, _ = model.init(jax.random.key(0), spec.components, spec.hidden)
+        self.graphdef, _ = model.init(jax.random.key(0), spec.components, spec.hidden, spec.dim, spec.inputs)
         graphdef = self.graphdef
         self._mixture = jax.jit(lambda p, x: model.apply(graphdef, p, x))
 
     @property
     def bound(self) -> Bound:
         return self.spec.bounds[0]
+
+    @property
+    def dim(self) -> int:
+        """D, the number of parameters."""
+        return self.spec.dim
 
     @property
     def unconstrained(self) -> bool:
@@ -139,7 +163,8 @@ class Posterior:
     # ----------------------------------------------------------------- observations
 
     def check_y(self, y) -> np.ndarray:
-        """y as an int64 array (any shape) after the one rule; ``ValueError`` otherwise."""
+        """y as an int64 array (any shape; a trailing M for vector y) after the one rule;
+        ``ValueError`` otherwise."""
         try:
             arr = np.asarray(y)
         except (TypeError, ValueError):
@@ -150,6 +175,9 @@ class Posterior:
             bad = ~np.isfinite(arr) | (arr != np.round(arr))
             if bad.any():
                 raise ValueError(f"y must be integers, got {arr[bad].reshape(-1)[0]!r}")
+        m = self.spec.inputs
+        if m > 1 and (arr.ndim == 0 or arr.shape[-1] != m):
+            raise ValueError(f"y of {self.spec.name} is a sequence of {m} integers, got shape {arr.shape}")
         lo, hi = self.spec.y_range
         out = (arr < lo) | (arr > hi)
         if out.any():
@@ -160,12 +188,22 @@ class Posterior:
             )
         return arr.astype(np.int64)
 
+    def _batch(self, y: np.ndarray) -> tuple[int, ...]:
+        """The batch shape of checked observations (y's shape without a vector's trailing M)."""
+        return y.shape[:-1] if self.spec.inputs > 1 else y.shape
+
     def training_samples(self, y):
-        """Training samples the posterior saw at each y (0 for a y never simulated); shaped like y."""
+        """Training samples the posterior saw at each y (0 for a y never simulated); y's batch shape."""
         y = self.check_y(y)
         values, counts = self.spec.y_values, self.spec.counts
-        if values.size == 0:
-            out = np.zeros(y.shape, np.int64)
+        m = self.spec.inputs
+        if values.shape[0] == 0:
+            out = np.zeros(self._batch(y), np.int64)
+        elif m > 1:
+            from mdnjax.layout import Codebook
+
+            at = Codebook(values).encode(y.reshape(-1, m))
+            out = np.where(at >= 0, counts[at], 0).reshape(self._batch(y))
         else:
             idx = np.clip(np.searchsorted(values, y), 0, values.size - 1)
             out = np.where(values[idx] == y, counts[idx], 0)
@@ -175,94 +213,183 @@ class Posterior:
         counts = np.asarray(self.training_samples(y)).reshape(-1)
         rare = counts < RARE_BELOW
         if rare.any():
-            first = int(y.reshape(-1)[np.argmax(rare)])
+            i = int(np.argmax(rare))
+            rows = y.reshape(-1, self.spec.inputs)
+            first = int(rows[i, 0]) if self.spec.inputs == 1 else rows[i].tolist()
             warnings.warn(
-                f"y = {first} had {int(counts[np.argmax(rare)])} training samples (< {RARE_BELOW}): "
+                f"y = {first} had {int(counts[i])} training samples (< {RARE_BELOW}): "
                 f"q(θ | y) there is an extrapolation",
                 RareObservationWarning,
                 stacklevel=_caller_level(),
             )
 
     def mixture(self, y):
-        """Mixture parameters (logits, means, log_vars) at y, each of shape y.shape + (K,)."""
+        """Mixture parameters at y (fitting space): (logits, means, log_vars) each y.shape + (K,)
+        for D = 1; for D > 1 logits (..., K), means (..., K, D), scales (..., K, D(D+1)/2)."""
         y = self.check_y(y)
         self._flag(y)
-        shift, scale = self.spec.embedding
-        x = (y.reshape(-1) - shift) / scale
-        n = x.size
-        padded = np.zeros(_bucket_size(n), np.float32)  # a few compiled shapes serve every batch size
+        shift, scale = (np.asarray(e, np.float64) for e in self.spec.embedding)
+        m = self.spec.inputs
+        x = (y.reshape(-1, m) - shift) / scale if m > 1 else (y.reshape(-1) - shift) / scale
+        n = x.shape[0]
+        padded = np.zeros((_bucket_size(n),) + x.shape[1:], np.float32)  # a few compiled shapes serve all
         padded[:n] = x
         out = self._mixture(self.params, jnp.asarray(padded))
-        return tuple(o[:n].reshape(y.shape + o.shape[-1:]) for o in out)
+        return tuple(o[:n].reshape(self._batch(y) + o.shape[1:]) for o in out)
+
+    # ----------------------------------------------------------------- θ ↔ the fitting space
+
+    def _to_fitting(self, theta):
+        """(u, log |du/dθ| summed over coordinates, inside) for θ (..., D) (or (...,) when D = 1)."""
+        cols = [theta] if self.dim == 1 else [theta[..., d] for d in range(self.dim)]
+        us, jac, inside = [], 0.0, True
+        for b, t in zip(self.spec.bounds, cols):
+            ok = b.contains(t, jnp)
+            safe = jnp.where(ok, t, _inner_point(b))
+            us.append(b.forward(safe, jnp))
+            jac = jac + b.log_abs_det_jacobian(safe, jnp)
+            inside = inside & ok
+        u = us[0] if self.dim == 1 else jnp.stack(us, axis=-1)
+        return u, jac, inside
+
+    def _from_fitting(self, u):
+        """θ = f⁻¹(u), coordinate by coordinate (identity in the raw space)."""
+        if not self.unconstrained:
+            return u
+        if self.dim == 1:
+            return self.bound.inverse(u, jnp)
+        return jnp.stack([b.inverse(u[..., d], jnp) for d, b in enumerate(self.spec.bounds)], axis=-1)
 
     # ----------------------------------------------------------------- questions
 
     def log_prob(self, theta, y):
-        """log q(θ | y); θ and y broadcast together; −inf outside θ's support.
+        """log q(θ | y); θ (..., D) (scalar θ for D = 1) and y broadcast together; returns the
+        batch shape; −inf outside θ's support.
 
-        In the unconstrained space, q(θ) = q_u(f(θ)) |f'(θ)|.
+        In the unconstrained space, q(θ) = q_u(f(θ)) Π_d |f_d'(θ_d)|.
         """
         y = self.check_y(y)
-        logits, means, log_vars = self.mixture(y)  # y.shape + (K,)
+        logits, means, scales = self.mixture(y)
         theta = jnp.asarray(theta, means.dtype)
+        if self.dim > 1 and (theta.ndim == 0 or theta.shape[-1] != self.dim):
+            raise ValueError(f"theta of {self.spec.name} has {self.dim} coordinates, got shape {theta.shape}")
+        lp_u = mixture.log_prob if self.dim == 1 else mixture.mvn_log_prob
         if not self.unconstrained:
-            return mixture.log_prob(theta, logits, means, log_vars)
-        b = self.bound
-        inside = b.contains(theta, jnp)
-        safe = jnp.where(inside, theta, _inner_point(b))
-        lp = mixture.log_prob(b.forward(safe, jnp), logits, means, log_vars) + b.log_abs_det_jacobian(safe, jnp)
-        return jnp.where(inside, lp, -jnp.inf)
+            return lp_u(theta, logits, means, scales)
+        u, jac, inside = self._to_fitting(theta)
+        return jnp.where(inside, lp_u(u, logits, means, scales) + jac, -jnp.inf)
 
     def fitting_log_prob_and_cdf(self, u, y):
-        """log q_u(u | y) and Q_u(u | y) in the fitting space (no Jacobian), for paired u (n,) and
-        y (n,); float64 numpy. A draw within float32 rounding of a bound stays finite here."""
-        values, inverse = np.unique(np.asarray(y).reshape(-1), return_inverse=True)
+        """log q_u(u | y) and the marginal CDF Q_u(u_d | y) in the fitting space (no Jacobian), for
+        paired u (n,) or (n, D) and y (n,) or (n, M); float64 numpy, CDF shaped like u. A draw within
+        float32 rounding of a bound stays finite here."""
+        m = self.spec.inputs
+        rows = np.asarray(y).reshape(-1, m)
+        if m > 1:
+            from mdnjax.layout import Codebook
+
+            book = Codebook.of(rows)
+            values, inverse = book.rows, book.encode(rows)
+        else:
+            values, inverse = np.unique(rows[:, 0], return_inverse=True)
         # the network once per distinct y (a chunk of 10^6 draws holds a few hundred), then gathered
-        logits, means, log_vars = (np.asarray(a)[inverse] for a in self.mixture(values))
-        u = np.asarray(u, np.float32).reshape(-1)
-        n = u.size
+        params = tuple(np.asarray(a)[inverse.reshape(-1)] for a in self.mixture(values))
+        u = np.asarray(u, np.float32).reshape((-1,) if self.dim == 1 else (-1, self.dim))
+        n = u.shape[0]
         size = _bucket_size(n)
         pad = lambda a: np.concatenate([np.asarray(a, np.float32), np.zeros((size - n,) + a.shape[1:], np.float32)])  # noqa: E731
-        lp, cdf = _log_prob_and_cdf(pad(u), pad(logits), pad(means), pad(log_vars))
+        if self.dim == 1:
+            lp, cdf = _log_prob_and_cdf(pad(u), *(pad(a) for a in params))
+        else:
+            lp, cdf = _mvn_log_prob_and_cdf(pad(u), *(pad(a) for a in params))
         return np.asarray(lp[:n], np.float64), np.asarray(cdf[:n], np.float64)
 
     def cdf(self, theta, y):
-        """Q(θ | y), the posterior CDF; θ and y broadcast together."""
-        logits, means, log_vars = self.mixture(y)
-        theta = jnp.asarray(theta, means.dtype)
+        """Q(θ | y), the posterior CDF (D = 1); θ and y broadcast together."""
+        if self.dim > 1:
+            raise ValueError("cdf needs a scalar θ; for D > 1 use marginal_cdf(theta_d, y, d)")
+        return self.marginal_cdf(theta, y, 0)
+
+    def marginal_cdf(self, theta_d, y, d: int):
+        """The marginal CDF of coordinate d at θ_d; θ_d and y broadcast together."""
+        logits, means, scales = self.mixture(y)
+        if self.dim > 1:
+            logits, means, scales = mixture.marginal(logits, means, scales, d)
+        theta = jnp.asarray(theta_d, means.dtype)
         if self.unconstrained:
-            b = self.bound
+            b = self.spec.bounds[d]
             lo, hi = theta <= b.low, theta >= b.high
             u = b.forward(jnp.where(lo | hi, _inner_point(b), theta), jnp)
-            return jnp.where(lo, 0.0, jnp.where(hi, 1.0, mixture.cdf(u, logits, means, log_vars)))
-        return mixture.cdf(theta, logits, means, log_vars)
+            return jnp.where(lo, 0.0, jnp.where(hi, 1.0, mixture.cdf(u, logits, means, scales)))
+        return mixture.cdf(theta, logits, means, scales)
+
+    def quantile(self, q, y):
+        """Marginal q-quantiles of θ at y: y's batch shape + q's shape (+ (D,) for D > 1)."""
+        q = np.asarray(q, np.float64)
+        if np.any(~(q > 0) | ~(q < 1)):
+            raise ValueError(f"quantile levels must lie strictly between 0 and 1, got {q!r}")
+        logits, means, scales = self.mixture(y)
+        out = []
+        for d in range(self.dim):
+            lg, mu, lv = (logits, means, scales) if self.dim == 1 else mixture.marginal(logits, means, scales, d)
+            u = mixture.quantile(q.reshape(-1), lg, mu, lv)  # (..., Q)
+            if self.unconstrained:
+                u = np.asarray(self.spec.bounds[d].inverse(u))
+            out.append(u.reshape(u.shape[:-1] + q.shape))
+        return jnp.asarray(out[0] if self.dim == 1 else np.stack(out, axis=-1))
 
     def sample(self, key, y, n: int):
-        """``n`` draws from q(θ | y): shape (n,) for one y, y.shape + (n,) for an array of y."""
+        """``n`` draws from q(θ | y): shape (n,) for one y (D = 1) or (n, D); a batch of y prepends
+        its shape."""
         key, n = _check_key(key), _check_n(n)
         y = self.check_y(y)
-        logits, means, log_vars = self.mixture(y)
-        flat = [a.reshape(-1, a.shape[-1]) for a in (logits, means, log_vars)]
-        draws = _sample_rows(key, *flat, n).reshape(y.shape + (n,))
-        return self.bound.inverse(draws, jnp) if self.unconstrained else draws
-
-    def _moments(self, y) -> np.ndarray:
-        logits, means, log_vars = (np.asarray(a, np.float64) for a in self.mixture(y))
-        flat = [a.reshape(-1, a.shape[-1]) for a in (logits, means, log_vars)]
-        if self.unconstrained:
-            inverse = self.bound.inverse
-            out = np.array([mixture.transformed_moments(inverse, *p) for p in zip(*flat)])
+        params = self.mixture(y)
+        batch = self._batch(y)
+        if self.dim == 1:
+            flat = [a.reshape(-1, a.shape[-1]) for a in params]
+            draws = _sample_rows(key, *flat, n).reshape(batch + (n,))
         else:
-            out = np.array([mixture.moments(*p) for p in zip(*flat)])
-        return out.reshape(logits.shape[:-1] + (2,))
+            flat = [a.reshape((-1,) + a.shape[len(batch) :]) for a in params]
+            draws = _sample_rows_nd(key, *flat, n).reshape(batch + (n, self.dim))
+        return self._from_fitting(draws)
+
+    def _moments(self, y):
+        """(mean, cov) per y: (..., D) and (..., D, D), float64 numpy."""
+        logits, means, scales = self.mixture(y)
+        if self.dim == 1:
+            means, scales = means[..., None], scales[..., None]
+        batch = logits.shape[:-1]
+        covs = np.asarray(mixture.mvn_covariances(scales, self.dim), np.float64)
+        flat = [np.asarray(a, np.float64).reshape((-1,) + a.shape[len(batch) :]) for a in (logits, means)]
+        covs = covs.reshape((-1,) + covs.shape[len(batch) :])
+        ms, cs = [], []
+        for lg, mu, cv in zip(*flat, covs):
+            if self.unconstrained:
+                m, c = mixture.transformed_moments_nd(lambda u: np.asarray(self._from_fitting(u)), lg, mu, cv)
+            else:
+                w = special_softmax(lg)
+                m = w @ mu
+                d = mu - m
+                c = np.einsum("k,kij->ij", w, cv + d[:, :, None] * d[:, None, :])
+            ms.append(m)
+            cs.append(c)
+        dim = self.dim
+        return np.array(ms).reshape(batch + (dim,)), np.array(cs).reshape(batch + (dim, dim))
 
     def mean(self, y):
-        """Posterior mean at y (scalar or array)."""
-        return jnp.asarray(self._moments(y)[..., 0])
+        """Posterior mean at y: y's batch shape (+ (D,) for D > 1)."""
+        m, _ = self._moments(y)
+        return jnp.asarray(m[..., 0] if self.dim == 1 else m)
 
     def std(self, y):
-        """Posterior standard deviation at y (scalar or array)."""
-        return jnp.asarray(self._moments(y)[..., 1])
+        """Posterior standard deviation (of each coordinate) at y."""
+        _, c = self._moments(y)
+        sd = np.sqrt(np.diagonal(c, axis1=-2, axis2=-1))
+        return jnp.asarray(sd[..., 0] if self.dim == 1 else sd)
+
+    def cov(self, y):
+        """Posterior covariance at y: (..., D, D) (1 × 1 for D = 1)."""
+        return jnp.asarray(self._moments(y)[1])
 
     # ----------------------------------------------------------------- files
 
@@ -275,6 +402,12 @@ class Posterior:
         checkpoint.write_json(run_dir / checkpoint.POSTERIOR_SPEC, self.spec.to_json())
 
 
+def special_softmax(logits) -> np.ndarray:
+    logits = np.asarray(logits, np.float64)
+    w = np.exp(logits - logits.max())
+    return w / w.sum()
+
+
 def _bucket_size(n: int) -> int:
     """The next power of two ≥ n (at least 8): the padded batch sizes compiled code sees."""
     return max(8, 1 << max(int(n) - 1, 0).bit_length())
@@ -283,6 +416,21 @@ def _bucket_size(n: int) -> int:
 @jax.jit
 def _log_prob_and_cdf(x, logits, means, log_vars):
     return mixture.log_prob(x, logits, means, log_vars), mixture.cdf(x, logits, means, log_vars)
+
+
+@jax.jit
+def _mvn_log_prob_and_cdf(u, logits, means, scales):
+    """log q_u(u) (n,) and the marginal CDFs (n, D) of paired u (n, D) and mixtures."""
+    lp = mixture.mvn_log_prob(u, logits, means, scales)
+    cdfs = [mixture.cdf(u[:, d], *mixture.marginal(logits, means, scales, d)) for d in range(u.shape[-1])]
+    return lp, jnp.stack(cdfs, axis=-1)
+
+
+@functools.partial(jax.jit, static_argnums=4)
+def _sample_rows_nd(key, logits, means, scales, n: int):
+    """``n`` draws from each row's mixture on ℝ^D, (rows, n, D)."""
+    keys = jax.random.split(key, logits.shape[0])
+    return jax.vmap(lambda k, lg, m, s: mixture.mvn_sample(k, lg, m, s, n))(keys, logits, means, scales)
 
 
 @functools.partial(jax.jit, static_argnums=4)
@@ -324,7 +472,7 @@ def load(run_dir) -> Posterior:
         probe = PosteriorSpec.from_json(raw, np.zeros(0), np.zeros(0))
     except (KeyError, TypeError, ValueError, IndexError) as err:
         raise checkpoint.FormatError(f"{run_dir / checkpoint.POSTERIOR_SPEC} is not a posterior spec ({err})") from None
-    _, template = model.init(jax.random.key(0), probe.components, probe.hidden)
+    _, template = model.init(jax.random.key(0), probe.components, probe.hidden, probe.dim, probe.inputs)
     template = jax.tree_util.tree_map(np.asarray, template)
     params, extra = checkpoint.load_tree(run_dir / checkpoint.POSTERIOR, template, ("y_values", "counts"), finite=True)
     spec = dataclasses.replace(

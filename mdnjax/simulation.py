@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 
@@ -59,6 +60,12 @@ def _as_column(a: np.ndarray, what: str, n: int) -> np.ndarray:
     return a
 
 
+def _as_rows(a: np.ndarray, what: str, n: int, width: int) -> np.ndarray:
+    if a.shape != (n, width):
+        raise SimulationError(f"simulate returned {what} of shape {a.shape}; expected ({n}, {width})")
+    return a
+
+
 def draw(task, rng: np.random.Generator, n: int, space: str, dtype=np.float32):
     """``n`` checked simulations with θ in the fitting space.
 
@@ -69,8 +76,9 @@ def draw(task, rng: np.random.Generator, n: int, space: str, dtype=np.float32):
         space: ``"raw"`` (θ as drawn) or ``"unconstrained"`` (u = f(θ), ``Bound.forward``).
 
     Returns:
-        theta: (n,) in the fitting space, ``dtype`` (float32 unless asked).
-        y: integer (n,).
+        theta: (n,) in the fitting space, ``dtype`` (float32 unless asked); (n, D) for D parameters
+            (each transformed by its own ``Bound``).
+        y: integer (n,), or (n, M) for vector observations.
         stats: ``moved_to_interior`` (draws on a bound moved inside), ``warnings`` (messages the
             simulator emitted, by text), ``shape`` (the θ shape seen).
 
@@ -94,24 +102,34 @@ def draw(task, rng: np.random.Generator, n: int, space: str, dtype=np.float32):
         raise SimulationError(f"simulate returned theta of dtype {theta.dtype}; expected a float array")
     if not np.issubdtype(y.dtype, np.integer):
         raise SimulationError(f"simulate returned y of dtype {y.dtype}; expected an integer array (counts)")
-    theta, y = _as_column(theta, "theta", n), _as_column(y, "y", n)
+    dim = len(task.support)
+    theta = _as_column(theta, "theta", n) if dim == 1 else _as_rows(theta, "theta", n, dim)
+    y = _as_column(y, "y", n) if y.ndim < 2 or y.shape[1] == 1 else _as_rows(y, "y", n, y.shape[1])
     bad = ~np.isfinite(theta)
     if bad.any():
         raise SimulationError(
-            f"simulate returned {int(bad.sum())} non-finite theta of {n} (first at index {int(np.argmax(bad))})"
+            f"simulate returned {int(bad.sum())} non-finite theta of {n} "
+            f"(first at index {int(np.argmax(bad.reshape(n, -1).any(axis=1)))})"
         )
-    (bound,) = task.support
-    outside = (theta < bound.low) | (theta > bound.high)
-    if outside.any():
-        first = float(theta[np.argmax(outside)])
-        raise SimulationError(
-            f"simulate returned {int(outside.sum())} theta of {n} outside the declared support "
-            f"{bound.describe()} (e.g. {first:g})"
-        )
+    columns = theta.reshape(n, dim)
     moved = 0
-    if space == "unconstrained":
-        inside, moved = bound.interior(theta)  # float64, before any cast
-        theta = bound.forward(inside)
+    out = np.empty(columns.shape, np.float64 if space == "unconstrained" else columns.dtype)
+    for d, bound in enumerate(task.support):
+        col = columns[:, d]
+        outside = (col < bound.low) | (col > bound.high)
+        if outside.any():
+            first = float(col[np.argmax(outside)])
+            which = f"theta[:, {d}]" if dim > 1 else "theta"
+            raise SimulationError(
+                f"simulate returned {int(outside.sum())} {which} of {n} outside the declared support "
+                f"{bound.describe()} (e.g. {first:g})"
+            )
+        if space == "unconstrained":
+            inside, m = bound.interior(col)  # float64, before any cast
+            out[:, d], moved = bound.forward(inside), moved + m
+        else:
+            out[:, d] = col
+    theta = out[:, 0] if dim == 1 else out
     stats = {
         "moved_to_interior": moved,
         "warnings": [f"{w.category.__name__}: {w.message}" for w in caught],
@@ -145,6 +163,23 @@ def _streamed_chunks(task, config: Config, report: dict, dtype=np.float32):
     return chunks
 
 
+def _vector_y(task, config: Config) -> bool:
+    """Whether the task observes vectors (a probe of a few draws from a stream of its own)."""
+    _, y, _ = draw(task, np.random.default_rng([config.seed, 0xC0DE]), 16, config.space)
+    return y.ndim == 2
+
+
+def _encoded(chunks, vector: bool | None = None):
+    """``(codebook, chunks')``: for vector y, a first pass builds the ``layout.Codebook`` and
+    ``chunks'`` yields each y row's code; for scalar y, ``(None, chunks)``."""
+    if vector is None:
+        vector = next(iter(chunks()))[1].ndim == 2
+    if not vector:
+        return None, chunks
+    book = layout.Codebook.from_chunks(chunks)
+    return book, lambda: ((theta, book.encode(y)) for theta, y in chunks())
+
+
 def build_layout(task, config: Config, shards: int = 1, block: int | None = layout.BLOCK):
     """Simulates ``config.samples`` pairs and buckets them in ``config.layout``.
 
@@ -165,6 +200,12 @@ def build_layout(task, config: Config, shards: int = 1, block: int | None = layo
     """
     report = {"samples": config.samples, "moved_to_interior": 0, "warnings": []}
     n = config.samples
+    if n > CHUNK and len(task.support) > 1:
+        raise ConfigError(
+            f"more than {CHUNK:,} simulations stream chunk by chunk, which needs a scalar theta; "
+            f"this task has {len(task.support)} parameters",
+            "samples",
+        )
     if config.layout == "binned":
         # float64 draws into per-(y, bin) sums; up to CHUNK the same draws as the other layouts
         # (kept in memory for the two passes), beyond it streamed chunk by chunk
@@ -173,15 +214,15 @@ def build_layout(task, config: Config, shards: int = 1, block: int | None = layo
             theta, y, stats = draw(task, np.random.default_rng(config.seed), n, config.space, np.float64)
             _merge(report, stats)
             report["simulate_s"] = time.perf_counter() - t0
-            chunks = lambda: iter([(theta, y)])  # noqa: E731
+            book, chunks = _encoded(lambda: iter([(theta, y)]))
         else:
-            chunks = _streamed_chunks(task, config, report, np.float64)
+            book, chunks = _encoded(_streamed_chunks(task, config, report, np.float64), _vector_y(task, config))
             report["simulate_s"] = 0.0
         t0 = time.perf_counter()
         b = layout.bin_streamed(chunks, bins=config.bins, min_count=MIN_COUNT)
         report["bucket_s"] = time.perf_counter() - t0
     elif n > CHUNK and config.layout == "packed":
-        chunks = _streamed_chunks(task, config, report)
+        book, chunks = _encoded(_streamed_chunks(task, config, report), _vector_y(task, config))
         t0 = time.perf_counter()
         b = layout.bucket_streamed(chunks, min_count=MIN_COUNT, spare_rows=layout.spare_rows(block, shards))
         report["simulate_s"], report["bucket_s"] = 0.0, time.perf_counter() - t0  # interleaved: one figure
@@ -191,11 +232,15 @@ def build_layout(task, config: Config, shards: int = 1, block: int | None = layo
         _merge(report, stats)
         report["simulate_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
+        book = layout.Codebook.of(y) if y.ndim == 2 else None
+        codes = y if book is None else book.encode(y)
         if config.layout == "packed":
-            b = layout.bucket_packed(theta, y, min_count=MIN_COUNT)
+            b = layout.bucket_packed(theta, codes, min_count=MIN_COUNT)
         else:
-            b = layout.bucket(theta, y, min_count=MIN_COUNT)
+            b = layout.bucket(theta, codes, min_count=MIN_COUNT)
         report["bucket_s"] = time.perf_counter() - t0
+    if book is not None:  # the layouts grouped by code: give them back their observations
+        b = dataclasses.replace(b, y_values=book.rows[b.y_values])
     report["warnings"] = summarize_warnings(report["warnings"])
     report["dropped"] = n - b.num_samples
     report["buckets"] = bucket_budget(b, n)

@@ -324,14 +324,17 @@ class Task:
     def input_embedding(self, y_values: np.ndarray, counts: np.ndarray) -> tuple[float, float]:
         """(shift, scale) of the network input x = (y − shift) / scale.
 
-        By default y is standardised over the simulations (``counts`` samples at each of
+        By default y is standardised over the simulations, each component of a vector y on its own (``counts`` samples at each of
         ``y_values``); built-in tasks keep the notebook's y / n.
         """
         y = np.asarray(y_values, np.float64)
         w = np.asarray(counts, np.float64) / max(float(np.sum(counts)), 1.0)
-        mean = float(w @ y)
-        sd = float(np.sqrt(w @ (y - mean) ** 2))
-        return mean, sd if sd > 0 else 1.0
+        mean = w @ y
+        sd = np.sqrt(w @ (y - mean) ** 2)
+        sd = np.where(sd > 0, sd, 1.0)
+        if y.ndim == 1:
+            return float(mean), float(sd)
+        return tuple(float(m) for m in mean), tuple(float(v) for v in sd)  # per component of y
 
     def check_y(self, y) -> None:
         """Raises ``ValueError`` unless y is a possible observation of this task."""

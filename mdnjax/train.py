@@ -85,9 +85,9 @@ def optimizer(config: Config) -> optax.GradientTransformation:
     return optax.adam(learning_rate(config))
 
 
-def initial_state(config: Config) -> TrainState:
-    """The state before the first epoch (``config`` resolved)."""
-    _, params = model.init(jax.random.key(config.seed), config.components, config.hidden)
+def initial_state(config: Config, dim: int = 1, inputs: int = 1) -> TrainState:
+    """The state before the first epoch (``config`` resolved) of a θ ∈ ℝ^dim, y ∈ ℤ^inputs model."""
+    _, params = model.init(jax.random.key(config.seed), config.components, config.hidden, dim, inputs)
     return TrainState(
         params=params,
         opt_state=optimizer(config).init(params),
@@ -140,10 +140,16 @@ def make_run_epochs(step: Callable) -> Callable:
     return run
 
 
-def make_loss(config: Config, graphdef) -> Callable:
+def make_loss(config: Config, graphdef, dim: int = 1) -> Callable:
     """``loss(params, data)``: the objective with the layout's kernel."""
-    kernel = kernels.for_layout(config.layout)
+    kernel = kernels.for_layout(config.layout, dim=dim)
     return lambda params, data: objective.loss(params, graphdef, data, kernel)
+
+
+def input_width(y_values) -> int:
+    """M, the length of an observation, from a layout's ``y_values`` ((num_y,) or (num_y, M))."""
+    y_values = np.asarray(y_values)
+    return 1 if y_values.ndim == 1 else int(y_values.shape[1])
 
 
 def resolve_task(task):
@@ -209,14 +215,15 @@ def fit(
     else:
         data = layout.to_data(b, embedding, block=block, weighting=config.weighting, shards=shards)
     b = b.without_samples()  # the samples now live in ``data``
-    graphdef, _ = model.init(jax.random.key(config.seed), config.components, config.hidden)
-    state = init_state if init_state is not None else initial_state(config)
+    dim, inputs = len(task.support), input_width(b.y_values)
+    graphdef, _ = model.init(jax.random.key(config.seed), config.components, config.hidden, dim, inputs)
+    state = init_state if init_state is not None else initial_state(config, dim, inputs)
     losses = [np.asarray(history, np.float32)] if history is not None and len(history) else []
     start = int(state.epoch)
     if start > config.epochs:
         raise ConfigError(f"the run already trained {start} epochs: ask for more than that", "epochs")
     state = jax.tree_util.tree_map(jnp.asarray, state)
-    run = make_run_epochs(make_step(make_loss(config, graphdef), optimizer(config)))
+    run = make_run_epochs(make_step(make_loss(config, graphdef, dim), optimizer(config)))
     if mesh is not None:
         data, state = parallel.shard(data, state, mesh)
 

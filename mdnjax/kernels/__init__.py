@@ -7,6 +7,7 @@ Each computes −Σ_rows weight · Σ_{real samples} log q(θ) for per-y mixture
   gradient (the CPU path).
 * ``single-pass``: the same gradient in one pass with the always-safe per-sample shift (the
   accelerator path: no tile loop, no data-dependent branch).
+* ``full``: θ ∈ ℝ^D, full-covariance components, the same two passes (``mdnjax.kernels.full``).
 * ``reference``: the vmapped, masked logsumexp with autodiff (``mdnjax.objective``).
 
 Example:
@@ -19,16 +20,19 @@ from __future__ import annotations
 import jax
 
 from mdnjax import objective
-from mdnjax.kernels import tiles
+from mdnjax.kernels import full, tiles
 
 KERNELS = {"tiles": tiles.nll, "single-pass": tiles.nll_single_pass, "reference": objective.reference_nll}
+FULL_KERNELS = {"tiles": full.nll, "single-pass": full.nll_single_pass, "reference": objective.reference_nll}
 ACCELERATORS = ("gpu", "cuda", "rocm", "tpu")
 
 
-def for_layout(layout: str, backend: str | None = None):
+def for_layout(layout: str, backend: str | None = None, dim: int = 1):
     """The kernel a layout trains with on a backend (default: JAX's default backend): ``padded`` →
-    the reference; otherwise tiles on CPU and the single pass on an accelerator."""
+    the reference; otherwise tiles on CPU and the single pass on an accelerator. For θ ∈ ℝ^D
+    (``dim`` > 1) the full-covariance kernels of ``mdnjax.kernels.full``."""
+    table = KERNELS if dim == 1 else FULL_KERNELS
     if layout == "padded":
-        return KERNELS["reference"]
+        return table["reference"]
     backend = jax.default_backend() if backend is None else backend
-    return KERNELS["single-pass" if backend in ACCELERATORS else "tiles"]
+    return table["single-pass" if backend in ACCELERATORS else "tiles"]

@@ -3,7 +3,7 @@
 Example:
     >>> from mdnjax import tasks
     >>> sorted(tasks.REGISTRY)
-    ['beta', 'beta-mixture', 'gamma', 'reed-frost', 'sir']
+    ['abtest', 'beta', 'beta-mixture', 'bioassay', 'gamma', 'reed-frost', 'sir']
     >>> tasks.from_name("gamma", trials=50).trials
     50
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 
+from mdnjax.tasks.bioassay import ABTest, Bioassay
 from mdnjax.tasks.conjugate import BetaBinomial, BetaMixture, BetaMixtureBinomial, GammaPoisson
 from mdnjax.tasks.epidemics import ReedFrost, SIRFinalSize
 
@@ -21,10 +22,14 @@ REGISTRY = {
     "beta-mixture": BetaMixtureBinomial,
     "reed-frost": ReedFrost,
     "sir": SIRFinalSize,
+    "bioassay": Bioassay,
+    "abtest": ABTest,
 }
 
 __all__ = [
     "REGISTRY",
+    "ABTest",
+    "Bioassay",
     "BetaBinomial",
     "BetaMixture",
     "BetaMixtureBinomial",
