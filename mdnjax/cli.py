@@ -37,6 +37,11 @@ TASK_FLAGS = (
     "shape",
     "rate",
     "observed",
+    "mean",
+    "sd",
+    "rho",
+    "doses",
+    "animals",
     "mix_weights",
     "mix_alpha",
     "mix_beta",
@@ -103,12 +108,27 @@ def train_parser() -> argparse.ArgumentParser:
     t.add_argument("--prior", help=f"built-in task: {', '.join(tasks.REGISTRY)} (default beta)")
     t.add_argument("--alpha", type=number(float), help="prior α (default 2)")
     t.add_argument("--beta", type=number(float), help="prior β (beta 5, gamma: rate 3, reed-frost 38)")
-    t.add_argument("--trials", type=number(int), help="n: Binomial trials / Poisson exposure (default 100)")
+    t.add_argument(
+        "--trials",
+        type=number(int),
+        nargs="+",
+        help="n: Binomial trials / Poisson exposure (default 100); abtest: nA nB",
+    )
     t.add_argument("--population", type=number(int), help="epidemics: N, everyone (reed-frost 50, sir 120)")
     t.add_argument("--initial", type=number(int), help="epidemics: infectives at the start (default 1)")
     t.add_argument("--shape", type=number(float), help="sir: Gamma prior shape of R0 (default 2)")
     t.add_argument("--rate", type=number(float), help="sir: Gamma prior rate of R0 (default 4/3)")
-    t.add_argument("--observed", type=number(int), help="sir: the observed y to report (default 29, Abakaliki)")
+    t.add_argument(
+        "--observed",
+        type=number(int),
+        nargs="+",
+        help="the observed y to report: sir one count (default 29, Abakaliki); bioassay 4 counts; abtest yA yB",
+    )
+    t.add_argument("--mean", type=number(float), help="abtest: prior mean of each logit (default -1)")
+    t.add_argument("--sd", type=number(float), help="abtest: prior sd of each logit (default 1)")
+    t.add_argument("--rho", type=number(float), help="abtest: prior correlation of the logits (default 0.5)")
+    t.add_argument("--doses", type=number(float), nargs="+", help="bioassay: log doses (default the book's four)")
+    t.add_argument("--animals", type=number(int), help="bioassay: animals per dose (default 5)")
     t.add_argument("--mix-weights", type=number(float), nargs="+", help="beta-mixture prior: component weights")
     t.add_argument("--mix-alpha", type=number(float), nargs="+", help="beta-mixture prior: component α")
     t.add_argument("--mix-beta", type=number(float), nargs="+", help="beta-mixture prior: component β")
@@ -167,7 +187,22 @@ def task_from_flags(args: dict):
     return task, {"builtin": task.name}
 
 
-PARAM_FLAGS = ("alpha", "beta", "trials", "population", "initial", "shape", "rate", "observed")
+PARAM_FLAGS = (
+    "alpha",
+    "beta",
+    "trials",
+    "population",
+    "initial",
+    "shape",
+    "rate",
+    "observed",
+    "mean",
+    "sd",
+    "rho",
+    "doses",
+    "animals",
+)
+LIST_FLAGS = ("trials", "observed")  # one number for a scalar task's parameter, several for a vector's
 
 
 def _builtin_task(args: dict):
@@ -177,6 +212,11 @@ def _builtin_task(args: dict):
 
     name = args.get("prior", DEFAULTS["prior"])
     params = {k: args[k] for k in PARAM_FLAGS if k in args}
+    for k in LIST_FLAGS:
+        if k in params:
+            params[k] = params[k][0] if len(params[k]) == 1 else tuple(params[k])
+    if "doses" in params:
+        params["doses"] = tuple(params["doses"])
     mix = [args.get(k) for k in ("mix_weights", "mix_alpha", "mix_beta")]
     if any(m is not None for m in mix):
         if any(m is None for m in mix) or len({len(m) for m in mix}) != 1:
@@ -215,11 +255,19 @@ def _with_flag(err) -> str:
 
 
 def _check_plot_y(task, plot_y) -> None:
-    for y in plot_y or ():
+    """Each number of --plot-y inside the task's range; for vector observations, whole rows of M."""
+    from mdnjax import simulation
+
+    if not plot_y:
+        return
+    for y in plot_y:
         try:
             task.check_y(y)
         except ValueError as err:
             raise UsageError(f"--plot-y: {err}") from None
+    width = simulation.observation_width(task)
+    if width and len(plot_y) % width:
+        raise UsageError(f"--plot-y: the {task.name} task observes {width} counts per y; got {len(plot_y)} numbers")
 
 
 def _default_out(name: str) -> Path:
@@ -309,7 +357,9 @@ def _resume_setup(args: dict):
         config = Config.from_dict(checkpoint.read_json(out / checkpoint.CONFIG)).resolve(task)
         if "epochs" in args:
             config = dataclasses.replace(config, epochs=args["epochs"]).resolve(task)
-        template = train.initial_state(config)
+        from mdnjax import simulation
+
+        template = train.initial_state(config, len(task.support), simulation.observation_width(task) or 1)
         state, extra = checkpoint.load_tree(out / checkpoint.CHECKPOINT, _numpy(template), ("losses",))
     except (ValueError, ConfigError) as err:
         raise UsageError(f"--resume {out}: {_with_flag(err)}") from None
@@ -486,8 +536,13 @@ def _train(prog, t_start, lead, out, created, record, task, config, state, histo
             )
             return 130
         result.posterior.save(out)
-        plot_y = report.plot_y_for(task, result, options["plot_y"])
-        payload = report.build(result, task, plot_y, out, plots_on=not options["no_plots"])
+        multivariate = report.is_multivariate(task, result)
+        if multivariate:
+            plot_y = report.plot_y_for_nd(task, result, options["plot_y"])
+            payload = report.build_nd(result, task, plot_y, out, plots_on=not options["no_plots"])
+        else:
+            plot_y = report.plot_y_for(task, result, options["plot_y"])
+            payload = report.build(result, task, plot_y, out, plots_on=not options["no_plots"])
         if config.layout == "binned" or config.samples <= simulation.CHUNK:
             payload["per_sample_loss"] = simulation.per_sample_loss(
                 task, config, result.posterior, result.buckets.y_values
@@ -503,7 +558,7 @@ def _train(prog, t_start, lead, out, created, record, task, config, state, histo
     if "per_sample_loss" in payload:
         print(f"per-sample loss on the training draws: {payload['per_sample_loss']:.6f} (comparable across layouts)")
     print(simulation.describe_budget(result.report["buckets"]))
-    table = report.format_table(payload)
+    table = report.format_table_nd(payload) if multivariate else report.format_table(payload)
     if table:
         print(table)
     t = result.timings
@@ -512,7 +567,8 @@ def _train(prog, t_start, lead, out, created, record, task, config, state, histo
         f"compile {t.get('compile_s', 0):.2f} s, train {t['train_s']:.2f} s "
         f"({t['ms_per_epoch']:.2f} ms/epoch), wall {time.perf_counter() - t_start:.1f} s"
     )
-    figures = "" if options["no_plots"] else ", posterior.png, kl.png, loss.png"
+    figures = ", pairs.png, loss.png" if multivariate else ", posterior.png, kl.png, loss.png"
+    figures = "" if options["no_plots"] else figures
     print(f"saved to {out}/ (run.json, config.json, task.json, posterior.npz, checkpoint.npz, metrics.json{figures})")
     if result.diverged_at is not None:
         print(

@@ -67,12 +67,15 @@ class Codebook:
     """
 
     def __init__(self, rows: np.ndarray):
-        self.rows = np.asarray(rows, np.int64).reshape(len(rows), -1)
+        rows = np.asarray(rows, np.int64)
+        self.rows = rows.reshape(len(rows), rows.shape[1] if rows.ndim == 2 else 1)
         self._keys = _row_keys(self.rows)
 
     @classmethod
     def of(cls, y) -> Codebook:
         y = np.asarray(y, np.int64)
+        if y.shape[0] == 0:
+            return cls(np.zeros((0,) + y.shape[1:], np.int64))
         return cls(np.unique(_row_keys(y.reshape(y.shape[0], -1))).view(np.int64).reshape(-1, y.shape[-1]))
 
     def merge(self, y) -> Codebook:
@@ -98,6 +101,19 @@ class Codebook:
             return np.full(keys.shape, -1, np.int64)
         at = np.searchsorted(self._keys, keys).clip(0, len(self) - 1)
         return np.where(self._keys[at] == keys, at, -1).astype(np.int64)
+
+
+def index_of(y_values: np.ndarray, y) -> np.ndarray:
+    """The index of each observation of y in a layout's sorted ``y_values`` ((U,) or (U, M)); −1
+    for an observation not among them. y: (n,) for scalar observations, (n, M) for vectors."""
+    y_values = np.asarray(y_values)
+    if y_values.ndim == 2:
+        return Codebook(y_values).encode(y)
+    y = np.asarray(y).reshape(-1)
+    if y_values.size == 0:
+        return np.full(y.shape, -1, np.int64)
+    at = np.searchsorted(y_values, y).clip(0, y_values.size - 1)
+    return np.where(y_values[at] == y, at, -1).astype(np.int64)
 
 
 def _row_keys(y: np.ndarray) -> np.ndarray:

@@ -144,3 +144,52 @@ def summarize(rows: list[dict]) -> dict:
         "mean_abs_sd_error": float(np.mean([abs(r["sd_error"]) for r in rows])),
         "mass_outside_max": float(max(r["mass_outside"] for r in rows)),
     }
+
+
+# ----------------------------------------------------------------------------- θ ∈ ℝ^2
+
+SUMMARY_DRAWS = 200_000
+
+
+def compare_nd(posterior, task, y, reference, seed: int = 0) -> dict:
+    """q(θ | y) against a 2-D grid reference (``mdnjax.reference.grid_posterior_2d``).
+
+    Returns:
+        ``kl`` KL(p ‖ q); ``w1``: per coordinate, the Wasserstein-1 distance of the marginals (θ
+        units); ``mean_error``: per coordinate |mean_q − mean_p| in units of p's sd;
+        ``cov_error``: max |cov_q − cov_p| / (sd_i sd_j); ``mean``, ``sd`` of both; and for each
+        of the task's ``summaries`` (scalar functions of θ) its mean, median and 95% interval
+        under p (grid) and under q (``SUMMARY_DRAWS`` draws).
+    """
+    import jax
+
+    from mdnjax.reference import weighted_summary
+
+    points = reference.points_u
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RareObservationWarning)
+        ys = np.broadcast_to(np.asarray(y), (len(points),) + np.shape(y))
+        log_q, _ = posterior.fitting_log_prob_and_cdf(points, ys)
+        w1 = []
+        for d in range(2):
+            edges, cdf_p = reference.marginal(d)
+            cdf_q = np.asarray(posterior.marginal_cdf(edges, y, d), np.float64)
+            w1.append(float(np.trapezoid(np.abs(cdf_q - cdf_p), edges)))
+        mean_q = np.asarray(posterior.mean(y), np.float64)
+        cov_q = np.asarray(posterior.cov(y), np.float64)
+        draws = np.asarray(posterior.sample(jax.random.key(seed), y, SUMMARY_DRAWS), np.float64)
+    mean_p, cov_p = reference.mean(), reference.cov()
+    sd_p = np.sqrt(np.diag(cov_p))
+    out = {
+        "y": [int(v) for v in np.ravel(y)],
+        "kl": reference.kl(log_q),
+        "w1": w1,
+        "mean_error": (np.abs(mean_q - mean_p) / sd_p).tolist(),
+        "cov_error": float(np.max(np.abs(cov_q - cov_p) / np.outer(sd_p, sd_p))),
+        "mean": {"reference": mean_p.tolist(), "mdn": mean_q.tolist()},
+        "sd": {"reference": sd_p.tolist(), "mdn": np.sqrt(np.diag(cov_q)).tolist()},
+        "summaries": {},
+    }
+    for name, fn in getattr(task, "summaries", {}).items():
+        out["summaries"][name] = {"reference": reference.summary(fn), "mdn": weighted_summary(fn(draws))}
+    return out

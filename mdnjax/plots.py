@@ -142,3 +142,107 @@ def coverage(result: dict, path, title: str) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
+
+
+def _hpd_levels(density: np.ndarray, mass: np.ndarray, levels=(0.5, 0.9, 0.99)) -> list[float]:
+    """Density thresholds whose upper sets hold the given shares of the mass, increasing."""
+    order = np.argsort(density.reshape(-1))[::-1]
+    cum = np.cumsum(mass.reshape(-1)[order])
+    cum /= cum[-1]
+    out = sorted({float(density.reshape(-1)[order][min(np.searchsorted(cum, q), cum.size - 1)]) for q in levels})
+    return out if len(out) > 1 else out + [out[0] * 1.0001]
+
+
+def pair_plot(posterior, task, y, path, reference=None, exact_draws=None, seed: int = 0, title=None) -> None:
+    """q(θ | y) against the truth at one y: marginal densities on the diagonal, 2-D contours (50, 90
+    and 99% highest-density regions) below it. The truth is the grid reference (D = 2) and/or exact
+    posterior draws (``exact_draws`` (n, D) in θ units, e.g. the held-out draws at y)."""
+    import jax
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RareObservationWarning)
+        q = np.asarray(posterior.sample(jax.random.key(seed), y, 50_000), np.float64)
+    dim = q.shape[1]
+    names = list(getattr(task, "parameter_names", None) or [f"θ{d}" for d in range(dim)])
+    fig = Figure(figsize=(3.2 * dim + 1, 3.2 * dim))
+    axes = fig.subplots(dim, dim, squeeze=False)
+    lo, hi = np.quantile(q, 0.001, axis=0), np.quantile(q, 0.999, axis=0)
+    if exact_draws is not None and len(exact_draws):
+        lo = np.minimum(lo, np.quantile(exact_draws, 0.001, axis=0))
+        hi = np.maximum(hi, np.quantile(exact_draws, 0.999, axis=0))
+    pad = 0.08 * (hi - lo)
+    lo, hi = lo - pad, hi + pad
+    for i in range(dim):
+        for j in range(dim):
+            ax = axes[i, j]
+            if j > i:
+                fig.delaxes(ax)
+                continue
+            if i == j:
+                bins = np.linspace(lo[i], hi[i], 80)
+                grid = np.linspace(lo[i], hi[i], 400)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RareObservationWarning)
+                    cdf_q = np.asarray(posterior.marginal_cdf(grid, y, i), np.float64)
+                mid = 0.5 * (grid[1:] + grid[:-1])
+                ax.plot(mid, np.diff(cdf_q) / np.diff(grid), lw=2, ls="--", label="MDN", zorder=3)
+                if reference is not None:
+                    edges, cdf = reference.marginal(i)
+                    mid, dens = 0.5 * (edges[1:] + edges[:-1]), np.diff(cdf) / np.diff(edges)
+                    ax.plot(mid, dens, lw=2, label="grid reference")
+                if exact_draws is not None and len(exact_draws):
+                    ax.hist(exact_draws[:, i], bins=bins, density=True, alpha=0.35, label="exact draws")
+                ax.set(xlim=(lo[i], hi[i]), yticks=[])
+                if i == 0:
+                    ax.legend(fontsize=8)
+            else:
+                if exact_draws is not None and len(exact_draws):
+                    ax.plot(exact_draws[:2000, j], exact_draws[:2000, i], ".", ms=1.5, color="0.6", alpha=0.6)
+                if reference is not None and dim == 2:
+                    t = reference.theta
+                    dens = np.exp(reference.log_pu)  # contours of p(u) drawn at θ(u): the same regions
+                    ax.contour(t[..., j], t[..., i], dens, levels=_hpd_levels(dens, reference.p), colors="C1")
+                if dim == 2:  # q's own density on a θ grid
+                    xc, yc = np.linspace(lo[j], hi[j], 160), np.linspace(lo[i], hi[i], 160)
+                    xx, yy = np.meshgrid(xc, yc)  # (160, 160): x is θ_j, y is θ_i
+                    pts = np.zeros(xx.shape + (2,))
+                    pts[..., j], pts[..., i] = xx, yy
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", RareObservationWarning)
+                        h = np.exp(np.asarray(posterior.log_prob(pts, y), np.float64))
+                else:  # a smoothed histogram of q's draws
+                    h, ex, ey = np.histogram2d(q[:, j], q[:, i], bins=60, range=[[lo[j], hi[j]], [lo[i], hi[i]]])
+                    h = _smooth(h).T
+                    xc, yc = 0.5 * (ex[1:] + ex[:-1]), 0.5 * (ey[1:] + ey[:-1])
+                ax.contour(xc, yc, h, levels=_hpd_levels(h, h), colors="C0", linestyles="--")
+                ax.set(xlim=(lo[j], hi[j]), ylim=(lo[i], hi[i]))
+            if i == dim - 1:
+                ax.set_xlabel(names[j])
+            if j == 0 and i > 0:
+                ax.set_ylabel(names[i])
+    shown = [int(v) for v in np.ravel(y)]
+    fig.suptitle(title or f"{task.name}: y = {shown}  (MDN dashed)", fontsize=13)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    fig.savefig(path, dpi=90)
+
+
+def _smooth(h: np.ndarray) -> np.ndarray:
+    """A 3 × 3 binomial smoothing of a 2-D histogram (contours of draws without their noise)."""
+    k = np.array([1.0, 2.0, 1.0]) / 4.0
+    h = np.apply_along_axis(lambda r: np.convolve(r, k, mode="same"), 0, h)
+    return np.apply_along_axis(lambda r: np.convolve(r, k, mode="same"), 1, h)
+
+
+def coverage_per_dim(levels, coverage, se, names, path, title: str) -> None:
+    """Empirical coverage of central credible intervals of each coordinate against their level."""
+    levels, coverage, se = np.asarray(levels), np.asarray(coverage), np.asarray(se)
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
+    ax.fill_between(levels, levels - 2 * se, levels + 2 * se, color="gray", alpha=0.3, label="nominal ± 2 se")
+    for d, name in enumerate(names):
+        ax.plot(levels, coverage[:, d], "o-", ms=3, label=name)
+    ax.plot([0, 1], [0, 1], "k:", lw=1)
+    ax.set(xlabel="credible level α", ylabel="empirical coverage", title=f"{title}: coverage per parameter")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)

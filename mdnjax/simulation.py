@@ -163,6 +163,16 @@ def _streamed_chunks(task, config: Config, report: dict, dtype=np.float32):
     return chunks
 
 
+def observation_width(task, seed: int = 0) -> int | None:
+    """M, the length of the task's observations, from a probe of a few draws (None when the
+    simulator fails: ``fit`` reports that properly)."""
+    try:
+        _, y, _ = draw(task, np.random.default_rng([seed, 0xC0DE]), 16, "raw")
+    except (UserCodeError, SimulationError):
+        return None
+    return 1 if y.ndim == 1 else int(y.shape[1])
+
+
 def _vector_y(task, config: Config) -> bool:
     """Whether the task observes vectors (a probe of a few draws from a stream of its own)."""
     _, y, _ = draw(task, np.random.default_rng([config.seed, 0xC0DE]), 16, config.space)
@@ -292,21 +302,22 @@ def per_sample_loss(task, config: Config, posterior, y_values) -> float:
     fitting space, per the run's weighting, over the y that had a bucket), re-simulated from the
     seed in chunks: the loss that compares across layouts (a binned run trains on summaries)."""
     y_values = np.asarray(y_values)
-    counts = np.zeros(y_values.size)
-    total = np.zeros(y_values.size)  # Σ −log q per y
+    num_y = y_values.shape[0]
+    counts = np.zeros(num_y)
+    total = np.zeros(num_y)  # Σ −log q per y
     report = {"moved_to_interior": 0, "warnings": []}
     if config.samples <= CHUNK:
         chunks = lambda: iter([draw(task, np.random.default_rng(config.seed), config.samples, config.space)[:2]])  # noqa: E731
     else:
         chunks = _streamed_chunks(task, config, report)
     for u, y in chunks():
-        j = np.searchsorted(y_values, y).clip(0, max(y_values.size - 1, 0))
-        keep = y_values[j] == y
+        j = layout.index_of(y_values, y)
+        keep = j >= 0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # rare y are part of the objective too
             lp, _ = posterior.fitting_log_prob_and_cdf(u[keep], y[keep])
-        counts += np.bincount(j[keep], minlength=y_values.size)
-        total += np.bincount(j[keep], -lp, minlength=y_values.size)
+        counts += np.bincount(j[keep], minlength=num_y)
+        total += np.bincount(j[keep], -lp, minlength=num_y)
     if config.weighting == "per-y":
         return float(np.sum(total / np.maximum(counts, 1)))
     return float(total.sum() / max(counts.sum(), 1))
@@ -340,3 +351,24 @@ def summarize_warnings(messages: list[str]) -> list[str]:
     for m in messages:
         counts[m] = counts.get(m, 0) + 1
     return [f"simulate warned {c}× — {m}" if c > 1 else f"simulate warned — {m}" for m, c in counts.items()]
+
+
+AT_Y_STREAM = 0xA7  # the draws at a chosen y have their own random stream
+
+
+def draw_at(task, config: Config, y, n: int, budget: int = 20_000_000, chunk: int = 1_000_000):
+    """Up to ``n`` exact draws from p(θ | y) at one y, by simulating from the joint and keeping the
+    draws whose y matches exactly (rejection with no tolerance), in at most ``budget`` simulations.
+
+    Returns:
+        θ (k, D) or (k,) in the fitting space, k ≤ n (fewer when y is too rare for the budget).
+    """
+    y = np.asarray(y, np.int64)
+    kept, total, done = [], 0, 0
+    i = 0
+    while total < n and done < budget:
+        theta, ys, _ = draw(task, np.random.default_rng([config.seed, AT_Y_STREAM, i]), chunk, config.space)
+        hit = np.all(ys.reshape(chunk, -1) == y.reshape(1, -1), axis=1)
+        kept.append(theta[hit])
+        total, done, i = total + int(hit.sum()), done + chunk, i + 1
+    return np.concatenate(kept)[:n]

@@ -324,8 +324,9 @@ class Task:
     def input_embedding(self, y_values: np.ndarray, counts: np.ndarray) -> tuple[float, float]:
         """(shift, scale) of the network input x = (y − shift) / scale.
 
-        By default y is standardised over the simulations, each component of a vector y on its own (``counts`` samples at each of
-        ``y_values``); built-in tasks keep the notebook's y / n.
+        By default y is standardised over the simulations (``counts`` samples at each of
+        ``y_values``), each component of a vector y on its own; built-in tasks keep the
+        notebook's y / n.
         """
         y = np.asarray(y_values, np.float64)
         w = np.asarray(counts, np.float64) / max(float(np.sum(counts)), 1.0)

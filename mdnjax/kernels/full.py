@@ -14,11 +14,15 @@ from which the gradient of −Σ w log Σ_k π_k N(θ | μ_k, P_k⁻¹) follows 
 and ∂/∂s_d = −½ L_dd ∂/∂L_dd for the diagonal's log parameters. The residuals of the backward
 pass are these (rows, K, D, D) sums, not the (samples, K) temporaries autodiff would keep.
 
-The coordinates are unrolled (D is small): every per-sample quantity is a (rows, width, K) array
-and XLA fuses the whole pass. The shift of the logsumexp is per sample (always safe). On CPU the
-pass runs one cache-sized block at a time (``lax.map``); ``single_pass`` does every block at once
-(accelerators). ``nll`` has the kernels' signature and is tested against
-``mdnjax.objective.reference_nll``.
+Both the exponents and the statistics are products with the per-sample features
+φ(x) = (1, x, upper triangle of x xᵀ), x = θ − c centred on its row's mean c (which keeps the
+cancellation in the expansion of (x − μ)ᵀ P (x − μ) small): a_k = φ(x) · coef_k is one small matmul,
+and Σ w r φ is another, from which S1 and S2 follow by re-centring on μ_k. The per-sample work is
+then K exponentials and a sum, as for D = 1. The logsumexp shift is the cheap per-row bound of
+``mdnjax.kernels.tiles`` (every a_k ≤ log π_k + log det L_k − D log(2π)/2), with a per-tile
+fallback to the per-sample max when a sample underflows (``lax.cond``); ``single_pass`` does every
+block at once with the per-sample max (accelerators: no tile loop, no data-dependent branch).
+``nll`` has the kernels' signature and is tested against ``mdnjax.objective.reference_nll``.
 """
 
 from __future__ import annotations
@@ -28,10 +32,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from mdnjax import mixture
+from mdnjax.kernels.tiles import HEADROOM
 from mdnjax.layout import Data, row_mask
 
+HIGHEST = jax.lax.Precision.HIGHEST  # full float32 products on every backend (no TF32)
 
-def _tile_sums(logits, means, scales, theta, row_count, weight):
+
+def _tile_sums(logits, means, scales, theta, row_count, weight, per_sample_max: bool = True):
     """The per-sample pass over rows: loss and S0 (rows, K), S1 (rows, K, D), S2 (rows, K, D, D).
 
     Args:
@@ -43,41 +50,63 @@ def _tile_sums(logits, means, scales, theta, row_count, weight):
     width = theta.shape[1]
     mask = row_mask(row_count, width)  # (rows, width)
     factor = mixture.precision_factor(scales, dim)  # (rows, K, D, D)
-    const = jax.nn.log_softmax(logits, axis=-1) - 0.5 * jnp.sum(scales[..., :dim], axis=-1) - 0.5 * dim * mixture.LOG_2PI
+    const = (
+        jax.nn.log_softmax(logits, axis=-1) - 0.5 * jnp.sum(scales[..., :dim], axis=-1) - 0.5 * dim * mixture.LOG_2PI
+    )
     theta = jnp.where(mask[..., None], theta, 0.0)  # padding never reaches exp
-    delta = [theta[:, :, None, d] - means[:, None, :, d] for d in range(dim)]  # D × (rows, width, K)
-    quad = 0.0
-    for e in range(dim):  # z_e = (Lᵀ δ)_e = Σ_{d ≥ e} L_de δ_d
-        z = sum(factor[:, None, :, d, e] * delta[d] for d in range(e, dim))
-        quad = quad + z * z
-    a = const[:, None, :] - 0.5 * quad  # (rows, width, K)
-    shift = jnp.max(a, axis=-1)  # (rows, width)
+    count = jnp.maximum(jnp.sum(mask, axis=1), 1).astype(theta.dtype)
+    centre = jnp.sum(theta, axis=1) / count[:, None]  # (rows, D)
+    x = jnp.where(mask[..., None], theta - centre[:, None, :], 0.0)  # (rows, width, D)
+    iu, ju = np.triu_indices(dim)
+    phi = jnp.concatenate(
+        [jnp.ones(x.shape[:2] + (1,), x.dtype), x, x[..., iu] * x[..., ju]], axis=-1
+    )  # (rows, width, P)
+    mu = means - centre[:, None, :]  # (rows, K, D)
+    prec = jnp.einsum("rkde,rkfe->rkdf", factor, factor, precision=HIGHEST)  # P = L Lᵀ (rows, K, D, D)
+    pm = jnp.einsum("rkde,rke->rkd", prec, mu, precision=HIGHEST)
+    c0 = const - 0.5 * jnp.sum(mu * pm, axis=-1)  # (rows, K)
+    twice = np.where(iu == ju, 1.0, 2.0).reshape(1, 1, -1)  # off-diagonal terms appear twice in xᵀ P x
+    c2 = -0.5 * prec[..., iu, ju] * twice  # (rows, K, T)
+    coef = jnp.concatenate([c0[..., None], pm, c2], axis=-1)  # (rows, K, P)
+    a = jnp.einsum("rwp,rkp->rwk", phi, coef, precision=HIGHEST)  # (rows, width, K)
+    if per_sample_max:
+        shift = jnp.max(a, axis=-1)  # (rows, width)
+    else:  # every a_k ≤ const_k: the cheap shift of ``mdnjax.kernels.tiles``
+        shift = jnp.broadcast_to(jnp.max(const, axis=-1)[:, None] - HEADROOM, a.shape[:2])
     ex = jnp.exp(a - shift[..., None])
     s = jnp.sum(ex, axis=-1)
+    underflow = jnp.any(mask & (s < 1e-30))
     w = jnp.where(mask, weight if weight.ndim == 2 else weight[:, None], 0.0)  # (rows, width)
     loss = -jnp.sum(w * jnp.where(mask, shift + jnp.log(s), 0.0))
     wr = ex * jnp.where(mask, w / s, 0.0)[..., None]  # (rows, width, K)
-    s0 = jnp.sum(wr, axis=1)
-    wd = [wr * delta[d] for d in range(dim)]
-    s1 = jnp.stack([jnp.sum(x, axis=1) for x in wd], axis=-1)  # (rows, K, D)
-    s2 = [[None] * dim for _ in range(dim)]
-    for d in range(dim):
-        for e in range(d + 1):
-            s2[d][e] = s2[e][d] = jnp.sum(wd[d] * delta[e], axis=1)
-    s2 = jnp.stack([jnp.stack(row, axis=-1) for row in s2], axis=-2)  # (rows, K, D, D)
-    return loss, (s0, s1, s2)
+    m = jnp.einsum("rwk,rwp->rkp", wr, phi, precision=HIGHEST)  # (rows, K, P): Σ wr φ
+    s0 = m[..., 0]
+    m1 = m[..., 1 : 1 + dim]  # Σ wr x
+    m2u = m[..., 1 + dim :]
+    m2 = jnp.zeros(m1.shape + (dim,), m.dtype).at[..., iu, ju].set(m2u).at[..., ju, iu].set(m2u)
+    s1 = m1 - s0[..., None] * mu  # Σ wr (x − μ)
+    s2 = (
+        m2
+        - m1[..., :, None] * mu[..., None, :]
+        - mu[..., :, None] * m1[..., None, :]
+        + s0[..., None, None] * mu[..., :, None] * mu[..., None, :]
+    )
+    return loss, (s0, s1, s2), underflow
 
 
 def _stats(logits, means, scales, theta, row_count, weight, single_pass: bool):
     """Loss and its gradient with respect to per-row mixture parameters (blocks, block_rows, ...)."""
     if single_pass:
         flat = lambda a: a.reshape((-1,) + a.shape[2:])  # noqa: E731
-        loss, sums = _tile_sums(*(flat(a) for a in (logits, means, scales, theta, row_count, weight)))
+        loss, sums, _ = _tile_sums(*(flat(a) for a in (logits, means, scales, theta, row_count, weight)))
         s0, s1, s2 = (x.reshape(logits.shape[:2] + x.shape[1:]) for x in sums)
     else:
-        losses, (s0, s1, s2) = jax.lax.map(
-            lambda args: _tile_sums(*args), (logits, means, scales, theta, row_count, weight)
-        )
+
+        def tile(args):
+            loss, sums, underflow = _tile_sums(*args, per_sample_max=False)
+            return jax.lax.cond(underflow, lambda: _tile_sums(*args, per_sample_max=True)[:2], lambda: (loss, sums))
+
+        losses, (s0, s1, s2) = jax.lax.map(tile, (logits, means, scales, theta, row_count, weight))
         loss = jnp.sum(losses)
     dim = means.shape[-1]
     if weight.ndim == 3:
