@@ -107,3 +107,56 @@ def test_streamed_layout_ends_with_the_spare_rows_asked_for():
     np.testing.assert_array_equal(spare.row_count[rows:], 0)
     assert np.all(np.diff(spare.row_y) >= 0) and np.all(np.isfinite(spare.theta))
     assert spare.num_samples == plain.num_samples and layout.layout_ratio(spare) <= 1.1
+
+
+# ----------------------------------------------------------------------------- vector observations
+
+
+def _vector_y(seed=0, n=5000, m=3):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(-3, 3, size=(n, m))  # negative values, many repeated rows
+    y[::7] = y[0]
+    return y
+
+
+def test_codebook_matches_a_dictionary_of_rows():
+    y = _vector_y()
+    book = layout.Codebook.of(y)
+    reference = sorted({tuple(r) for r in y.tolist()})
+    assert [tuple(r) for r in book.rows.tolist()] == reference
+    index = {row: i for i, row in enumerate(reference)}
+    np.testing.assert_array_equal(book.encode(y), [index[tuple(r)] for r in y.tolist()])
+    assert book.encode(np.array([[9, 9, 9]])).tolist() == [-1]
+
+
+def test_codebook_streams_across_chunks():
+    y = _vector_y(1)
+    chunks = lambda: iter([(None, y[i : i + 700]) for i in range(0, len(y), 700)])  # noqa: E731
+    streamed = layout.Codebook.from_chunks(chunks)
+    np.testing.assert_array_equal(streamed.rows, layout.Codebook.of(y).rows)
+    np.testing.assert_array_equal(streamed.rows, np.unique(y, axis=0))
+
+
+def test_vector_y_buckets_group_theta_like_a_dictionary():
+    rng = np.random.default_rng(2)
+    y = _vector_y(2, n=3000, m=2)
+    theta = rng.normal(size=(3000, 2)).astype(np.float32)
+    book = layout.Codebook.of(y)
+    b = layout.bucket(theta, book.encode(y), width=16)
+    groups = {}
+    for t, r in zip(theta, y.tolist()):
+        groups.setdefault(tuple(r), []).append(t)
+    rows_of = {tuple(book.rows[j]): j for j in range(len(book))}
+    for key, members in groups.items():
+        if len(members) < 2:
+            continue
+        j = int(np.flatnonzero(b.y_values == rows_of[key])[0])
+        got = np.concatenate([b.theta[r, : b.row_count[r]] for r in np.flatnonzero(b.row_y == j)])
+        np.testing.assert_array_equal(got, np.asarray(members))  # same draws, in stream order
+        np.testing.assert_array_equal(b.low[j], np.min(members, axis=0))
+
+
+def test_index_of_finds_scalar_and_vector_observations():
+    np.testing.assert_array_equal(layout.index_of(np.array([-2, 0, 5]), [5, -2, 1]), [2, 0, -1])
+    rows = np.array([[-1, 0], [0, 5], [1, -3]])
+    np.testing.assert_array_equal(layout.index_of(rows, np.array([[1, -3], [0, 0]])), [2, -1])

@@ -125,3 +125,99 @@ def test_corrupt_or_missing_files_are_clear_errors(trained, tmp_path):
     (tmp_path / checkpoint.POSTERIOR_SPEC).write_text('{"name": "x"}')
     with pytest.raises(ValueError, match="not a posterior spec"):
         mdnjax.load(tmp_path)
+
+
+# ----------------------------------------------------------------------------- θ ∈ ℝ^D, vector y
+
+
+def _posterior(dim, inputs, space="unconstrained", seed=0):
+    """An untrained posterior of the given shape (its answers are what the shapes test needs)."""
+    from mdnjax import model
+    from mdnjax.posterior import Posterior, PosteriorSpec
+    from mdnjax.task import Bound
+
+    bounds = (Bound(0.0, 1.0), Bound(0.0, np.inf), Bound())[:dim] if dim <= 3 else (Bound(),) * dim
+    y_values = np.arange(10) if inputs == 1 else np.stack([np.arange(10)] * inputs, axis=1)
+    spec = PosteriorSpec(
+        name="shapes",
+        components=3,
+        hidden=(8,),
+        space=space,
+        bounds=bounds,
+        embedding=(0.0, 10.0) if inputs == 1 else ((0.0,) * inputs, (10.0,) * inputs),
+        y_range=(0.0, 20.0),
+        y_values=y_values,
+        counts=np.full(10, 1000),
+        dim=dim,
+        inputs=inputs,
+    )
+    _, params = model.init(jax.random.key(seed), 3, (8,), dim, inputs)
+    return Posterior(spec, params)
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3])
+@pytest.mark.parametrize("inputs", [1, 2])
+def test_every_method_has_the_documented_shape(dim, inputs):
+    post = _posterior(dim, inputs)
+    one = 3 if inputs == 1 else [3, 4]
+    many = np.array([3, 5]) if inputs == 1 else np.array([[3, 4], [5, 6]])
+    event = () if dim == 1 else (dim,)
+    key = jax.random.key(0)
+    chex.assert_shape(post.sample(key, one, 7), (7,) + event)
+    chex.assert_shape(post.sample(key, many, 7), (2, 7) + event)
+    theta = post.sample(key, one, 5)
+    chex.assert_shape(post.log_prob(theta, one), (5,))
+    chex.assert_shape(post.mean(one), event)
+    chex.assert_shape(post.std(one), event)
+    chex.assert_shape(post.cov(one), (dim, dim))
+    chex.assert_shape(post.mean(many), (2,) + event)
+    chex.assert_shape(post.cov(many), (2, dim, dim))
+    chex.assert_shape(post.quantile([0.1, 0.5, 0.9], one), (3,) + event)
+    assert post.training_samples(one) == 1000
+    assert np.asarray(post.training_samples(many)).shape == (2,)
+
+
+def test_d2_density_is_the_fitting_space_mixture_with_each_coordinate_jacobian(x64):
+    from scipy import special, stats
+
+    post = _posterior(2, 2, seed=3)
+    theta = np.array([[0.3, 2.0], [0.9, 0.1], [0.5, 7.0]])
+    logits, means, scales = (np.asarray(a, np.float64) for a in post.mixture([3, 4]))
+    u = np.stack([special.logit(theta[:, 0]), np.log(theta[:, 1])], axis=1)
+    covs = np.asarray(mixture.mvn_covariances(scales))
+    comp = [stats.multivariate_normal(means[k], covs[k]).logpdf(u) for k in range(3)]
+    log_w = logits - special.logsumexp(logits)
+    jac = -np.log(theta[:, 0] * (1 - theta[:, 0])) - np.log(theta[:, 1])
+    expected = special.logsumexp(log_w[:, None] + np.array(comp), axis=0) + jac
+    np.testing.assert_allclose(post.log_prob(theta, [3, 4]), expected, rtol=1e-6)
+    assert post.log_prob(np.array([1.5, 1.0]), [3, 4]) == -np.inf  # outside (0, 1) × (0, ∞)
+
+
+def test_d2_moments_and_quantiles_agree_with_draws():
+    post = _posterior(2, 1, seed=1)
+    draws = np.asarray(post.sample(jax.random.key(1), 4, 400_000), np.float64)
+    np.testing.assert_allclose(post.mean(4), draws.mean(axis=0), rtol=0.02, atol=0.01)
+    np.testing.assert_allclose(post.cov(4), np.cov(draws.T), rtol=0.05, atol=0.01)
+    np.testing.assert_allclose(post.quantile([0.2, 0.7], 4), np.quantile(draws, [0.2, 0.7], axis=0), rtol=0.02, atol=0.01)
+    assert np.all((draws[:, 0] > 0) & (draws[:, 0] < 1) & (draws[:, 1] > 0))
+
+
+def test_d2_vector_y_posterior_saves_and_loads_without_the_task(tmp_path):
+    post = _posterior(2, 2, seed=2)
+    post.save(tmp_path)
+    loaded = mdnjax.load(tmp_path)
+    assert (loaded.dim, loaded.spec.inputs) == (2, 2)
+    theta = np.array([[0.4, 1.0], [0.2, 3.0]])
+    np.testing.assert_array_equal(loaded.log_prob(theta, [3, 4]), post.log_prob(theta, [3, 4]))
+
+
+def test_vector_y_rules():
+    post = _posterior(2, 2)
+    with pytest.raises(ValueError, match="sequence of 2 integers"):
+        post.mean(3)
+    with pytest.raises(ValueError, match="outside the possible range"):
+        post.mean([3, 99])
+    with pytest.raises(ValueError, match="2 coordinates"):
+        post.log_prob(np.zeros(3), [3, 4])
+    with pytest.warns(mdnjax.RareObservationWarning, match=r"y = \[11, 11\]"):
+        post.mean([11, 11])

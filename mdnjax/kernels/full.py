@@ -38,88 +38,99 @@ from mdnjax.layout import Data, row_mask
 HIGHEST = jax.lax.Precision.HIGHEST  # full float32 products on every backend (no TF32)
 
 
-def _tile_sums(logits, means, scales, theta, row_count, weight, per_sample_max: bool = True):
-    """The per-sample pass over rows: loss and S0 (rows, K), S1 (rows, K, D), S2 (rows, K, D, D).
+def _coefficients(logits, means, scales, centre):
+    """Per y: a_k(x) = φ(x) · coef_k for x = θ − centre, and the cheap shift's bound.
 
-    Args:
-        logits: (rows, K); means: (rows, K, D); scales: (rows, K, T).
-        theta: (rows, width, D); row_count: (rows,).
-        weight: (rows,) per sample of the row, or (rows, width) per slot.
+    Returns:
+        coef: (U, K, P) with P = 1 + D + D(D+1)/2; bound: (U,) max_k of log π_k + log det L_k − D log(2π)/2,
+        which no exponent exceeds; mu: (U, K, D) the means relative to the centre; factor: (U, K, D, D).
     """
     dim = means.shape[-1]
-    width = theta.shape[1]
-    mask = row_mask(row_count, width)  # (rows, width)
-    factor = mixture.precision_factor(scales, dim)  # (rows, K, D, D)
-    const = (
-        jax.nn.log_softmax(logits, axis=-1) - 0.5 * jnp.sum(scales[..., :dim], axis=-1) - 0.5 * dim * mixture.LOG_2PI
-    )
-    theta = jnp.where(mask[..., None], theta, 0.0)  # padding never reaches exp
-    count = jnp.maximum(jnp.sum(mask, axis=1), 1).astype(theta.dtype)
-    centre = jnp.sum(theta, axis=1) / count[:, None]  # (rows, D)
-    x = jnp.where(mask[..., None], theta - centre[:, None, :], 0.0)  # (rows, width, D)
+    factor = mixture.precision_factor(scales, dim)
+    const = jax.nn.log_softmax(logits, axis=-1) - 0.5 * jnp.sum(scales[..., :dim], axis=-1)
+    const = const - 0.5 * dim * mixture.LOG_2PI
+    mu = means - centre[:, None, :]
+    prec = jnp.einsum("ukde,ukfe->ukdf", factor, factor, precision=HIGHEST)  # P = L Lᵀ
+    pm = jnp.einsum("ukde,uke->ukd", prec, mu, precision=HIGHEST)
+    c0 = const - 0.5 * jnp.sum(mu * pm, axis=-1)
     iu, ju = np.triu_indices(dim)
-    phi = jnp.concatenate(
-        [jnp.ones(x.shape[:2] + (1,), x.dtype), x, x[..., iu] * x[..., ju]], axis=-1
-    )  # (rows, width, P)
-    mu = means - centre[:, None, :]  # (rows, K, D)
-    prec = jnp.einsum("rkde,rkfe->rkdf", factor, factor, precision=HIGHEST)  # P = L Lᵀ (rows, K, D, D)
-    pm = jnp.einsum("rkde,rke->rkd", prec, mu, precision=HIGHEST)
-    c0 = const - 0.5 * jnp.sum(mu * pm, axis=-1)  # (rows, K)
     twice = np.where(iu == ju, 1.0, 2.0).reshape(1, 1, -1)  # off-diagonal terms appear twice in xᵀ P x
-    c2 = -0.5 * prec[..., iu, ju] * twice  # (rows, K, T)
-    coef = jnp.concatenate([c0[..., None], pm, c2], axis=-1)  # (rows, K, P)
+    coef = jnp.concatenate([c0[..., None], pm, -0.5 * prec[..., iu, ju] * twice], axis=-1)
+    return coef, jnp.max(const, axis=-1), mu, factor
+
+
+def _tile_sums(coef, bound, centre, theta, row_count, weight, per_sample_max: bool):
+    """The per-sample pass over rows: the loss and Σ w r φ per row and component.
+
+    Args:
+        coef: (rows, K, P), bound: (rows,), centre: (rows, D): each row's y's (``_coefficients``).
+        theta: (rows, width, D); row_count: (rows,).
+        weight: (rows,) per sample of the row, or (rows, width) per slot.
+
+    Returns:
+        loss: scalar; m: (rows, K, P) Σ w r φ(x); underflow: whether a real sample's density
+        underflowed under the cheap shift.
+    """
+    dim = theta.shape[-1]
+    mask = row_mask(row_count, theta.shape[1])  # (rows, width)
+    x = jnp.where(mask[..., None], theta - centre[:, None, :], 0.0)  # padding never reaches exp
+    iu, ju = np.triu_indices(dim)
+    phi = jnp.concatenate([jnp.ones(x.shape[:2] + (1,), x.dtype), x, x[..., iu] * x[..., ju]], axis=-1)
     a = jnp.einsum("rwp,rkp->rwk", phi, coef, precision=HIGHEST)  # (rows, width, K)
     if per_sample_max:
         shift = jnp.max(a, axis=-1)  # (rows, width)
-    else:  # every a_k ≤ const_k: the cheap shift of ``mdnjax.kernels.tiles``
-        shift = jnp.broadcast_to(jnp.max(const, axis=-1)[:, None] - HEADROOM, a.shape[:2])
+    else:
+        shift = jnp.broadcast_to((bound - HEADROOM)[:, None], a.shape[:2])
     ex = jnp.exp(a - shift[..., None])
     s = jnp.sum(ex, axis=-1)
     underflow = jnp.any(mask & (s < 1e-30))
     w = jnp.where(mask, weight if weight.ndim == 2 else weight[:, None], 0.0)  # (rows, width)
     loss = -jnp.sum(w * jnp.where(mask, shift + jnp.log(s), 0.0))
-    wr = ex * jnp.where(mask, w / s, 0.0)[..., None]  # (rows, width, K)
-    m = jnp.einsum("rwk,rwp->rkp", wr, phi, precision=HIGHEST)  # (rows, K, P): Σ wr φ
-    s0 = m[..., 0]
-    m1 = m[..., 1 : 1 + dim]  # Σ wr x
-    m2u = m[..., 1 + dim :]
-    m2 = jnp.zeros(m1.shape + (dim,), m.dtype).at[..., iu, ju].set(m2u).at[..., ju, iu].set(m2u)
-    s1 = m1 - s0[..., None] * mu  # Σ wr (x − μ)
-    s2 = (
-        m2
-        - m1[..., :, None] * mu[..., None, :]
-        - mu[..., :, None] * m1[..., None, :]
-        + s0[..., None, None] * mu[..., :, None] * mu[..., None, :]
-    )
-    return loss, (s0, s1, s2), underflow
+    wr = ex * jnp.where(mask, w / s, 0.0)[..., None]  # (rows, width, K) weighted responsibilities
+    return loss, jnp.einsum("rwk,rwp->rkp", wr, phi, precision=HIGHEST), underflow
 
 
-def _stats(logits, means, scales, theta, row_count, weight, single_pass: bool):
-    """Loss and its gradient with respect to per-row mixture parameters (blocks, block_rows, ...)."""
+def _stats(logits, means, scales, theta, row_count, row_y, weight, single_pass: bool):
+    """Loss and its gradient with respect to the per-y mixture parameters (U, K, ...)."""
+    num_y, dim = logits.shape[0], means.shape[-1]
+    mask = row_mask(row_count, theta.shape[2])  # (blocks, block_rows, width)
+    flat_y = row_y.reshape(-1)
+    # each y's draws are centred on their mean: the expansion of (x − μ)ᵀ P (x − μ) then cancels little
+    sums = jnp.sum(jnp.where(mask[..., None], theta, 0.0), axis=2).reshape(-1, dim)
+    counts = jax.ops.segment_sum(row_count.reshape(-1).astype(theta.dtype), flat_y, num_y)
+    centre = jax.ops.segment_sum(sums, flat_y, num_y) / jnp.maximum(counts, 1.0)[:, None]
+    coef, bound, mu, factor = _coefficients(logits, means, scales, centre)
+    xs = (coef[row_y], bound[row_y], centre[row_y], theta, row_count, weight)
     if single_pass:
         flat = lambda a: a.reshape((-1,) + a.shape[2:])  # noqa: E731
-        loss, sums, _ = _tile_sums(*(flat(a) for a in (logits, means, scales, theta, row_count, weight)))
-        s0, s1, s2 = (x.reshape(logits.shape[:2] + x.shape[1:]) for x in sums)
+        loss, m, _ = _tile_sums(*(flat(a) for a in xs), per_sample_max=True)
     else:
 
         def tile(args):
-            loss, sums, underflow = _tile_sums(*args, per_sample_max=False)
-            return jax.lax.cond(underflow, lambda: _tile_sums(*args, per_sample_max=True)[:2], lambda: (loss, sums))
+            loss, m, underflow = _tile_sums(*args, per_sample_max=False)
+            return jax.lax.cond(underflow, lambda: _tile_sums(*args, per_sample_max=True)[:2], lambda: (loss, m))
 
-        losses, (s0, s1, s2) = jax.lax.map(tile, (logits, means, scales, theta, row_count, weight))
+        losses, m = jax.lax.map(tile, xs)
         loss = jnp.sum(losses)
-    dim = means.shape[-1]
+    m = jax.ops.segment_sum(m.reshape((-1,) + m.shape[-2:]), flat_y, num_y)  # (U, K, P)
     if weight.ndim == 3:
-        total = jnp.sum(jnp.where(row_mask(row_count, weight.shape[-1]), weight, 0.0), axis=-1)
+        total = jnp.sum(jnp.where(mask, weight, 0.0), axis=-1)
     else:
         total = row_count.astype(weight.dtype) * weight  # (blocks, block_rows)
-    factor = mixture.precision_factor(scales, dim)  # (..., K, D, D)
-    hi = jax.lax.Precision.HIGHEST
-    g_logits = jax.nn.softmax(logits, axis=-1) * total[..., None] - s0
-    lt_s1 = jnp.einsum("...de,...d->...e", factor, s1, precision=hi)  # Lᵀ S1
-    g_means = -jnp.einsum("...de,...e->...d", factor, lt_s1, precision=hi)  # −L Lᵀ S1
+    total = jax.ops.segment_sum(total.reshape(-1), flat_y, num_y)  # (U,) Σ of each y's weights
+    # S0, S1 = Σ w r (x − μ), S2 = Σ w r (x − μ)(x − μ)ᵀ from Σ w r φ(x)
+    iu, ju = np.triu_indices(dim)
+    s0, m1 = m[..., 0], m[..., 1 : 1 + dim]
+    m2 = jnp.zeros(m1.shape + (dim,), m.dtype).at[..., iu, ju].set(m[..., 1 + dim :])
+    m2 = m2.at[..., ju, iu].set(m[..., 1 + dim :])
+    s1 = m1 - s0[..., None] * mu
+    outer = lambda a, b: a[..., :, None] * b[..., None, :]  # noqa: E731
+    s2 = m2 - outer(m1, mu) - outer(mu, m1) + s0[..., None, None] * outer(mu, mu)
+    g_logits = jax.nn.softmax(logits, axis=-1) * total[:, None] - s0
+    lt_s1 = jnp.einsum("...de,...d->...e", factor, s1, precision=HIGHEST)  # Lᵀ S1
+    g_means = -jnp.einsum("...de,...e->...d", factor, lt_s1, precision=HIGHEST)  # −L Lᵀ S1
     diag = np.arange(dim)
-    g_factor = jnp.einsum("...ij,...jk->...ik", s2, factor, precision=hi)  # S2 L
+    g_factor = jnp.einsum("...ij,...jk->...ik", s2, factor, precision=HIGHEST)  # S2 L
     g_factor = g_factor.at[..., diag, diag].add(-s0[..., None] / factor[..., diag, diag])
     rows, cols = np.tril_indices(dim, -1)
     g_scales = jnp.concatenate(
@@ -128,26 +139,26 @@ def _stats(logits, means, scales, theta, row_count, weight, single_pass: bool):
     return loss, (g_logits, g_means, g_scales)
 
 
-def _make_rows_nll(single_pass: bool):
+def _make_nll(single_pass: bool):
     @jax.custom_vjp
-    def rows_nll(logits, means, scales, theta, row_count, weight):
-        """−Σ_rows weight · Σ_{first row_count slots} log q(θ) for per-row mixtures."""
-        return _stats(logits, means, scales, theta, row_count, weight, single_pass)[0]
+    def y_nll(logits, means, scales, theta, row_count, row_y, weight):
+        """−Σ_rows weight · Σ_{first row_count slots} log q(θ) for per-y mixtures (U, K, ...)."""
+        return _stats(logits, means, scales, theta, row_count, row_y, weight, single_pass)[0]
 
-    def fwd(logits, means, scales, theta, row_count, weight):
-        loss, grads = _stats(logits, means, scales, theta, row_count, weight, single_pass)
+    def fwd(logits, means, scales, theta, row_count, row_y, weight):
+        loss, grads = _stats(logits, means, scales, theta, row_count, row_y, weight, single_pass)
         return loss, (grads, theta, weight)
 
     def bwd(residuals, g):
         grads, theta, weight = residuals
-        return (*(g * x for x in grads), jnp.zeros_like(theta), None, jnp.zeros_like(weight))
+        return (*(g * x for x in grads), jnp.zeros_like(theta), None, None, jnp.zeros_like(weight))
 
-    rows_nll.defvjp(fwd, bwd)
-    return rows_nll
+    y_nll.defvjp(fwd, bwd)
+    return y_nll
 
 
-rows_nll = _make_rows_nll(single_pass=False)
-rows_nll_single_pass = _make_rows_nll(single_pass=True)
+y_nll = _make_nll(single_pass=False)
+y_nll_single_pass = _make_nll(single_pass=True)
 
 
 def nll(logits, means, scales, data: Data):
@@ -160,11 +171,9 @@ def nll(logits, means, scales, data: Data):
     Returns:
         Scalar loss, differentiable in the mixture parameters.
     """
-    r = data.row_y
-    return rows_nll(logits[r], means[r], scales[r], data.theta, data.row_count, data.weight)
+    return y_nll(logits, means, scales, data.theta, data.row_count, data.row_y, data.weight)
 
 
 def nll_single_pass(logits, means, scales, data: Data):
     """``nll`` over every block at once (for accelerators)."""
-    r = data.row_y
-    return rows_nll_single_pass(logits[r], means[r], scales[r], data.theta, data.row_count, data.weight)
+    return y_nll_single_pass(logits, means, scales, data.theta, data.row_count, data.row_y, data.weight)

@@ -87,6 +87,32 @@ def mixture_negative_log_likelihood(theta_samples, weights, means, log_vars):
     return -torch.logsumexp(log_weighted, dim=1).mean()
 
 
+def mvn_mixture_loss(theta_by_y: list, logits, means, scales):
+    """Σ_y mean −log q(θ | y) for mixtures on ℝ^D with ``torch.distributions``: a
+    ``MixtureSameFamily`` of ``MultivariateNormal`` with precision L Lᵀ built from the scales as
+    ``mdnjax.mixture.precision_factor`` does (diagonal exp(−s_d/2), then the strictly lower part).
+
+    Args:
+        theta_by_y: per y a tensor (n_y, D).
+        logits (U, K), means (U, K, D), scales (U, K, D(D+1)/2): tensors (may require grad).
+    """
+    dim = means.shape[-1]
+    rows, cols = np.tril_indices(dim, -1)
+    diag = torch.diag_embed(torch.exp(-0.5 * scales[..., :dim]))
+    lower = torch.zeros_like(diag)
+    lower[..., rows, cols] = scales[..., dim:]
+    factor = diag + lower
+    precision = factor @ factor.transpose(-1, -2)
+    total = 0.0
+    for j, theta in enumerate(theta_by_y):
+        q = torch.distributions.MixtureSameFamily(
+            torch.distributions.Categorical(logits=logits[j]),
+            torch.distributions.MultivariateNormal(means[j], precision_matrix=precision[j]),
+        )
+        total = total - q.log_prob(theta).mean()
+    return total
+
+
 def group_by_y(theta: np.ndarray, y: np.ndarray) -> dict:
     """The notebook's ``theta_by_y``: a dict of lists, keys in order of first appearance."""
     theta_by_y = defaultdict(list)
