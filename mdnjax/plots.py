@@ -188,8 +188,10 @@ def pair_plot(posterior, task, y, path, reference=None, exact_draws=None, seed: 
                 ax.plot(mid, np.diff(cdf_q) / np.diff(grid), lw=2, ls="--", label="MDN", zorder=3)
                 if reference is not None:
                     edges, cdf = reference.marginal(i)
-                    mid, dens = 0.5 * (edges[1:] + edges[:-1]), np.diff(cdf) / np.diff(edges)
-                    ax.plot(mid, dens, lw=2, label="grid reference")
+                    step, mass = np.diff(edges), np.diff(cdf)
+                    ok = step > 0  # cells squeezed onto a bound of the support carry no width
+                    mid = 0.5 * (edges[1:] + edges[:-1])
+                    ax.plot(mid[ok], mass[ok] / step[ok], lw=2, label="grid reference")
                 if exact_draws is not None and len(exact_draws):
                     ax.hist(exact_draws[:, i], bins=bins, density=True, alpha=0.35, label="exact draws")
                 ax.set(xlim=(lo[i], hi[i]), yticks=[])

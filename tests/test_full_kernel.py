@@ -102,3 +102,42 @@ def test_the_kernel_is_chosen_by_dimension_and_backend():
     assert kernels.for_layout("packed", "cpu", dim=2) is full.nll
     assert kernels.for_layout("packed", "gpu", dim=3) is full.nll_single_pass
     assert kernels.for_layout("padded", "cpu", dim=2) is objective.reference_nll
+
+
+def test_d1_through_the_full_covariance_path_reproduces_the_scalar_path(x64):
+    """D = 1 is the same parameterisation: scales = log σ², the same density, loss and gradient."""
+    from mdnjax.kernels import tiles
+
+    rng = np.random.default_rng(6)
+    y = rng.integers(0, 5, 1500)
+    theta = rng.normal(size=1500) + 0.2 * y
+    b1 = layout.bucket(theta, y, width=64)
+    b2 = layout.bucket(theta[:, None], y, width=64)
+    d1 = layout.to_data(b1, (0.0, 1.0), dtype=jnp.float64, block=1024)
+    d2 = layout.to_data(b2, (0.0, 1.0), dtype=jnp.float64, block=1024)
+    logits, means, log_vars = (jnp.asarray(rng.normal(size=(5, 3))) for _ in range(3))
+    v1, g1 = jax.value_and_grad(tiles.nll, argnums=(0, 1, 2))(logits, means, log_vars, d1)
+    v2, g2 = jax.value_and_grad(full.nll, argnums=(0, 1, 2))(logits, means[..., None], log_vars[..., None], d2)
+    np.testing.assert_allclose(v2, v1, rtol=1e-12)
+    for a, c in zip(g2, (g1[0], g1[1][..., None], g1[2][..., None])):
+        np.testing.assert_allclose(a, c, rtol=1e-10, atol=1e-13)
+    t = jnp.linspace(-2.0, 2.0, 9)
+    np.testing.assert_allclose(
+        mixture.mvn_log_prob(t[:, None], logits[0], means[0, :, None], log_vars[0, :, None]),
+        mixture.log_prob(t, logits[0], means[0], log_vars[0]),
+        rtol=1e-12,
+    )
+
+
+def test_the_d1_network_is_unchanged_by_the_new_heads():
+    """The heads of a D = 1, M = 1 network have the shapes and initial values they always had."""
+    from mdnjax import model
+
+    graphdef, params = model.init(jax.random.key(0), 8)
+    _, params_nd = model.init(jax.random.key(0), 8, dim=1, inputs=1)
+    for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(params_nd)):
+        np.testing.assert_array_equal(a, b)
+    assert params["means_head"]["kernel"].shape == (16, 8) and params["log_vars_head"]["kernel"].shape == (16, 8)
+    _, p2 = model.init(jax.random.key(0), 8, dim=2, inputs=3)
+    assert p2["means_head"]["kernel"].shape == (16, 16) and p2["log_vars_head"]["kernel"].shape == (16, 24)
+    assert p2["backbone"][0]["kernel"].shape == (3, 24)

@@ -6,7 +6,7 @@ import pytest
 from scipy import integrate, stats
 
 import mdnjax
-from mdnjax import calibration, metrics, model, tasks
+from mdnjax import calibration, metrics, model, reference, tasks
 from mdnjax.posterior import Posterior, PosteriorSpec
 from mdnjax.task import Bound, Task
 
@@ -105,3 +105,74 @@ def test_exact_posterior_coverage_is_nominal_and_calibration_runs():
     for i in range(3):
         s = np.asarray(post.sample(jax.random.key(i), int(y[i]), 40_000))
         assert abs(np.mean(s < theta[i]) - u[i]) < 0.01
+
+
+# ----------------------------------------------------------------------------- θ ∈ ℝ^D checks
+
+
+def test_mmd_statistic_is_the_biased_estimator_and_its_test_has_power_and_level():
+    from mdnjax import heldout
+
+    rng = np.random.default_rng(0)
+    x, z = rng.normal(size=(60, 2)), rng.normal(size=(50, 2)) + 0.1
+    out = heldout.mmd_test(x, z, permutations=50)
+    # the statistic against a direct double loop on the same scaled points and bandwidth
+    pooled = np.concatenate([x, z])
+    pooled = (pooled - pooled.mean(0)) / pooled.std(0)
+    k = lambda a, b: np.exp(-np.sum((a - b) ** 2) / out["bandwidth"] ** 2)  # noqa: E731
+    xs, zs = pooled[:60], pooled[60:]
+    direct = (
+        np.mean([[k(a, b) for b in xs] for a in xs])
+        + np.mean([[k(a, b) for b in zs] for a in zs])
+        - 2 * np.mean([[k(a, b) for b in zs] for a in xs])
+    )
+    assert out["mmd2"] == pytest.approx(direct, rel=1e-9)
+    # level: same distribution → p-values spread over (0, 1]; power: a shift of 0.3 sd is found
+    p_null = [
+        heldout.mmd_test(rng.normal(size=(300, 2)), rng.normal(size=(300, 2)), 200, s)["pvalue"] for s in range(20)
+    ]
+    assert np.mean(np.array(p_null) < 0.05) <= 0.2
+    shifted = heldout.mmd_test(rng.normal(size=(500, 2)), rng.normal(size=(500, 2)) + [0.3, 0.0], 200)
+    assert shifted["pvalue"] < 0.01
+
+
+@pytest.fixture(scope="module")
+def abtest_run():
+    task = tasks.ABTest(trials=(20, 20), observed=(4, 9))
+    good = mdnjax.fit(task, mdnjax.Config(samples=100_000, epochs=600, log_every=300, holdout=0.2))
+    bad = mdnjax.fit(task, mdnjax.Config(samples=100_000, epochs=10, log_every=10, holdout=0.0))
+    return task, good, bad
+
+
+def test_the_two_sample_test_passes_a_trained_2d_posterior_and_rejects_an_undertrained_one(abtest_run):
+    from mdnjax import heldout, simulation
+
+    task, good, bad = abtest_run
+    y = np.array(task.observed)
+    exact = simulation.draw_at(task, good.config, y, 1000)
+    assert len(exact) == 1000
+    ok = heldout.check_at(good.posterior, y, exact)
+    assert not ok["rejected"] and all(p["ks_pvalue"] > 0.01 for p in ok["pit"])
+    poor = heldout.check_at(bad.posterior, y, exact)
+    assert poor["rejected"] and poor["nll"] > ok["nll"]
+
+
+def test_2d_metrics_against_the_grid_reference(abtest_run):
+    task, good, _ = abtest_run
+    y = np.array(task.observed)
+    ref = reference.grid_posterior_2d(task, y, [-3.0, -3.0], [1.0, 1.0])
+    m = metrics.compare_nd(good.posterior, task, y, ref)
+    assert 0 <= m["kl"] < 0.02 and max(m["w1"]) < 0.05 and m["cov_error"] < 0.1
+    p = m["summaries"]["P(pB > pA)"]
+    assert p["mdn"]["mean"] == pytest.approx(p["reference"]["mean"], abs=0.02)
+
+
+def test_2d_calibration_reports_each_coordinate_and_log_q(abtest_run):
+    from mdnjax import calibration
+
+    task, good, bad = abtest_run
+    res = calibration.run_nd(good.posterior, task, draws=1500, per_draw=49)
+    assert np.asarray(res["coverage"]).shape == (len(res["levels"]), 2)
+    assert res["max_coverage_error"] < 0.06 and min(res["pit_ks_pvalue"]) > 1e-3
+    poor = calibration.run_nd(bad.posterior, task, draws=1500, per_draw=49)
+    assert poor["max_coverage_error"] > res["max_coverage_error"]

@@ -137,7 +137,7 @@ def _posterior(dim, inputs, space="unconstrained", seed=0):
     from mdnjax.task import Bound
 
     bounds = (Bound(0.0, 1.0), Bound(0.0, np.inf), Bound())[:dim] if dim <= 3 else (Bound(),) * dim
-    y_values = np.arange(10) if inputs == 1 else np.stack([np.arange(10)] * inputs, axis=1)
+    y_values = np.arange(10) if inputs == 1 else np.stack([np.arange(10) + i for i in range(inputs)], axis=1)
     spec = PosteriorSpec(
         name="shapes",
         components=3,
@@ -198,7 +198,9 @@ def test_d2_moments_and_quantiles_agree_with_draws():
     draws = np.asarray(post.sample(jax.random.key(1), 4, 400_000), np.float64)
     np.testing.assert_allclose(post.mean(4), draws.mean(axis=0), rtol=0.02, atol=0.01)
     np.testing.assert_allclose(post.cov(4), np.cov(draws.T), rtol=0.05, atol=0.01)
-    np.testing.assert_allclose(post.quantile([0.2, 0.7], 4), np.quantile(draws, [0.2, 0.7], axis=0), rtol=0.02, atol=0.01)
+    np.testing.assert_allclose(
+        post.quantile([0.2, 0.7], 4), np.quantile(draws, [0.2, 0.7], axis=0), rtol=0.02, atol=0.01
+    )
     assert np.all((draws[:, 0] > 0) & (draws[:, 0] < 1) & (draws[:, 1] > 0))
 
 

@@ -25,8 +25,12 @@ IDS = [f"{t.name}-{i}" for i, t in enumerate(BUILTIN)]
 BOUNDS = [Bound(0.0, 1.0), Bound(-2.0, 3.0), Bound(0.0, math.inf), Bound(1.5, math.inf), Bound(-math.inf, 2.0), Bound()]
 
 
+MULTI = [tasks.Bioassay(), tasks.ABTest(), tasks.ABTest(mean=0.5, sd=2.0, rho=-0.6, trials=(30, 60), observed=(3, 50))]
+MULTI_IDS = [f"{t.name}-{i}" for i, t in enumerate(MULTI)]
+
+
 def test_registry_covers_every_builtin_class():
-    assert set(tasks.REGISTRY.values()) == {type(t) for t in BUILTIN}
+    assert set(tasks.REGISTRY.values()) == {type(t) for t in BUILTIN + MULTI}
     for name, cls in tasks.REGISTRY.items():
         assert cls().name == name
 
@@ -172,3 +176,57 @@ def test_default_mixture_posterior_is_bimodal_in_the_middle():
     peaks = np.flatnonzero((pdf[1:-1] > pdf[:-2]) & (pdf[1:-1] > pdf[2:]))
     assert len(peaks) == 2
     assert pdf[1000] < 0.5 * pdf[peaks].min()  # a real dip between the modes
+
+
+@pytest.mark.parametrize("task", MULTI, ids=MULTI_IDS)
+def test_vector_tasks_draw_in_their_support_from_their_prior(task):
+    theta, y = task.simulate(np.random.default_rng(1), 50_000)
+    m = len(task.observed)
+    assert theta.shape == (50_000, 2) and y.shape == (50_000, m) and np.issubdtype(y.dtype, np.integer)
+    for d, bound in enumerate(task.support):
+        assert np.all((theta[:, d] > bound.low) & (theta[:, d] < bound.high))
+    assert np.all((y >= 0) & (y <= task.y_range[1]))
+    t2, y2 = task.simulate(np.random.default_rng(1), 50_000)
+    np.testing.assert_array_equal(theta, t2)
+    np.testing.assert_array_equal(y, y2)
+    # θ follows the prior: each coordinate's KS test against the prior's marginal, by quadrature of
+    # exp(log_prior) over the other coordinate
+    lo = np.maximum([b.low for b in task.support], np.quantile(theta, 1e-4, axis=0) - 3)
+    hi = np.minimum([b.high for b in task.support], np.quantile(theta, 1 - 1e-4, axis=0) + 3)
+    g = [np.linspace(lo[d], hi[d], 801) for d in range(2)]
+    dens = np.exp(task.log_prior(np.stack(np.meshgrid(*g, indexing="ij"), axis=-1)))
+    for d in range(2):
+        marginal = dens.sum(axis=1 - d)
+        cdf = np.cumsum(marginal) / marginal.sum()
+        assert stats.kstest(theta[:5000, d], lambda v, x=g[d], c=cdf: np.interp(v, x, c)).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("task", MULTI, ids=MULTI_IDS)
+def test_vector_tasks_likelihood_is_the_simulators(task):
+    """The simulator's y frequencies match the prior predictive Σ_i p(y | θ_i) / n computed from
+    log_likelihood over independent prior draws θ_i (χ² over the y seen often)."""
+    n = 300_000
+    _, y = task.simulate(np.random.default_rng(2), n)
+    theta, _ = task.simulate(np.random.default_rng(3), 4000)
+    rows, counts = np.unique(y, axis=0, return_counts=True)
+    common = counts > 60
+    rows, counts = rows[common], counts[common]
+    like = np.exp(np.stack([task.log_likelihood(theta, r) for r in rows]))  # (rows, 4000)
+    expected = like.mean(axis=1) * n
+    assert len(rows) >= 5
+    chi2 = np.sum((counts - expected) ** 2 / expected)
+    # the predictive itself is a Monte Carlo average over 4000 θ: allow for its noise too
+    noise = np.sum(like.var(axis=1) / 4000 * n**2 / expected)
+    assert chi2 < stats.chi2.ppf(0.9999, len(rows)) + 6 * noise
+    assert np.exp(task.log_likelihood(theta[:3], np.asarray(task.observed))).shape == (3,)
+
+
+def test_vector_task_parameters_are_checked():
+    with pytest.raises(ValueError, match="observed must be 4 counts"):
+        tasks.Bioassay(observed=(0, 1, 3))
+    with pytest.raises(ValueError, match="rho"):
+        tasks.ABTest(rho=1.5)
+    with pytest.raises(ValueError, match="observed"):
+        tasks.ABTest(trials=(10, 10), observed=(11, 2))
+    assert tasks.from_record(tasks.ABTest(rho=0.1).describe()).rho == 0.1
+    assert tasks.from_record(tasks.Bioassay().describe()).observed == (0, 1, 3, 5)
