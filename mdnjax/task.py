@@ -143,12 +143,15 @@ class Task:
 
     Args:
         name: a short name for runs and figures.
-        simulate: ``simulate(rng: np.random.Generator, n: int) -> (theta (n,), y (n,))``;
-            θ float, y integer.
-        support: (low, high) per parameter, ``-inf``/``inf`` allowed.
-        log_prior: optional ``θ -> log p(θ)`` (float64 numpy, vectorized).
-        log_likelihood: optional ``(θ, y) -> log p(y | θ)`` for one observation y, vectorized in θ.
-        plot_y: optional observations to report and plot (default: chosen from the simulations).
+        simulate: ``simulate(rng: np.random.Generator, n: int) -> (theta, y)``: θ float, (n,) or
+            (n, D) for D parameters; y integer, (n,) or (n, M) for an observation of M counts.
+        support: (low, high) per parameter (D pairs), ``-inf``/``inf`` allowed; each coordinate
+            gets its own transform to the fitting space.
+        log_prior: optional ``θ -> log p(θ)`` (float64 numpy, vectorized; θ (..., D) for D > 1).
+        log_likelihood: optional ``(θ, y) -> log p(y | θ)`` for one observation y (an int, or a
+            length-M array), vectorized in θ.
+        plot_y: optional observations to report and plot (ints, or length-M sequences; default:
+            chosen from the simulations).
         y_range: optional (low, high) of the possible observations, inclusive.
         simulator: ``"numpy"`` (default: ``simulate(rng, n)`` with a ``np.random.Generator``; the
             fastest on CPU) or ``"jax"``: ``simulate(key, n)`` with ``jax.random``, jit-compiled
@@ -161,7 +164,7 @@ class Task:
     support: tuple[Bound, ...] = (Bound(),)
     log_prior: Callable | None = None
     log_likelihood: Callable | None = None
-    plot_y: tuple[int, ...] | None = None
+    plot_y: tuple | None = None
     y_range: tuple[float, float] = (-math.inf, math.inf)
     #: settings this task recommends per recipe (``{"notebook": {"lr": 1e-2}}``); see ``Config``.
     recommended: dict = {}
@@ -189,7 +192,8 @@ class Task:
         self.support = as_bounds(support)
         self.log_prior = log_prior
         self.log_likelihood = log_likelihood
-        self.plot_y = None if plot_y is None else tuple(int(v) for v in plot_y)
+        as_y = lambda v: tuple(int(x) for x in v) if np.ndim(v) else int(v)  # noqa: E731
+        self.plot_y = None if plot_y is None else tuple(as_y(v) for v in plot_y)  # ints, or tuples of M ints
         if y_range is not None:
             self.y_range = (float(y_range[0]), float(y_range[1]))
         if simulator not in ("numpy", "jax"):

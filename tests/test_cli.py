@@ -86,6 +86,13 @@ BAD = [
     (["--devices", "64"], "device(s)"),
     (["--devices", "0"], "--devices"),
     (["--checkpoint-every", "-1"], "--checkpoint-every"),
+    (["--prior", "bioassay", "--observed", "0", "1", "3"], "--observed must be 4 counts"),
+    (["--prior", "bioassay", "--observed", "0", "1", "3", "9"], "--observed must be 4 counts in 0..5"),
+    (["--prior", "abtest", "--rho", "2"], "--rho must lie in [-0.99, 0.99]"),
+    (["--prior", "abtest", "--trials", "10", "20", "30"], "--trials must be (n_A, n_B)"),
+    (["--prior", "abtest", "--plot-y", "3", "4", "5"], "observes 2 counts per y"),
+    (["--prior", "abtest", "--doses", "1"], "--doses does not apply to the abtest task"),
+    (["--prior", "beta", "--trials", "10", "20"], "--trials must be an integer"),
 ]
 
 
@@ -223,3 +230,26 @@ def test_python_dash_m_mdnjax_dispatches_both_commands(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--prior", "gamma", *SMALL, "--no-plots", "--out", str(out)]) == 0
     assert main(["calibrate", str(out), "--draws", "100", "--samples-per-draw", "9"]) == 0
+
+
+def test_a_two_parameter_run_reports_and_calibrates_in_d_dimensions(tmp_path, capsys):
+    out = tmp_path / "ab"
+    argv = ["--prior", "abtest", "--trials", "20", "20", "--observed", "4", "9", "--samples", "30000"]
+    assert (
+        cli.main([*argv, "--epochs", "200", "--log-every", "100", "--plot-y", "4", "9", "10", "10", "--out", str(out)])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "y = [4, 9]" in printed and "KL(ref||MDN)" in printed and "MMD two-sample p" in printed
+    for name in ["pairs.png", "pairs_1.png", "loss.png", "metrics.json", "posterior.npz"]:
+        assert (out / name).stat().st_size > 0, name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dim"] == 2 and metrics["inputs"] == 2 and [r["y"] for r in metrics["at_y"]] == [[4, 9], [10, 10]]
+    ref = metrics["at_y"][0]["reference"]
+    assert ref["kl"] < 0.1 and set(ref["summaries"]) == {"P(pB > pA)"}
+    post = mdnjax.load(out)
+    assert post.sample(__import__("jax").random.key(0), [4, 9], 3).shape == (3, 2)
+    assert cli.calibrate_main([str(out), "--draws", "300", "--samples-per-draw", "19"]) == 0
+    assert (out / "coverage.png").stat().st_size > 0
+    cal = json.loads((out / "calibration.json").read_text())
+    assert len(cal["rank_chi2_pvalue"]) == 2 and "rank_log_q_chi2_pvalue" in cal

@@ -53,6 +53,9 @@ class Bioassay(Task):
     support = (Bound(-5.0, 10.0), Bound(-10.0, 40.0))
     parameter_names = ("alpha", "beta")
     reference_label = "grid reference"
+    # a wider backbone: 1,053 distinct y of 4 counts to map to 8 full-covariance components
+    # (default recipe, 10^6 draws: KL at the observed y 0.0104 with 64-wide layers, 0.0074 with 128)
+    recommended = {"fast": {"hidden": (128, 128, 128)}}
 
     def __init__(self, doses=(-0.86, -0.30, -0.05, 0.73), animals: int = 5, observed=(0, 1, 3, 5)):
         self.doses = np.asarray(doses, np.float64).reshape(-1)
@@ -110,6 +113,8 @@ class ABTest(Task):
     support = (Bound(), Bound())
     parameter_names = ("logit_pA", "logit_pB")
     reference_label = "grid reference"
+    # a near-Gaussian posterior in the logits: 1,000 epochs reach KL 0.003 at the observed y (10^6 draws)
+    recommended = {"fast": {"epochs": 1000}}
 
     def __init__(self, mean: float = -1.0, sd: float = 1.0, rho: float = 0.5, trials=(100, 100), observed=(12, 20)):
         try:
