@@ -3,13 +3,19 @@
     python benchmarks/epoch_time.py            # full: N in 1e5 1e6 1e7, K in 1 8, both tasks
     python benchmarks/epoch_time.py --quick    # N = 1e6, K = 8, both tasks (under 3 minutes)
 
-Paths (one full-batch Adam step per epoch, same objective):
+Paths (one full-batch Adam step per epoch, the same objective on every path):
   notebook-loop   the notebook's loop: dict of lists, a tensor and a forward per y (torch, 1 thread)
   torch-eager     vectorized torch on the padded (num_y, max_n) layout + mask
   torch-compiled  the same under torch.compile
   jax-padded      the reference design: padded layout, autodiff, one jit step per dispatch
   jax-fast        packed tiles, hand-written gradient, epochs in one lax.scan (the exact per-sample pass)
   jax-binned      the same kernel on the binned layout: each y's draws as 256 bins, two points each
+
+``--objective notebook`` (default) trains the notebook's objective on every path: Σ_y of each y's
+mean NLL, raw θ, Adam at a constant 1e-3, the 24-25-16 backbone. ``--objective default`` trains
+the default recipe's on every path, torch included: the mean NLL over all samples (per-sample
+weights), θ in the fitting space (logit / log), Adam with a cosine decay from 1e-2, a 64-64-64
+backbone.
 
 Warm-up (and compilation, reported apart) come first; then every repeat runs each path in turn
 (interleaved), so the ratios come from the same minutes of the same machine. Per path: median
@@ -61,18 +67,33 @@ def _epochs(path: str, n: int) -> int:
     return 3 if n <= 10**5 else 1
 
 
+OBJECTIVES = {
+    "notebook": {"weighting": "per-y", "space": "raw", "lr": 1e-3, "schedule": "constant", "hidden": (24, 25, 16)},
+    "default": {
+        "weighting": "per-sample",
+        "space": "unconstrained",
+        "lr": 1e-2,
+        "schedule": "cosine",
+        "hidden": (64, 64, 64),
+    },
+}
+SCHEDULE_STEPS = 4000  # the cosine schedule's length (the default recipe's epochs)
+
+
 class JaxPath:
-    def __init__(self, fast: bool, task, theta, y, k: int, binned: bool = False):
-        graphdef, params = model.init(jax.random.key(0), k)
-        opt = optax.adam(1e-3)
+    def __init__(self, fast: bool, task, theta, y, k: int, binned: bool = False, objective_name: str = "notebook"):
+        obj = OBJECTIVES[objective_name]
+        graphdef, params = model.init(jax.random.key(0), k, obj["hidden"])
+        lr = optax.cosine_decay_schedule(obj["lr"], SCHEDULE_STEPS) if obj["schedule"] == "cosine" else obj["lr"]
+        opt = optax.adam(lr)
         fast = fast or binned
         kind = "packed" if fast else "padded"
-        if binned:  # the same draws as two points per bin, B = 256 (the objective's per-y weights)
+        if binned:  # the same draws as two points per bin, B = 256
             b = buckets.bin_streamed(lambda: iter([(theta, y)]), bins=256)
-            self.data = buckets.binned_to_data(b, (0.0, float(task.trials)), weighting="per-y")
+            self.data = buckets.binned_to_data(b, (0.0, float(task.trials)), weighting=obj["weighting"])
         else:
             b = buckets.bucket_packed(theta, y) if fast else buckets.bucket(theta, y)
-            self.data = to_data(b, (0.0, float(task.trials)), block=BLOCK if fast else None)
+            self.data = to_data(b, (0.0, float(task.trials)), block=BLOCK if fast else None, weighting=obj["weighting"])
         self.layout_ratio = buckets.layout_ratio(b)
         kernel = kernels.for_layout(kind)
         step = train.make_step(lambda p, d: objective.loss(p, graphdef, d, kernel), opt)
@@ -108,23 +129,28 @@ class JaxPath:
 
 
 class TorchPath:
-    def __init__(self, kind: str, task, theta, y, k: int):
+    def __init__(self, kind: str, task, theta, y, k: int, objective_name: str = "notebook"):
         import torch
 
         from mdnjax.testing import torch_ref
 
+        obj = OBJECTIVES[objective_name]
         torch.manual_seed(0)
         self.torch = torch
-        self.net = torch_ref.TorchMDN(k)
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-3)
+        self.net = torch_ref.TorchMDN(k, obj["hidden"])
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=obj["lr"])
+        self.schedule = None
+        if obj["schedule"] == "cosine":  # lr · (1 + cos(π t / T)) / 2, as optax.cosine_decay_schedule
+            self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=SCHEDULE_STEPS)
+        weighting = obj["weighting"]
         if kind == "notebook-loop":
             by_y = torch_ref.group_by_y(theta, y)
-            self.loss = lambda: torch_ref.notebook_loss(self.net, by_y, task.trials)
+            self.loss = lambda: torch_ref.notebook_loss(self.net, by_y, task.trials, weighting=weighting)
         else:
             b = buckets.bucket(theta, y)
             self.layout_ratio = buckets.layout_ratio(b)
             x, th, mask = torch_ref.padded_tensors(b, task.trials)
-            fn = lambda: torch_ref.vectorized_loss(self.net, x, th, mask)  # noqa: E731
+            fn = lambda: torch_ref.vectorized_loss(self.net, x, th, mask, weighting)  # noqa: E731
             if kind == "torch-compiled":
                 torch._dynamo.reset()  # a fresh cache per configuration: never fall back to eager
                 fn = torch.compile(fn, dynamic=False)
@@ -140,20 +166,27 @@ class TorchPath:
             self.opt.zero_grad()
             value.backward()
             self.opt.step()
+            if self.schedule is not None:
+                self.schedule.step()
         return time.perf_counter() - t0
 
 
-def bench_config(name: str, n: int, k: int, repeats: int, paths: list[str]) -> dict:
+def bench_config(name: str, n: int, k: int, repeats: int, paths: list[str], objective_name: str = "notebook") -> dict:
     task = tasks.from_name(name)
     theta, y = task.simulate(np.random.default_rng(0), n)
+    if OBJECTIVES[objective_name]["space"] == "unconstrained":
+        bound = task.support[0]
+        theta = bound.forward(bound.interior(theta)[0])
     theta = theta.astype(np.float32)
-    built, result = {}, {"task": name, "N": n, "K": k, "paths": {}}
+    built, result = {}, {"task": name, "N": n, "K": k, "objective": objective_name, "paths": {}}
     for path in paths:
         try:
             if path.startswith("jax"):
-                built[path] = JaxPath(path == "jax-fast", task, theta, y, k, binned=path == "jax-binned")
+                built[path] = JaxPath(
+                    path == "jax-fast", task, theta, y, k, binned=path == "jax-binned", objective_name=objective_name
+                )
             else:
-                built[path] = TorchPath(path, task, theta, y, k)
+                built[path] = TorchPath(path, task, theta, y, k, objective_name)
         except Exception as err:  # noqa: BLE001 - a path that cannot run is reported, not fatal
             result["paths"][path] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
     times = {p: [] for p in built}
@@ -350,6 +383,9 @@ def main() -> None:
     p.add_argument("--rss-only", action="store_true", help="only the CLI runs (peak RSS), merged into the JSON")
     p.add_argument("--rss-samples", type=float, nargs="+", default=[1e7], help="N for the peak-RSS CLI runs")
     p.add_argument("--rss-epochs", type=int, default=200)
+    p.add_argument(
+        "--objective", choices=sorted(OBJECTIVES), default="notebook", help="the objective every path trains"
+    )
     args = p.parse_args()
 
     import torch
@@ -358,7 +394,7 @@ def main() -> None:
     ns = [int(v) for v in (args.samples or ([1e6] if args.quick else [1e5, 1e6, 1e7]))]
     ks = args.components or ([8] if args.quick else [1, 8])
     repeats = args.repeats or (3 if args.quick else 5)
-    suffix = "_quick" if args.quick else ""
+    suffix = ("_quick" if args.quick else "") + ("" if args.objective == "notebook" else f"_{args.objective}")
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / "epoch_time.json"
     previous_rss = json.loads(path.read_text()).get("train_rss", []) if path.exists() else []
@@ -380,11 +416,11 @@ def main() -> None:
         for k in ks:
             for name in args.tasks:
                 t0 = time.perf_counter()
-                r = bench_config(name, n, k, repeats, args.paths)
+                r = bench_config(name, n, k, repeats, args.paths, args.objective)
                 payload["results"].append(r)
                 print(table([r]), f"\n({time.perf_counter() - t0:.0f} s)", flush=True)
                 (OUT / f"epoch_time{suffix}.json").write_text(json.dumps(payload, indent=2))
-    if not args.quick and not args.no_rss:
+    if not args.quick and not args.no_rss and args.objective == "notebook":
         runs = [train_run_rss(10**7, 200, prior) for prior in args.tasks]
         payload["train_rss"] = _merge_rss(previous_rss, runs)  # keeps the --rss-only runs at other N
         print("CLI run at 1e7 samples:", runs, flush=True)

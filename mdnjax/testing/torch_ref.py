@@ -121,7 +121,9 @@ def group_by_y(theta: np.ndarray, y: np.ndarray) -> dict:
     return theta_by_y
 
 
-def notebook_loss(model, theta_by_y: dict, trials: int, dtype=None, tensors: dict | None = None):
+def notebook_loss(
+    model, theta_by_y: dict, trials: int, dtype=None, tensors: dict | None = None, weighting: str = "per-y"
+):
     """Σ_y mean NLL as the notebook computes it: one forward per y, tensors built per y.
 
     Args:
@@ -130,9 +132,12 @@ def notebook_loss(model, theta_by_y: dict, trials: int, dtype=None, tensors: dic
         trials: n, to form the input y / n.
         dtype: torch dtype (default float32).
         tensors: optional dict y → prebuilt (N, 1) θ tensors; same arithmetic, no list conversion.
+        weighting: ``"per-y"`` (the notebook: Σ_y of each y's mean) or ``"per-sample"`` (the mean
+            over every sample: each y's mean weighted by n_y / N).
     """
     dtype = dtype or torch.float32
     total = 0.0
+    kept = sum(len(t) for t in theta_by_y.values() if len(t) >= 2)
     for y_val, thetas in theta_by_y.items():
         if len(thetas) < 2:
             continue
@@ -142,7 +147,8 @@ def notebook_loss(model, theta_by_y: dict, trials: int, dtype=None, tensors: dic
             theta_tensor = tensors[y_val]
         else:
             theta_tensor = torch.tensor(thetas, dtype=dtype).view(-1, 1)
-        total = total + mixture_negative_log_likelihood(theta_tensor, weights, means, log_vars)
+        nll = mixture_negative_log_likelihood(theta_tensor, weights, means, log_vars)
+        total = total + (nll if weighting == "per-y" else nll * (len(thetas) / kept))
     return total
 
 
@@ -153,12 +159,13 @@ def padded_tensors(b, trials: int, dtype=None):
     return x, torch.tensor(b.theta, dtype=dtype), torch.tensor(b.mask)
 
 
-def vectorized_loss(model, x, theta, mask):
+def vectorized_loss(model, x, theta, mask, weighting: str = "per-y"):
     """The objective on the padded layout: one forward for every y, masked logsumexp.
 
     Args:
         model: a ``TorchMDN``.
         x: (num_y, 1) inputs; theta, mask: (num_y, max_n).
+        weighting: ``"per-y"`` (Σ_y of each y's mean NLL) or ``"per-sample"`` (the mean NLL).
     """
     logits, means, log_vars = model.mixture(x)  # (num_y, K)
     log_w = torch.log_softmax(logits, dim=-1)
@@ -167,6 +174,8 @@ def vectorized_loss(model, x, theta, mask):
     comp = -0.5 * (LOG_2PI + log_vars[:, None, :] + d * d * torch.exp(-log_vars)[:, None, :])
     ll = torch.logsumexp(log_w[:, None, :] + comp, dim=-1)  # (num_y, max_n)
     ll = torch.where(mask, ll, torch.zeros((), dtype=ll.dtype))
+    if weighting == "per-sample":
+        return -ll.sum() / mask.sum().to(ll.dtype)
     return -(ll.sum(dim=1) / mask.sum(dim=1).to(ll.dtype)).sum()
 
 
