@@ -545,7 +545,7 @@ def _train(prog, t_start, lead, out, created, record, task, config, state, histo
             payload = report.build(result, task, plot_y, out, plots_on=not options["no_plots"])
         if config.layout == "binned" or config.samples <= simulation.CHUNK:
             payload["per_sample_loss"] = simulation.per_sample_loss(
-                task, config, result.posterior, result.buckets.y_values
+                task, config, result.posterior, result.buckets.y_values, jax.process_count()
             )
         payload["timings"] = session["timings"] | {"wall_s": time.perf_counter() - t_start}
         payload["sessions"] = record["sessions"]

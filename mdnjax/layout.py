@@ -496,7 +496,19 @@ class Binned(_Summary):
         return (self.high.astype(np.float64) - self.low) / (self.theta.shape[1] // 2)
 
 
-def bin_streamed(chunks, bins: int = 256, min_count: int = 2) -> Binned:
+def merge_ranges(parts) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Merges per-y (values, counts, low, high) summaries: counts add, ranges widen."""
+    values = np.concatenate([p[0] for p in parts]).astype(np.int64)
+    merged, inverse = np.unique(values, return_inverse=True)
+    counts = np.bincount(inverse, np.concatenate([p[1] for p in parts]), merged.size).astype(np.int64)
+    low = np.full(merged.size, np.inf)
+    high = np.full(merged.size, -np.inf)
+    np.minimum.at(low, inverse, np.concatenate([p[2] for p in parts]))
+    np.maximum.at(high, inverse, np.concatenate([p[3] for p in parts]))
+    return merged, counts, low, high
+
+
+def bin_streamed(chunks, bins: int = 256, min_count: int = 2, combine=None) -> Binned:
     """The binned layout from a re-iterable stream of (θ, y) chunks, with no O(N) array.
 
     Pass one finds each y's count and range; pass two adds every draw to its (y, bin) sums of
@@ -506,27 +518,24 @@ def bin_streamed(chunks, bins: int = 256, min_count: int = 2) -> Binned:
         chunks: callable returning an iterator of (theta (n,), y (n,)) pairs.
         bins: B, bins per y.
         min_count: y with fewer draws are left out.
+        combine: for several processes, each streaming its own share of the draws: ``combine(a)``
+            returns every process's array ``a`` (``mdnjax.parallel.allgather_rows``). The per-y
+            ranges are merged after pass one and the (y, bin) sums added after pass two, so every
+            process ends with the layout of all the draws.
 
     Returns:
         The ``Binned`` layout.
     """
-    values = np.zeros(0, np.int64)
-    counts = np.zeros(0, np.int64)
-    low = np.zeros(0)
-    high = np.zeros(0)
+    summary = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
     for theta, y in chunks():  # pass one: count and range per y, merged chunk by chunk
         theta, y = np.asarray(theta, np.float64), np.asarray(y).astype(np.int64)
         order = np.argsort(y, kind="stable")
         v, starts, c = np.unique(y[order], return_index=True, return_counts=True)
         lo, hi = np.minimum.reduceat(theta[order], starts), np.maximum.reduceat(theta[order], starts)
-        allv = np.concatenate([values, v])
-        merged, inverse = np.unique(allv, return_inverse=True)
-        m_counts = np.bincount(inverse, np.concatenate([counts, c]), merged.size).astype(np.int64)
-        m_low = np.full(merged.size, np.inf)
-        m_high = np.full(merged.size, -np.inf)
-        np.minimum.at(m_low, inverse, np.concatenate([low, lo]))
-        np.maximum.at(m_high, inverse, np.concatenate([high, hi]))
-        values, counts, low, high = merged, m_counts, m_low, m_high
+        summary = merge_ranges([summary, (v, c, lo, hi)])
+    if combine is not None:
+        summary = merge_ranges(list(zip(*(combine(np.asarray(a)) for a in summary))))
+    values, counts, low, high = summary
     keep = counts >= min_count
     values, counts, low, high = values[keep], counts[keep], low[keep], high[keep]
     num_y = values.size
@@ -545,6 +554,8 @@ def bin_streamed(chunks, bins: int = 256, min_count: int = 2) -> Binned:
         acc[0] += np.bincount(flat, minlength=acc.shape[1])
         acc[1] += np.bincount(flat, d, minlength=acc.shape[1])
         acc[2] += np.bincount(flat, d * d, minlength=acc.shape[1])
+    if combine is not None:
+        acc = np.sum(combine(acc[None]), axis=0)[0]  # every process's sums, in rank order
     n, s1, s2 = (a.reshape(num_y, bins) for a in acc)
     centre = low[:, None] + (np.arange(bins)[None, :] + 0.5) * width[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -59,3 +59,28 @@ def shard(data: Data, state, mesh):
         weight=put(data.weight, P(None, "rows")),
     )
     return data, put(state, P())
+
+
+def process_share() -> tuple[int, int]:
+    """(this process's rank, the number of processes)."""
+    return jax.process_index(), jax.process_count()
+
+
+def allgather_rows(a: np.ndarray) -> list[np.ndarray]:
+    """Every process's ``a`` (shapes may differ along the first axis), bit for bit.
+
+    The arrays travel as bytes (``process_allgather`` would cast float64 to float32 when x64 is
+    off), padded to the longest; every process receives the same list, rank order.
+    """
+    from jax.experimental import multihost_utils
+
+    a = np.ascontiguousarray(a)
+    sizes = np.asarray(multihost_utils.process_allgather(np.array([a.shape[0]], np.int32))).reshape(-1)
+    row_bytes = a.dtype.itemsize * int(np.prod(a.shape[1:], dtype=np.int64))
+    raw = np.zeros((int(sizes.max()), max(row_bytes, 1)), np.uint8)
+    raw[: a.shape[0], :row_bytes] = a.view(np.uint8).reshape(a.shape[0], row_bytes)
+    got = np.asarray(multihost_utils.process_allgather(raw))  # (processes, longest, row bytes)
+    return [
+        got[p, : sizes[p], :row_bytes].copy().view(a.dtype).reshape((int(sizes[p]),) + a.shape[1:])
+        for p in range(len(sizes))
+    ]

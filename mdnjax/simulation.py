@@ -24,7 +24,7 @@ import warnings
 
 import numpy as np
 
-from mdnjax import layout
+from mdnjax import layout, parallel
 from mdnjax.config import Config, ConfigError
 
 CHUNK = 10_000_000  # above this many simulations, simulation and bucketing stream
@@ -144,16 +144,23 @@ def _merge(total: dict, stats: dict) -> None:
     total["theta_shape"] = list(stats["shape"][1:])
 
 
-def _streamed_chunks(task, config: Config, report: dict, dtype=np.float32):
+def _streamed_chunks(
+    task, config: Config, report: dict, dtype=np.float32, share: tuple[int, int] = (0, 1), cut: int | None = None
+):
     """``chunks()``: the run's simulations in chunks of ``STREAM_CHUNK``, chunk i from
     ``default_rng([seed, i])`` (every pass yields the same chunks); the first pass's checks go
-    into ``report``."""
+    into ``report``. With ``share = (rank, processes)`` this process streams chunks rank, rank +
+    processes, … of a stream cut into at least ``cut`` (default: ``processes``) chunks."""
     n = config.samples
-    sizes = [min(STREAM_CHUNK, n - s) for s in range(0, n, STREAM_CHUNK)]
+    rank, processes = share
+    size = min(STREAM_CHUNK, -(-n // (cut or processes)))
+    sizes = [min(size, n - s) for s in range(0, n, size)]
     first_pass = [True]
 
     def chunks():
         for i, size in enumerate(sizes):
+            if i % processes != rank:
+                continue
             theta, y, stats = draw(task, np.random.default_rng([config.seed, i]), size, config.space, dtype)
             if first_pass[0]:
                 _merge(report, stats)
@@ -179,14 +186,17 @@ def _vector_y(task, config: Config) -> bool:
     return y.ndim == 2
 
 
-def _encoded(chunks, vector: bool | None = None):
+def _encoded(chunks, vector: bool | None = None, combine=None):
     """``(codebook, chunks')``: for vector y, a first pass builds the ``layout.Codebook`` and
-    ``chunks'`` yields each y row's code; for scalar y, ``(None, chunks)``."""
+    ``chunks'`` yields each y row's code; for scalar y, ``(None, chunks)``. ``combine`` merges
+    the codebooks of several processes (``mdnjax.parallel.allgather_rows``)."""
     if vector is None:
         vector = next(iter(chunks()))[1].ndim == 2
     if not vector:
         return None, chunks
     book = layout.Codebook.from_chunks(chunks)
+    if combine is not None:
+        book = layout.Codebook.of(np.concatenate(combine(book.rows)))
     return book, lambda: ((theta, book.encode(y)) for theta, y in chunks())
 
 
@@ -218,9 +228,16 @@ def build_layout(task, config: Config, shards: int = 1, block: int | None = layo
         )
     if config.layout == "binned":
         # float64 draws into per-(y, bin) sums; up to CHUNK the same draws as the other layouts
-        # (kept in memory for the two passes), beyond it streamed chunk by chunk
+        # (kept in memory for the two passes), beyond it streamed chunk by chunk; with several
+        # processes each streams its own chunks and the sums are added once
         t0 = time.perf_counter()
-        if n <= CHUNK:
+        share = parallel.process_share()
+        combine = parallel.allgather_rows if share[1] > 1 else None
+        if share[1] > 1:
+            chunks = _streamed_chunks(task, config, report, np.float64, share)
+            book, chunks = _encoded(chunks, _vector_y(task, config), combine)
+            report["simulate_s"] = 0.0
+        elif n <= CHUNK:
             theta, y, stats = draw(task, np.random.default_rng(config.seed), n, config.space, np.float64)
             _merge(report, stats)
             report["simulate_s"] = time.perf_counter() - t0
@@ -229,7 +246,9 @@ def build_layout(task, config: Config, shards: int = 1, block: int | None = layo
             book, chunks = _encoded(_streamed_chunks(task, config, report, np.float64), _vector_y(task, config))
             report["simulate_s"] = 0.0
         t0 = time.perf_counter()
-        b = layout.bin_streamed(chunks, bins=config.bins, min_count=MIN_COUNT)
+        b = layout.bin_streamed(chunks, bins=config.bins, min_count=MIN_COUNT, combine=combine)
+        if combine is not None:  # every process's draws moved off a bound
+            report["moved_to_interior"] = int(sum(combine(np.array([report["moved_to_interior"]], np.int64))).item())
         report["bucket_s"] = time.perf_counter() - t0
     elif n > CHUNK and config.layout == "packed":
         book, chunks = _encoded(_streamed_chunks(task, config, report), _vector_y(task, config))
@@ -297,7 +316,7 @@ def draw_heldout(task, config: Config):
     return theta, y
 
 
-def per_sample_loss(task, config: Config, posterior, y_values) -> float:
+def per_sample_loss(task, config: Config, posterior, y_values, processes: int = 1) -> float:
     """The training objective on the run's own draws, sample by sample (−Σ w log q_u(u | y) in the
     fitting space, per the run's weighting, over the y that had a bucket), re-simulated from the
     seed in chunks: the loss that compares across layouts (a binned run trains on summaries)."""
@@ -306,7 +325,9 @@ def per_sample_loss(task, config: Config, posterior, y_values) -> float:
     counts = np.zeros(num_y)
     total = np.zeros(num_y)  # Σ −log q per y
     report = {"moved_to_interior": 0, "warnings": []}
-    if config.samples <= CHUNK:
+    if processes > 1 and config.layout == "binned":  # the chunks the processes shared
+        chunks = _streamed_chunks(task, config, report, cut=processes)
+    elif config.samples <= CHUNK:
         chunks = lambda: iter([draw(task, np.random.default_rng(config.seed), config.samples, config.space)[:2]])  # noqa: E731
     else:
         chunks = _streamed_chunks(task, config, report)
