@@ -76,11 +76,12 @@ def _tile_sums(coef, bound, centre, theta, row_count, weight, per_sample_max: bo
     mask = row_mask(row_count, theta.shape[1])  # (rows, width)
     x = jnp.where(mask[..., None], theta - centre[:, None, :], 0.0)  # padding never reaches exp
     iu, ju = np.triu_indices(dim)
-    phi = jnp.concatenate([jnp.ones(x.shape[:2] + (1,), x.dtype), x, x[..., iu] * x[..., ju]], axis=-1)
+    phi = jnp.concatenate([x, x[..., iu] * x[..., ju]], axis=-1)  # (rows, width, P − 1): φ without its 1
+    c0, rest = coef[..., 0], coef[..., 1:]  # the constant term is added, not multiplied by a column of ones
     if theta.shape[1] >= MATMUL_WIDTH:  # one small matmul per row
-        a = jnp.einsum("rwp,rkp->rwk", phi, coef, precision=HIGHEST)  # (rows, width, K)
+        a = jnp.einsum("rwp,rkp->rwk", phi, rest, precision=HIGHEST) + c0[:, None, :]  # (rows, width, K)
     else:  # short rows: a matmul per row costs more than its arithmetic; unrolled products fuse
-        a = sum(phi[:, :, None, i] * coef[:, None, :, i] for i in range(phi.shape[-1]))
+        a = c0[:, None, :] + sum(phi[:, :, None, i] * rest[:, None, :, i] for i in range(phi.shape[-1]))
     if per_sample_max:
         shift = jnp.max(a, axis=-1)  # (rows, width)
     else:
@@ -95,6 +96,7 @@ def _tile_sums(coef, bound, centre, theta, row_count, weight, per_sample_max: bo
         m = jnp.einsum("rwk,rwp->rkp", wr, phi, precision=HIGHEST)
     else:
         m = jnp.stack([jnp.sum(wr * phi[:, :, None, i], axis=1) for i in range(phi.shape[-1])], axis=-1)
+    m = jnp.concatenate([jnp.sum(wr, axis=1)[..., None], m], axis=-1)  # (rows, K, P): Σ w r φ
     return loss, m, underflow
 
 
