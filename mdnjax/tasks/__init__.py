@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import inspect
 
-from mdnjax.tasks.bioassay import ABTest, Bioassay
 from mdnjax.tasks.conjugate import BetaBinomial, BetaMixture, BetaMixtureBinomial, GammaPoisson
 from mdnjax.tasks.epidemics import ReedFrost, SIRFinalSize
+from mdnjax.tasks.logistic import ABTest, Bioassay
 
 REGISTRY = {
     "beta": BetaBinomial,

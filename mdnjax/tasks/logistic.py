@@ -1,4 +1,5 @@
-"""Two parameters and vector observations: a dose–response bioassay and an A/B test.
+"""Binomial counts through a logit link, two parameters, vector observations: a dose–response
+bioassay and an A/B test.
 
 * ``Bioassay`` (Racine et al. 1986, analysed in Gelman et al., *Bayesian Data Analysis*, §3.7):
   θ = (α, β), deaths_i ~ Binomial(5, logit⁻¹(α + β x_i)) at the log doses x = (−0.86, −0.30,
