@@ -151,7 +151,10 @@ def train_parser() -> argparse.ArgumentParser:
     r = p.add_argument_group("run")
     r.add_argument("--out", help="output folder (default: runs/TASK-TIMESTAMP)")
     r.add_argument(
-        "--plot-y", type=number(int), nargs="+", help="observations to report and plot (default: the task's)"
+        "--plot-y",
+        type=number(int),
+        nargs="+",
+        help="observations to report and plot (default: the task's); vector y: M numbers each",
     )
     r.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     r.add_argument("--checkpoint-every", type=number(int), help="epochs between checkpoints (default 500; 0: end only)")
