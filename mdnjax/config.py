@@ -79,10 +79,13 @@ def _share(name: str, value) -> float:
     return float(value)
 
 
+MAX_BINNED_DIM = 3  # the binned layout's cells per y are bins^D: beyond D = 3 they grow too coarse
+
+
 def _layout(value, task) -> str:
-    """The layout; the binned one summarises a scalar θ, so θ ∈ ℝ^D trains on the packed one."""
+    """The layout; above ``MAX_BINNED_DIM`` parameters the binned one gives way to the packed one."""
     chosen = _choice("layout", value, LAYOUTS)
-    if chosen == "binned" and task is not None and len(getattr(task, "support", ())) > 1:
+    if chosen == "binned" and task is not None and len(getattr(task, "support", ())) > MAX_BINNED_DIM:
         return "packed"
     return chosen
 
@@ -113,8 +116,8 @@ class Config:
         layout: ``"binned"`` (the default: each y's draws as ``bins`` bins, two points per bin,
             an epoch whose cost does not grow with N), ``"packed"`` (every draw, cache-sized
             tiles: the exact per-sample objective) or ``"padded"`` (one row per y, the autodiff
-            reference). The binned layout summarises a scalar θ: with several parameters
-            ``resolve`` trains on ``"packed"``.
+            reference). For θ ∈ ℝ^D (D ≤ 3) the binned layout summarises each y with many draws
+            cell by cell (``layout.bin_nd``); above D = 3 ``resolve`` trains on ``"packed"``.
         bins: B, bins per y of the binned layout.
         seed: seeds the simulation and the network initialisation (0 ≤ seed < 2^32).
         holdout: extra simulations, as a share of ``samples`` (at most 2·10^5), that training

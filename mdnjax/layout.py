@@ -613,12 +613,13 @@ def binned_to_data(
         width: points per row.
 
     Returns:
-        ``Data`` with one block.
+        ``Data`` with one block (scalar θ: a few hundred thousand points at most) or, for θ ∈ ℝ^D,
+        cache-sized blocks as ``to_data`` makes them.
     """
     if weighting not in ("per-y", "per-sample"):
         raise ValueError(f"unknown weighting {weighting!r}")
     denominator = b.counts[:, None].astype(np.float64) if weighting == "per-y" else float(b.num_samples)
-    keep = b.count > 0  # (num_y, 2B)
+    keep = b.count > 0  # (num_y, 2B) or, for θ ∈ ℝ^D, (num_y, S)
     points, weights = b.theta[keep], (b.count / denominator)[keep]  # y by y, in order
     per_y = keep.sum(axis=1)
     width = int(min(width, max(int(per_y.max(initial=1)), 1)))
@@ -631,16 +632,169 @@ def binned_to_data(
     first = points[np.cumsum(per_y) - per_y]  # each y's first point: finite, in range, for the padding
     theta = np.repeat(first[row_y][:, None], width, axis=1).astype(np.float32)
     theta[row, col] = points
-    weight = np.zeros(theta.shape)
+    weight = np.zeros(theta.shape[:2])
     weight[row, col] = weights
     row_count = _row_counts(per_y, rows_per_y, width)
-    rows = theta.shape[0]
+    tail = theta.shape[2:]
+    blocks = 1
+    if tail:  # θ ∈ ℝ^D keeps its draws at sparse y: cache-sized blocks, padded with empty rows
+        blocks, block_rows = tile_shape(theta.shape[0], width)
+        extra = blocks * block_rows - theta.shape[0]
+        theta = np.concatenate([theta, np.repeat(theta[-1:], extra, axis=0)])
+        weight, row_count = np.pad(weight, ((0, extra), (0, 0))), np.pad(row_count, (0, extra))
+        row_y = np.pad(row_y, (0, extra), constant_values=b.num_y - 1)
+    rows = theta.shape[0] // blocks
     shift, scale = embedding
     put = lambda a, dt=None: jax.device_put(np.asarray(a, dt))  # noqa: E731
     return Data(
         x=put((b.y_values - np.asarray(shift)) / np.asarray(scale), dtype),
-        theta=put(theta.reshape(1, rows, width), dtype),
-        row_count=put(row_count.reshape(1, rows), np.int32),
-        row_y=put(row_y.reshape(1, rows), np.int32),
-        weight=put(weight.reshape(1, rows, width), dtype),
+        theta=put(theta.reshape((blocks, rows, width) + tail), dtype),
+        row_count=put(row_count.reshape(blocks, rows), np.int32),
+        row_y=put(row_y.reshape(blocks, rows), np.int32),
+        weight=put(weight.reshape(blocks, rows, width), dtype),
     )
+
+
+# ----------------------------------------------------------------------------- binned, θ ∈ ℝ^D
+
+CELLS = 1024  # cells per y for θ ∈ ℝ^D: round(CELLS^(1/D)) per coordinate (32 × 32 for D = 2)
+
+
+def cells_per_coordinate(dim: int) -> int:
+    return max(2, int(round(CELLS ** (1.0 / dim))))
+
+
+def moment_points(n, mean, cov):
+    """2D points that reproduce a cell's count, mean and covariance exactly: mean ± √(D λ_i) v_i over
+    the eigenpairs (λ_i, v_i) of the covariance, each carrying n / 2D (for D = 1: the two-point rule).
+
+    Args:
+        n: (C,) counts; mean: (C, D); cov: (C, D, D).
+
+    Returns:
+        points (C, 2D, D) and counts (C, 2D).
+    """
+    dim = mean.shape[-1]
+    lam, vec = np.linalg.eigh(cov)  # (C, D), (C, D, D): columns are eigenvectors
+    step = np.sqrt(np.clip(lam, 0.0, None) * dim)[:, None, :] * vec  # (C, D, D): column i is √(Dλ_i) v_i
+    offsets = np.swapaxes(step, 1, 2)  # (C, D, D): row i is √(Dλ_i) v_i
+    points = np.concatenate([mean[:, None, :] + offsets, mean[:, None, :] - offsets], axis=1)
+    return points, np.repeat((np.asarray(n, np.float64) / (2 * dim))[:, None], 2 * dim, axis=1)
+
+
+def bin_nd(theta: np.ndarray, y: np.ndarray, bins: int | None = None, min_count: int = 2) -> Binned:
+    """The binned layout for θ ∈ ℝ^D (in memory): each y whose draws outnumber the points its
+    cells could give is summarised cell by cell (``bins`` per coordinate over that y's own range,
+    ``moment_points`` per non-empty cell: count, mean and covariance exact, in float64); every other y
+    keeps its draws, each a point of weight 1. The cost of an epoch is then bounded by
+    num_y · 2D · bins^D points, whatever N is.
+
+    Args:
+        theta: (N, D) draws in the fitting space; y: (N,) integer codes.
+        bins: cells per coordinate (default ``cells_per_coordinate(D)``).
+        min_count: y with fewer draws are left out.
+
+    Returns:
+        ``Binned`` with ``theta`` (num_y, S, D), ``count`` (num_y, S), ``low``/``high`` (num_y, D).
+    """
+    theta = np.asarray(theta, np.float64)
+    y = np.asarray(y).reshape(-1)
+    dim = theta.shape[1]
+    bins = bins or cells_per_coordinate(dim)
+    values, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    keep_y = counts >= min_count
+    j_of = np.full(values.size, -1)
+    j_of[keep_y] = np.arange(keep_y.sum())
+    values, counts = values[keep_y], counts[keep_y]
+    j = j_of[inverse]
+    theta, j = theta[j >= 0], j[j >= 0]
+    num_y, cells = values.size, bins**dim
+    low = np.full((num_y, dim), np.inf)
+    high = np.full((num_y, dim), -np.inf)
+    np.minimum.at(low, j, theta)
+    np.maximum.at(high, j, theta)
+    dense = counts > 2 * dim * cells  # summarising these y gives fewer points than their draws
+    pts, wts = [None] * num_y, [None] * num_y
+    order = np.argsort(j, kind="stable")
+    by_y = np.split(theta[order], np.cumsum(counts)[:-1])  # each y's draws, in stream order
+    for i in np.flatnonzero(~dense):  # sparse y: the draws themselves
+        pts[i] = by_y[i]
+        wts[i] = np.ones(len(pts[i]))
+    if dense.any():
+        at = dense[j]
+        t, jd = theta[at], j[at]
+        width = np.where(high > low, (high - low) / bins, 0.0)  # (num_y, D)
+        index = np.zeros(len(t), np.int64)
+        for d in range(dim):
+            w = width[jd, d]
+            c = np.where(w > 0, np.floor((t[:, d] - low[jd, d]) / np.where(w > 0, w, 1.0)), 0.0)
+            index = index * bins + np.clip(c, 0, bins - 1).astype(np.int64)
+        flat = jd * cells + index
+        used, cell_of = np.unique(flat, return_inverse=True)
+        n = np.bincount(cell_of, minlength=used.size).astype(np.float64)
+        first = np.zeros(used.size, np.int64)
+        first[cell_of[::-1]] = np.arange(len(t))[::-1]  # a draw of each cell: the centre of its sums
+        centre = t[first]
+        dx = t - centre[cell_of]
+        s1 = np.stack([np.bincount(cell_of, dx[:, d], used.size) for d in range(dim)], axis=1)
+        s2 = np.stack(
+            [
+                np.stack([np.bincount(cell_of, dx[:, a] * dx[:, b], used.size) for b in range(dim)], -1)
+                for a in range(dim)
+            ],
+            axis=1,
+        )
+        mean_dx = s1 / n[:, None]
+        cov = s2 / n[:, None, None] - mean_dx[:, :, None] * mean_dx[:, None, :]
+        cell_pts, cell_wts = moment_points(n, centre + mean_dx, cov)
+        owner = used // cells  # increasing: each dense y's cells are contiguous
+        bounds = np.searchsorted(owner, np.arange(num_y + 1))
+        for i in np.flatnonzero(dense):
+            pts[i] = cell_pts[bounds[i] : bounds[i + 1]].reshape(-1, dim)
+            wts[i] = cell_wts[bounds[i] : bounds[i + 1]].reshape(-1)
+    size = max((len(p) for p in pts), default=1)
+    points = np.zeros((num_y, size, dim))
+    count = np.zeros((num_y, size))
+    for i in range(num_y):
+        points[i, : len(pts[i])] = pts[i]
+        points[i, len(pts[i]) :] = pts[i][0]  # empty slots: a finite in-range value, weight 0
+        count[i, : len(wts[i])] = wts[i]
+    return Binned(
+        points.astype(np.float32),
+        count,
+        values.astype(np.int64),
+        counts.astype(np.int32),
+        low.astype(np.float32),
+        high.astype(np.float32),
+    )
+
+
+def collapsed_nd(b: Binned, logits, covariances, min_weight: float = 1e-3, bins: int | None = None) -> list[dict]:
+    """``collapsed`` for θ ∈ ℝ^D: the summarised y where some component (weight ≥ ``min_weight``) is
+    narrower, along some coordinate, than ``COLLAPSE`` × that coordinate's cell width.
+
+    Args:
+        b: the layout of ``bin_nd``.
+        logits: (num_y, K); covariances: (num_y, K, D, D) the trained components (fitting space).
+        bins: the cells per coordinate ``bin_nd`` used (default: its default).
+
+    Returns:
+        [{"y", "sd", "cell_width", "coordinate"}] for each such y.
+    """
+    dim = b.theta.shape[-1]
+    bins = bins or cells_per_coordinate(dim)
+    dense = b.counts > 2 * dim * bins**dim
+    w = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    w /= w.sum(axis=-1, keepdims=True)
+    sd = np.sqrt(np.diagonal(np.asarray(covariances, np.float64), axis1=-2, axis2=-1))  # (num_y, K, D)
+    sd = np.where((w >= min_weight)[..., None], sd, np.inf).min(axis=1)  # (num_y, D)
+    width = (b.high.astype(np.float64) - b.low) / bins
+    bad = dense[:, None] & (width > 0) & (sd < COLLAPSE * width)
+    out = []
+    for i in np.flatnonzero(bad.any(axis=1)):
+        d = int(np.argmax(bad[i] * (width[i] / np.maximum(sd[i], 1e-300))))
+        y = b.y_values[i]
+        out.append(
+            {"y": np.ravel(y).tolist(), "sd": float(sd[i, d]), "cell_width": float(width[i, d]), "coordinate": d}
+        )
+    return out

@@ -257,6 +257,22 @@ def build_nd(result, task, plot_y, out: Path | None = None, plots_on: bool = Tru
             exact_theta = _to_theta(post, exact_u)
             name = "pairs.png" if i == 0 else f"pairs_{i}.png"
             plots.pair_plot(post, task, yv, out / name, reference=ref, exact_draws=exact_theta, seed=config.seed)
+    if isinstance(b, layout.Binned):
+        from mdnjax import mixture
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            logits, _, scales = post.mixture(b.y_values)
+        covs = np.asarray(mixture.mvn_covariances(scales, post.dim), np.float64)
+        flagged = layout.collapsed_nd(b, np.asarray(logits, np.float64), covs)
+        payload["collapsed"] = flagged
+        if flagged:
+            worst = min(flagged, key=lambda r: r["sd"] / r["cell_width"])
+            payload["warnings"].append(
+                f"at {len(flagged)} y a component is narrower than {layout.COLLAPSE:g} cell widths (worst y = "
+                f"{worst['y']}: sd {worst['sd']:.3g}, cells {worst['cell_width']:.3g}): it may fit the cells' "
+                "moment points rather than the draws; use --layout packed"
+            )
     if result.heldout is not None:
         payload["heldout_summary"] = _pit_summary(post, result.heldout)
     if out is not None and plots_on and result.losses.size:

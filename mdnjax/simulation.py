@@ -232,8 +232,16 @@ def build_layout(task, config: Config, shards: int = 1, block: int | None = layo
         # processes each streams its own chunks and the sums are added once
         t0 = time.perf_counter()
         share = parallel.process_share()
-        combine = parallel.allgather_rows if share[1] > 1 else None
-        if share[1] > 1:
+        combine = parallel.allgather_rows if share[1] > 1 and len(task.support) == 1 else None
+        if len(task.support) > 1:  # θ ∈ ℝ^D: in memory, cell by cell (every process the same)
+            theta, y, stats = draw(task, np.random.default_rng(config.seed), n, config.space, np.float64)
+            _merge(report, stats)
+            report["simulate_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            book = layout.Codebook.of(y) if y.ndim == 2 else None
+            b = layout.bin_nd(theta, y if book is None else book.encode(y), min_count=MIN_COUNT)
+            report["bucket_s"] = time.perf_counter() - t0
+        elif combine is not None:
             chunks = _streamed_chunks(task, config, report, np.float64, share)
             book, chunks = _encoded(chunks, _vector_y(task, config), combine)
             report["simulate_s"] = 0.0
@@ -245,11 +253,13 @@ def build_layout(task, config: Config, shards: int = 1, block: int | None = layo
         else:
             book, chunks = _encoded(_streamed_chunks(task, config, report, np.float64), _vector_y(task, config))
             report["simulate_s"] = 0.0
-        t0 = time.perf_counter()
-        b = layout.bin_streamed(chunks, bins=config.bins, min_count=MIN_COUNT, combine=combine)
-        if combine is not None:  # every process's draws moved off a bound
-            report["moved_to_interior"] = int(sum(combine(np.array([report["moved_to_interior"]], np.int64))).item())
-        report["bucket_s"] = time.perf_counter() - t0
+        if len(task.support) == 1:
+            t0 = time.perf_counter()
+            b = layout.bin_streamed(chunks, bins=config.bins, min_count=MIN_COUNT, combine=combine)
+            if combine is not None:  # every process's draws moved off a bound
+                total = combine(np.array([report["moved_to_interior"]], np.int64))
+                report["moved_to_interior"] = int(sum(total).item())
+            report["bucket_s"] = time.perf_counter() - t0
     elif n > CHUNK and config.layout == "packed":
         book, chunks = _encoded(_streamed_chunks(task, config, report), _vector_y(task, config))
         t0 = time.perf_counter()
