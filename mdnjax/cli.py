@@ -143,7 +143,11 @@ def train_parser() -> argparse.ArgumentParser:
     c.add_argument("--schedule", help=f"learning-rate schedule: {' or '.join(config_lib.SCHEDULES)}")
     c.add_argument("--space", help="raw (fit θ) or unconstrained (fit f(θ), f from the support) (recipe default)")
     c.add_argument("--layout", help=f"layout of the draws: {', '.join(config_lib.LAYOUTS)} (default binned)")
-    c.add_argument("--bins", type=number(int), help="--layout binned: bins per y (default 256)")
+    c.add_argument(
+        "--bins",
+        type=number(int),
+        help="--layout binned: bins per y of a scalar θ (default 256; θ ∈ ℝ^D: 1024 cells per y)",
+    )
     c.add_argument("--seed", type=number(int), help="seeds simulation and initialisation, 0..2^32-1 (default 0)")
     c.add_argument("--holdout", type=number(float), help="extra held-out simulations, share of --samples (default 0.1)")
     c.add_argument("--log-every", type=number(int), help="epochs per dispatch and progress line (default 50)")

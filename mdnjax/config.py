@@ -118,7 +118,7 @@ class Config:
             tiles: the exact per-sample objective) or ``"padded"`` (one row per y, the autodiff
             reference). For θ ∈ ℝ^D (D ≤ 3) the binned layout summarises each y with many draws
             cell by cell (``layout.bin_nd``); above D = 3 ``resolve`` trains on ``"packed"``.
-        bins: B, bins per y of the binned layout.
+        bins: B, bins per y of the binned layout for a scalar θ (θ ∈ ℝ^D: ``layout.CELLS`` cells per y).
         seed: seeds the simulation and the network initialisation (0 ≤ seed < 2^32).
         holdout: extra simulations, as a share of ``samples`` (at most 2·10^5), that training
             never sees; they check q(θ | y) bucket by bucket (``mdnjax.heldout``).
