@@ -201,7 +201,7 @@ def test_a_users_vector_task_trains_with_a_standardised_input_per_component():
     task = _vector_task()
     res = mdnjax.fit(task, Config(samples=30_000, epochs=60, log_every=30))
     b, post = res.buckets, res.posterior
-    assert b.y_values.shape[1] == 3 and (b.y_values[:, 0] < 0).any() and res.config.layout == "packed"
+    assert b.y_values.shape[1] == 3 and (b.y_values[:, 0] < 0).any() and res.config.layout == "binned"
     shift, scale = post.spec.embedding
     np.testing.assert_allclose(shift, np.average(b.y_values, axis=0, weights=b.counts), rtol=1e-6)
     assert len(scale) == 3 and min(scale) > 0
