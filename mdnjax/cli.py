@@ -27,8 +27,7 @@ from mdnjax.simulation import UserCodeError
 
 TRAIN = "mdnjax.train"
 CALIBRATE = "mdnjax.calibrate"
-TASK_FLAGS = (
-    "prior",
+PARAM_FLAGS = (
     "alpha",
     "beta",
     "trials",
@@ -42,10 +41,8 @@ TASK_FLAGS = (
     "rho",
     "doses",
     "animals",
-    "mix_weights",
-    "mix_alpha",
-    "mix_beta",
 )
+TASK_FLAGS = ("prior", *PARAM_FLAGS, "mix_weights", "mix_alpha", "mix_beta")
 CONFIG_FLAGS = (
     "samples",
     "components",
@@ -194,21 +191,6 @@ def task_from_flags(args: dict):
     return task, {"builtin": task.name}
 
 
-PARAM_FLAGS = (
-    "alpha",
-    "beta",
-    "trials",
-    "population",
-    "initial",
-    "shape",
-    "rate",
-    "observed",
-    "mean",
-    "sd",
-    "rho",
-    "doses",
-    "animals",
-)
 LIST_FLAGS = ("trials", "observed")  # one number for a scalar task's parameter, several for a vector's
 
 

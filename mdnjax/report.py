@@ -60,6 +60,25 @@ def references(task, result, ys) -> dict | None:
     return reference.grid_posteriors(task, ys, lows, highs)
 
 
+def _run_summary(result) -> dict:
+    """What every report says about a run: status, losses, the simulations, the layout's size."""
+    b = result.buckets
+    return {
+        "status": "diverged" if result.diverged_at is not None else "ok",
+        "diverged_at_epoch": result.diverged_at,
+        "loss": [float(v) for v in result.losses],
+        "final_loss": float(result.losses[-1]) if result.losses.size else None,
+        "simulations": dict(result.report),
+        "layout": {
+            "rows": int(b.theta.shape[0]),
+            "width": int(b.theta.shape[1]),
+            "num_y": b.num_y,
+            "samples": b.num_samples,
+            "slots_per_sample": layout.layout_ratio(b),
+        },
+    }
+
+
 def build(result, task, plot_y, out: Path | None = None, plots_on: bool = True) -> dict:
     """The ``metrics.json`` payload of a run; figures written into ``out`` when given.
 
@@ -69,18 +88,7 @@ def build(result, task, plot_y, out: Path | None = None, plots_on: bool = True) 
     t0 = time.perf_counter()
     b, post = result.buckets, result.posterior
     payload = {
-        "status": "diverged" if result.diverged_at is not None else "ok",
-        "diverged_at_epoch": result.diverged_at,
-        "loss": [float(v) for v in result.losses],
-        "final_loss": float(result.losses[-1]) if result.losses.size else None,
-        "simulations": {k: v for k, v in result.report.items()},
-        "layout": {
-            "rows": int(b.theta.shape[0]),
-            "width": int(b.theta.shape[1]),
-            "num_y": b.num_y,
-            "samples": b.num_samples,
-            "slots_per_sample": layout.layout_ratio(b),
-        },
+        **_run_summary(result),
         "plot_y": list(plot_y),
         "training_samples": {str(y): int(post.training_samples(y)) for y in plot_y},
         "warnings": [],
@@ -212,18 +220,7 @@ def build_nd(result, task, plot_y, out: Path | None = None, plots_on: bool = Tru
     m = 1 if np.asarray(b.y_values).ndim == 1 else b.y_values.shape[1]
     as_y = lambda y: np.asarray(y, np.int64) if m > 1 else int(y[0])  # noqa: E731
     payload = {
-        "status": "diverged" if result.diverged_at is not None else "ok",
-        "diverged_at_epoch": result.diverged_at,
-        "loss": [float(v) for v in result.losses],
-        "final_loss": float(result.losses[-1]) if result.losses.size else None,
-        "simulations": dict(result.report),
-        "layout": {
-            "rows": int(b.theta.shape[0]),
-            "width": int(b.theta.shape[1]),
-            "num_y": b.num_y,
-            "samples": b.num_samples,
-            "slots_per_sample": layout.layout_ratio(b),
-        },
+        **_run_summary(result),
         "dim": post.dim,
         "inputs": m,
         "plot_y": [list(y) for y in plot_y],
