@@ -74,3 +74,26 @@ def test_the_cpu_flag_is_left_out_when_an_accelerator_is_expected(monkeypatch):
     assert xla.configure_cpu() is False and "XLA_FLAGS" not in __import__("os").environ
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     assert xla.configure_cpu() is True
+
+
+@pytest.mark.parametrize("kind", ["binned", "packed"])
+def test_the_full_covariance_step_lowers_for_cuda_too(kind):
+    """θ ∈ ℝ^2, y ∈ ℤ^4 (the bioassay): the same promises for the full-covariance kernel."""
+    task = tasks.Bioassay()
+    cfg = mdnjax.Config(samples=20_000, epochs=10, layout=kind).resolve(task)
+    b, _ = simulation.build_layout(task, cfg)
+    emb = task.input_embedding(b.y_values, b.counts)
+    data = layout.binned_to_data(b, emb) if kind == "binned" else layout.to_data(b, emb, block=4096)
+    graphdef, _ = model.init(jax.random.key(0), cfg.components, cfg.hidden, 2, 4)
+
+    def lowered(backend):
+        kernel = kernels.for_layout(cfg.layout, backend=backend, dim=2)
+        loss = lambda p, d: objective.loss(p, graphdef, d, kernel)  # noqa: E731
+        run = train.make_run_epochs(train.make_step(loss, train.optimizer(cfg)))
+        state = train.initial_state(cfg, 2, 4)
+        return run.trace(state, data, 5).lower(lowering_platforms=("cuda",)).as_text()
+
+    gpu = lowered("gpu")
+    assert gpu.count("stablehlo.while") == 1 and "stablehlo.case" not in gpu and "stablehlo.if" not in gpu
+    assert "HIGHEST" in gpu
+    assert lowered("cpu").count("stablehlo.while") >= 2  # CPU: the tiles' lax.map and its safe-path branch
