@@ -8,7 +8,9 @@ training step of every kernel variant — ``tiles`` (the CPU path: cache-sized `
 cheap shift, per-tile fallback), ``single-pass`` (the accelerator path: one pass, per-sample shift)
 and ``binned`` (num_y × 2B points, single pass) — at each N, plus the loss alone (no gradient) and a
 floor: one fused exp-and-sum over N·K float32 values. At N ≤ 10^7 each timed call runs 500 epochs
-in one ``lax.scan``. Writes ``benchmarks/results/gpu_probe.json`` (the card is named in it).
+in one ``lax.scan``. Then θ ∈ ℝ^2 (the bioassay, 10^6 draws): the full-covariance kernel, single
+pass and tiles, on the binned and packed layouts. Writes ``benchmarks/results/gpu_probe.json``
+(the card is named in it).
 
 Plan for a machine with jax (CUDA) preinstalled and nothing else: the script needs numpy, scipy,
 flax and optax besides; README ("On a GPU") says how to carry the missing ones as wheels. Try also
@@ -57,7 +59,7 @@ def versions() -> dict:
 def core_tests() -> dict:
     """The kernel and accelerator tests, on this device."""
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "-p", "no:cacheprovider"]
-    cmd += ["tests/test_kernels.py", "tests/test_accelerator.py", "tests/test_binned.py"]
+    cmd += ["tests/test_kernels.py", "tests/test_accelerator.py", "tests/test_binned.py", "tests/test_full_kernel.py"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parent.parent)
     tail = proc.stdout.strip().splitlines()[-1:] if proc.stdout else []
@@ -74,14 +76,14 @@ def _timed(fn, repeats: int) -> dict:
     return {"median_s": float(np.median(times)), "min_s": float(np.min(times)), "max_s": float(np.max(times))}
 
 
-def _time_path(kernel, graphdef, cfg, data, epochs: int, repeats: int) -> dict:
+def _time_path(kernel, graphdef, cfg, data, epochs: int, repeats: int, dims: tuple[int, int] = (1, 1)) -> dict:
     """ms per training epoch (``epochs`` per call in one scan) and of the loss alone."""
 
     def loss(params, d):
         return objective.loss(params, graphdef, d, kernel)
 
     run = train.make_run_epochs(train.make_step(loss, train.optimizer(cfg)))
-    state = [train.initial_state(cfg)]
+    state = [train.initial_state(cfg, *dims)]
     t0 = time.perf_counter()
     compiled = run.lower(state[0], data, epochs).compile()
     compile_s = time.perf_counter() - t0
@@ -128,6 +130,22 @@ def probe(n: int, epochs: int, repeats: int) -> dict:
     return out
 
 
+def probe_2d(epochs: int, repeats: int) -> dict:
+    """θ ∈ ℝ^2, y ∈ ℤ^4 at 10^6 draws (the bioassay): the full-covariance kernel on both layouts."""
+    task = tasks.Bioassay()
+    out = {"task": "bioassay", "N": 10**6, "epochs_per_call": epochs, "paths": {}}
+    for kind in ("binned", "packed"):
+        cfg = Config(samples=10**6, epochs=epochs, layout=kind).resolve(task)
+        b, _ = simulation.build_layout(task, cfg)
+        emb = task.input_embedding(b.y_values, b.counts)
+        data = layout.binned_to_data(b, emb) if kind == "binned" else layout.to_data(b, emb, weighting="per-sample")
+        graphdef, _ = model.init(jax.random.key(0), cfg.components, cfg.hidden, 2, 4)
+        for name in ("single-pass", "tiles"):
+            kernel = kernels.FULL_KERNELS[name]
+            out["paths"][f"{kind}-{name}"] = _time_path(kernel, graphdef, cfg, data, epochs, repeats, (2, 4))
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="N = 1e5, 1e6 with few epochs: check the script")
@@ -146,6 +164,9 @@ def main() -> None:
         result["runs"].append(r)
         line = ", ".join(f"{k} {v['ms_per_epoch']:.3f} ms" for k, v in r["paths"].items())
         print(f"N={n:.0e}: {line}; floor {r['floor_ms']:.3f} ms", flush=True)
+    result["two_parameters"] = probe_2d(20 if args.quick else 200, args.repeats)
+    line = ", ".join(f"{k} {v['ms_per_epoch']:.3f} ms" for k, v in result["two_parameters"]["paths"].items())
+    print(f"bioassay (D = 2, M = 4), N=1e6: {line}", flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
     name = "gpu_probe_quick.json" if args.quick else "gpu_probe.json"
     (OUT / name).write_text(json.dumps(result, indent=2))
