@@ -596,7 +596,12 @@ def collapsed(b: Binned, logits, log_vars, min_weight: float = 1e-3) -> list[dic
     sd = np.where(w >= min_weight, np.exp(0.5 * np.asarray(log_vars, np.float64)), np.inf).min(axis=-1)
     width = b.bin_width
     bad = np.flatnonzero((width > 0) & (sd < COLLAPSE * width))
-    return [{"y": int(b.y_values[i]), "sd": float(sd[i]), "bin_width": float(width[i])} for i in bad]
+    return [{"y": _json_y(b.y_values[i]), "sd": float(sd[i]), "bin_width": float(width[i])} for i in bad]
+
+
+def _json_y(y):
+    """An observation for a JSON report: an int, or a list of ints for a vector y."""
+    return int(y) if np.ndim(y) == 0 else [int(v) for v in np.ravel(y)]
 
 
 def binned_to_data(

@@ -161,8 +161,10 @@ def pair_plot(posterior, task, y, path, reference=None, exact_draws=None, seed: 
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RareObservationWarning)
-        q = np.asarray(posterior.sample(jax.random.key(seed), y, 50_000), np.float64)
+        q = np.asarray(posterior.sample(jax.random.key(seed), y, 50_000), np.float64).reshape(50_000, -1)
     dim = q.shape[1]
+    if exact_draws is not None:
+        exact_draws = np.asarray(exact_draws, np.float64).reshape(len(exact_draws), dim)
     names = list(getattr(task, "parameter_names", None) or [f"θ{d}" for d in range(dim)])
     fig = Figure(figsize=(3.2 * dim + 1, 3.2 * dim))
     axes = fig.subplots(dim, dim, squeeze=False)

@@ -259,16 +259,20 @@ def build_nd(result, task, plot_y, out: Path | None = None, plots_on: bool = Tru
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            logits, _, scales = post.mixture(b.y_values)
-        covs = np.asarray(mixture.mvn_covariances(scales, post.dim), np.float64)
-        flagged = layout.collapsed_nd(b, np.asarray(logits, np.float64), covs)
+            logits, _, scales = (np.asarray(a, np.float64) for a in post.mixture(b.y_values))
+        if post.dim == 1:  # a scalar θ with vector y: the two-point bins
+            flagged = layout.collapsed(b, logits, scales)
+            width = "bin_width"
+        else:
+            covs = np.asarray(mixture.mvn_covariances(scales, post.dim), np.float64)
+            flagged, width = layout.collapsed_nd(b, logits, covs), "cell_width"
         payload["collapsed"] = flagged
         if flagged:
-            worst = min(flagged, key=lambda r: r["sd"] / r["cell_width"])
+            worst = min(flagged, key=lambda r: r["sd"] / r[width])
             payload["warnings"].append(
-                f"at {len(flagged)} y a component is narrower than {layout.COLLAPSE:g} cell widths (worst y = "
-                f"{worst['y']}: sd {worst['sd']:.3g}, cells {worst['cell_width']:.3g}): it may fit the cells' "
-                "moment points rather than the draws; use --layout packed"
+                f"at {len(flagged)} y a component is narrower than {layout.COLLAPSE:g} bin widths (worst y = "
+                f"{worst['y']}: sd {worst['sd']:.3g}, bins {worst[width]:.3g}): it may fit the bins' moment "
+                "points rather than the draws; use --layout packed"
             )
     if result.heldout is not None:
         payload["heldout_summary"] = _pit_summary(post, result.heldout)

@@ -253,3 +253,25 @@ def test_a_two_parameter_run_reports_and_calibrates_in_d_dimensions(tmp_path, ca
     assert (out / "coverage.png").stat().st_size > 0
     cal = json.loads((out / "calibration.json").read_text())
     assert len(cal["rank_chi2_pvalue"]) == 2 and "rank_log_q_chi2_pvalue" in cal
+
+
+def test_a_users_scalar_theta_with_vector_y_reports_through_the_command(tmp_path, capsys):
+    """One parameter, two counts per observation (the binned two-point layout, keyed by the
+    codebook): the D-dimensional report with its exact draws, PIT and pair plot."""
+    spec = tmp_path / "vtask.py"
+    spec.write_text(
+        "import numpy as np\nimport mdnjax\n\n\n"
+        "def simulate(rng, n):\n"
+        "    t = rng.uniform(0, 1, n)\n"
+        "    return t, rng.binomial(5, np.column_stack([t, 1 - t]))\n\n\n"
+        "TASK = mdnjax.Task('two-counts', simulate, support=[(0.0, 1.0)], y_range=(0, 5))\n"
+    )
+    out = tmp_path / "run"
+    argv = ["--task", f"{spec}:TASK", "--samples", "20000", "--epochs", "30", "--log-every", "30", "--out", str(out)]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "exact draws" in printed and "MMD two-sample p" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dim"] == 1 and metrics["inputs"] == 2 and metrics["collapsed"] == []
+    assert (out / "pairs.png").stat().st_size > 0
+    assert mdnjax.load(out).sample(__import__("jax").random.key(0), metrics["plot_y"][0], 4).shape == (4,)
