@@ -366,11 +366,24 @@ class Data(NamedTuple):
     row_y: jax.Array  # (blocks, block_rows) index of each row's y in x
     weight: jax.Array  # (blocks, block_rows) weight of each sample of the row: 1 / n_y or 1 / N;
     #                    (blocks, block_rows, width) for the binned layout: a point's share of its bin
+    centre: jax.Array | None = None  # θ ∈ ℝ^D: (num_y, D) each y's mean point, the full kernel's origin
 
     @property
     def mask(self) -> jax.Array:
         """(blocks, block_rows, width) True where a slot holds a real sample."""
         return row_mask(self.row_count, self.theta.shape[self.row_count.ndim])
+
+
+def _centres(theta: np.ndarray, row_count: np.ndarray, row_y: np.ndarray, weight, num_y: int):
+    """(num_y, D) float64: the mean of each y's real points (weighted where points carry weights),
+    the origin the full-covariance kernel expands around; computed once here, not every epoch."""
+    rows, width, dim = theta.shape
+    mask = np.arange(width)[None, :] < row_count[:, None]
+    w = mask * (np.broadcast_to(weight[:, None], mask.shape) if weight.ndim == 1 else weight) + 0.0
+    w = np.where(mask, np.where(w > 0, w, 1.0), 0.0)  # an equal-weight mean where weights vanish
+    total = np.bincount(row_y, w.sum(axis=1), num_y)
+    sums = np.stack([np.bincount(row_y, (w * theta[..., d]).sum(axis=1), num_y) for d in range(dim)], axis=1)
+    return sums / np.maximum(total, 1e-300)[:, None]
 
 
 def row_mask(row_count, width: int):
@@ -450,6 +463,7 @@ def to_data(
         weight = np.full(rows, 1.0 / b.num_samples)
     weight = np.where(row_count > 0, weight, 0.0)
     shape = (blocks, block_rows)
+    centre = _centres(theta, row_count, row_y, weight, b.num_y) if theta.ndim == 3 else None
     shift, scale = embedding
     # device_put of arrays already in their final dtype: no copy of an aligned float32 θ on CPU
     put = lambda a, dt=None: jax.device_put(np.asarray(a, dt))  # noqa: E731
@@ -459,6 +473,7 @@ def to_data(
         row_count=put(row_count.reshape(shape), np.int32),
         row_y=put(row_y.reshape(shape), np.int32),
         weight=put(weight.reshape(shape), dtype),
+        centre=None if centre is None else put(centre, dtype),
     )
 
 
@@ -649,6 +664,7 @@ def binned_to_data(
         weight, row_count = np.pad(weight, ((0, extra), (0, 0))), np.pad(row_count, (0, extra))
         row_y = np.pad(row_y, (0, extra), constant_values=b.num_y - 1)
     rows = theta.shape[0] // blocks
+    centre = _centres(theta, row_count, row_y, weight, b.num_y) if tail else None
     shift, scale = embedding
     put = lambda a, dt=None: jax.device_put(np.asarray(a, dt))  # noqa: E731
     return Data(
@@ -657,6 +673,7 @@ def binned_to_data(
         row_count=put(row_count.reshape(blocks, rows), np.int32),
         row_y=put(row_y.reshape(blocks, rows), np.int32),
         weight=put(weight.reshape(blocks, rows, width), dtype),
+        centre=None if centre is None else put(centre, dtype),
     )
 
 

@@ -57,6 +57,7 @@ def shard(data: Data, state, mesh):
         row_count=put(data.row_count, P(None, "rows")),
         row_y=put(data.row_y, P(None, "rows")),
         weight=put(data.weight, P(None, "rows")),
+        centre=None if data.centre is None else put(data.centre, P()),
     )
     return data, put(state, P())
 

@@ -141,3 +141,16 @@ def test_the_d1_network_is_unchanged_by_the_new_heads():
     _, p2 = model.init(jax.random.key(0), 8, dim=2, inputs=3)
     assert p2["means_head"]["kernel"].shape == (16, 16) and p2["log_vars_head"]["kernel"].shape == (16, 24)
     assert p2["backbone"][0]["kernel"].shape == (3, 24)
+
+
+def test_the_origin_computed_once_equals_the_one_computed_in_the_kernel(x64):
+    """``to_data`` stores each y's mean draw (``Data.centre``) so that no epoch recomputes it; data
+    without it (built by hand) take the in-kernel mean: the same loss and gradient."""
+    _, d, params = _problem(2, seed=7)
+    assert d.centre is not None and d.centre.shape == (7, 2)
+    np.testing.assert_allclose(d.centre, full.centres(d.theta, d.row_count, d.row_y, 7), rtol=1e-12)
+    a = jax.value_and_grad(full.nll, argnums=(0, 1, 2))(*params, d)
+    b = jax.value_and_grad(full.nll, argnums=(0, 1, 2))(*params, d._replace(centre=None))
+    np.testing.assert_allclose(a[0], b[0], rtol=1e-12)
+    for x, y in zip(a[1], b[1]):
+        np.testing.assert_allclose(x, y, rtol=1e-10, atol=1e-13)

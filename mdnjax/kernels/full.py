@@ -100,15 +100,24 @@ def _tile_sums(coef, bound, centre, theta, row_count, weight, per_sample_max: bo
     return loss, m, underflow
 
 
-def _stats(logits, means, scales, theta, row_count, row_y, weight, single_pass: bool):
-    """Loss and its gradient with respect to the per-y mixture parameters (U, K, ...)."""
+def centres(theta, row_count, row_y, num_y: int):
+    """(num_y, D) each y's mean draw, for data made without ``Data.centre`` (every epoch: prefer
+    ``mdnjax.layout.to_data``'s, computed once)."""
+    mask = row_mask(row_count, theta.shape[2])
+    flat_y = row_y.reshape(-1)
+    sums = jnp.sum(jnp.where(mask[..., None], theta, 0.0), axis=2).reshape(-1, theta.shape[-1])
+    counts = jax.ops.segment_sum(row_count.reshape(-1).astype(theta.dtype), flat_y, num_y)
+    return jax.ops.segment_sum(sums, flat_y, num_y) / jnp.maximum(counts, 1.0)[:, None]
+
+
+def _stats(logits, means, scales, theta, row_count, row_y, weight, centre, single_pass: bool):
+    """Loss and its gradient with respect to the per-y mixture parameters (U, K, ...).
+
+    ``centre`` (U, D): each y's draws are expanded around it (their mean: (x − μ)ᵀ P (x − μ) then
+    cancels little); any origin gives the same loss and gradient up to rounding."""
     num_y, dim = logits.shape[0], means.shape[-1]
     mask = row_mask(row_count, theta.shape[2])  # (blocks, block_rows, width)
     flat_y = row_y.reshape(-1)
-    # each y's draws are centred on their mean: the expansion of (x − μ)ᵀ P (x − μ) then cancels little
-    sums = jnp.sum(jnp.where(mask[..., None], theta, 0.0), axis=2).reshape(-1, dim)
-    counts = jax.ops.segment_sum(row_count.reshape(-1).astype(theta.dtype), flat_y, num_y)
-    centre = jax.ops.segment_sum(sums, flat_y, num_y) / jnp.maximum(counts, 1.0)[:, None]
     coef, bound, mu, factor = _coefficients(logits, means, scales, centre)
     xs = (coef[row_y], bound[row_y], centre[row_y], theta, row_count, weight)
     if single_pass:
@@ -151,17 +160,18 @@ def _stats(logits, means, scales, theta, row_count, row_y, weight, single_pass: 
 
 def _make_nll(single_pass: bool):
     @jax.custom_vjp
-    def y_nll(logits, means, scales, theta, row_count, row_y, weight):
+    def y_nll(logits, means, scales, theta, row_count, row_y, weight, centre):
         """−Σ_rows weight · Σ_{first row_count slots} log q(θ) for per-y mixtures (U, K, ...)."""
-        return _stats(logits, means, scales, theta, row_count, row_y, weight, single_pass)[0]
+        return _stats(logits, means, scales, theta, row_count, row_y, weight, centre, single_pass)[0]
 
-    def fwd(logits, means, scales, theta, row_count, row_y, weight):
-        loss, grads = _stats(logits, means, scales, theta, row_count, row_y, weight, single_pass)
-        return loss, (grads, theta, weight)
+    def fwd(logits, means, scales, theta, row_count, row_y, weight, centre):
+        loss, grads = _stats(logits, means, scales, theta, row_count, row_y, weight, centre, single_pass)
+        return loss, (grads, theta, weight, centre)
 
     def bwd(residuals, g):
-        grads, theta, weight = residuals
-        return (*(g * x for x in grads), jnp.zeros_like(theta), None, None, jnp.zeros_like(weight))
+        grads, theta, weight, centre = residuals
+        zeros = (jnp.zeros_like(theta), None, None, jnp.zeros_like(weight), jnp.zeros_like(centre))
+        return (*(g * x for x in grads), *zeros)
 
     y_nll.defvjp(fwd, bwd)
     return y_nll
@@ -181,9 +191,16 @@ def nll(logits, means, scales, data: Data):
     Returns:
         Scalar loss, differentiable in the mixture parameters.
     """
-    return y_nll(logits, means, scales, data.theta, data.row_count, data.row_y, data.weight)
+    return y_nll(logits, means, scales, *_operands(logits, data))
+
+
+def _operands(logits, data: Data):
+    centre = (
+        data.centre if data.centre is not None else centres(data.theta, data.row_count, data.row_y, logits.shape[0])
+    )
+    return data.theta, data.row_count, data.row_y, data.weight, jax.lax.stop_gradient(centre)
 
 
 def nll_single_pass(logits, means, scales, data: Data):
     """``nll`` over every block at once (for accelerators)."""
-    return y_nll_single_pass(logits, means, scales, data.theta, data.row_count, data.row_y, data.weight)
+    return y_nll_single_pass(logits, means, scales, *_operands(logits, data))
