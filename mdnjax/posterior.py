@@ -32,8 +32,9 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import special
 
-from mdnjax import checkpoint, mixture, model
+from mdnjax import checkpoint, layout, mixture, model
 from mdnjax.task import Bound
 
 RARE_BELOW = 100  # training samples under which an answer is flagged as an extrapolation
@@ -195,18 +196,9 @@ class Posterior:
     def training_samples(self, y):
         """Training samples the posterior saw at each y (0 for a y never simulated); y's batch shape."""
         y = self.check_y(y)
-        values, counts = self.spec.y_values, self.spec.counts
         m = self.spec.inputs
-        if values.shape[0] == 0:
-            out = np.zeros(self._batch(y), np.int64)
-        elif m > 1:
-            from mdnjax.layout import Codebook
-
-            at = Codebook(values).encode(y.reshape(-1, m))
-            out = np.where(at >= 0, counts[at], 0).reshape(self._batch(y))
-        else:
-            idx = np.clip(np.searchsorted(values, y), 0, values.size - 1)
-            out = np.where(values[idx] == y, counts[idx], 0)
+        at = layout.index_of(self.spec.y_values, y.reshape(-1, m) if m > 1 else y)
+        out = np.where(at >= 0, self.spec.counts[np.maximum(at, 0)], 0).reshape(self._batch(y))
         return int(out) if out.ndim == 0 else out
 
     def _flag(self, y: np.ndarray) -> None:
@@ -284,14 +276,8 @@ class Posterior:
         paired u (n,) or (n, D) and y (n,) or (n, M); float64 numpy, CDF shaped like u. A draw within
         float32 rounding of a bound stays finite here."""
         m = self.spec.inputs
-        rows = np.asarray(y).reshape(-1, m)
-        if m > 1:
-            from mdnjax.layout import Codebook
-
-            book = Codebook.of(rows)
-            values, inverse = book.rows, book.encode(rows)
-        else:
-            values, inverse = np.unique(rows[:, 0], return_inverse=True)
+        values, inverse = np.unique(np.asarray(y).reshape(-1, m), axis=0, return_inverse=True)
+        values = values if m > 1 else values[:, 0]
         # the network once per distinct y (a chunk of 10^6 draws holds a few hundred), then gathered
         params = tuple(np.asarray(a)[inverse.reshape(-1)] for a in self.mixture(values))
         u = np.asarray(u, np.float32).reshape((-1,) if self.dim == 1 else (-1, self.dim))
@@ -367,7 +353,7 @@ class Posterior:
             if self.unconstrained:
                 m, c = mixture.transformed_moments_nd(lambda u: np.asarray(self._from_fitting(u)), lg, mu, cv)
             else:
-                w = special_softmax(lg)
+                w = special.softmax(lg)
                 m = w @ mu
                 d = mu - m
                 c = np.einsum("k,kij->ij", w, cv + d[:, :, None] * d[:, None, :])
@@ -400,12 +386,6 @@ class Posterior:
             run_dir / checkpoint.POSTERIOR, self.params, y_values=self.spec.y_values, counts=self.spec.counts
         )
         checkpoint.write_json(run_dir / checkpoint.POSTERIOR_SPEC, self.spec.to_json())
-
-
-def special_softmax(logits) -> np.ndarray:
-    logits = np.asarray(logits, np.float64)
-    w = np.exp(logits - logits.max())
-    return w / w.sum()
 
 
 def _bucket_size(n: int) -> int:

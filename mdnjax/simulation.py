@@ -170,20 +170,24 @@ def _streamed_chunks(
     return chunks
 
 
+def _probe_y(task, seed: int) -> np.ndarray:
+    """A few checked observations from a random stream of their own (what shape y has)."""
+    return draw(task, np.random.default_rng([seed, 0xC0DE]), 16, "raw")[1]
+
+
 def observation_width(task, seed: int = 0) -> int | None:
-    """M, the length of the task's observations, from a probe of a few draws (None when the
-    simulator fails: ``fit`` reports that properly)."""
+    """M, the length of the task's observations (None when the simulator fails: ``fit`` reports
+    that properly)."""
     try:
-        _, y, _ = draw(task, np.random.default_rng([seed, 0xC0DE]), 16, "raw")
+        y = _probe_y(task, seed)
     except (UserCodeError, SimulationError):
         return None
     return 1 if y.ndim == 1 else int(y.shape[1])
 
 
 def _vector_y(task, config: Config) -> bool:
-    """Whether the task observes vectors (a probe of a few draws from a stream of its own)."""
-    _, y, _ = draw(task, np.random.default_rng([config.seed, 0xC0DE]), 16, config.space)
-    return y.ndim == 2
+    """Whether the task observes vectors."""
+    return _probe_y(task, config.seed).ndim == 2
 
 
 def _encoded(chunks, vector: bool | None = None, combine=None):
