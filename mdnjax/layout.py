@@ -57,8 +57,9 @@ class Codebook:
     """The distinct rows of vector observations y (n, M), in lexicographic order; ``encode`` maps a
     row to its index (its code), so that every layout groups θ by one integer per y.
 
-    Built in one piece (``of``) or merged chunk by chunk (``merge``, ``from_chunks``): the result is
-    the same, ``numpy.unique(y, axis=0)``. Any integers, negative ones included.
+    Built in one piece (``of``; ``build`` also gives the codes) or merged chunk by chunk (``merge``,
+    ``from_chunks``): the result is the same, ``numpy.unique(y, axis=0)``. Any integers, negative ones
+    included.
 
     Example:
         >>> book = Codebook.of(np.array([[1, -2], [0, 5], [1, -2]]))
@@ -73,10 +74,22 @@ class Codebook:
 
     @classmethod
     def of(cls, y) -> Codebook:
+        return cls.build(y)[0]
+
+    @classmethod
+    def build(cls, y) -> tuple[Codebook, np.ndarray]:
+        """The codebook of y (n, M) and every row's code, from one lexicographic sort of the rows."""
         y = np.asarray(y, np.int64)
         if y.shape[0] == 0:
-            return cls(np.zeros((0,) + y.shape[1:], np.int64))
-        return cls(np.unique(_row_keys(y.reshape(y.shape[0], -1))).view(np.int64).reshape(-1, y.shape[-1]))
+            return cls(np.zeros((0,) + y.shape[1:], np.int64)), np.zeros(0, np.int64)
+        y = y.reshape(y.shape[0], -1)
+        order = np.lexsort(y.T[::-1])  # the last key sorts first: column 0 is the primary key
+        ordered = y[order]
+        new = np.ones(len(y), bool)
+        new[1:] = np.any(ordered[1:] != ordered[:-1], axis=1)
+        codes = np.empty(len(y), np.int64)
+        codes[order] = np.cumsum(new) - 1
+        return cls(ordered[new]), codes
 
     def merge(self, y) -> Codebook:
         """The codebook of this one's rows and those of y."""

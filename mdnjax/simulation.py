@@ -242,8 +242,8 @@ def build_layout(task, config: Config, shards: int = 1, block: int | None = layo
             _merge(report, stats)
             report["simulate_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            book = layout.Codebook.of(y) if y.ndim == 2 else None
-            b = layout.bin_nd(theta, y if book is None else book.encode(y), min_count=MIN_COUNT)
+            book, codes = layout.Codebook.build(y) if y.ndim == 2 else (None, y)
+            b = layout.bin_nd(theta, codes, min_count=MIN_COUNT)
             report["bucket_s"] = time.perf_counter() - t0
         elif combine is not None:
             chunks = _streamed_chunks(task, config, report, np.float64, share)
@@ -275,8 +275,7 @@ def build_layout(task, config: Config, shards: int = 1, block: int | None = layo
         _merge(report, stats)
         report["simulate_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        book = layout.Codebook.of(y) if y.ndim == 2 else None
-        codes = y if book is None else book.encode(y)
+        book, codes = layout.Codebook.build(y) if y.ndim == 2 else (None, y)
         if config.layout == "packed":
             b = layout.bucket_packed(theta, codes, min_count=MIN_COUNT)
         else:

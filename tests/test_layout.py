@@ -160,3 +160,11 @@ def test_index_of_finds_scalar_and_vector_observations():
     np.testing.assert_array_equal(layout.index_of(np.array([-2, 0, 5]), [5, -2, 1]), [2, 0, -1])
     rows = np.array([[-1, 0], [0, 5], [1, -3]])
     np.testing.assert_array_equal(layout.index_of(rows, np.array([[1, -3], [0, 0]])), [2, -1])
+
+
+def test_codebook_build_gives_the_codes_of_its_rows():
+    y = _vector_y(3)
+    book, codes = layout.Codebook.build(y)
+    np.testing.assert_array_equal(codes, book.encode(y))
+    np.testing.assert_array_equal(book.rows[codes], y)
+    assert layout.Codebook.of(np.zeros((0, 3), int)).rows.shape == (0, 3)
