@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import warnings
 
+import jax
 import numpy as np
 from scipy import special, stats
 
 from mdnjax.mixture import moments as mixture_moments
 from mdnjax.mixture import transformed_moments
 from mdnjax.posterior import RareObservationWarning
+from mdnjax.reference import weighted_summary
 
 GRID = 4001
 
@@ -161,10 +163,6 @@ def compare_nd(posterior, task, y, reference, seed: int = 0) -> dict:
         of the task's ``summaries`` (scalar functions of θ) its mean, median and 95% interval
         under p (grid) and under q (``SUMMARY_DRAWS`` draws).
     """
-    import jax
-
-    from mdnjax.reference import weighted_summary
-
     points = reference.points_u
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RareObservationWarning)

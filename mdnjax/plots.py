@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import jax
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -157,8 +158,6 @@ def pair_plot(posterior, task, y, path, reference=None, exact_draws=None, seed: 
     """q(θ | y) against the truth at one y: marginal densities on the diagonal, 2-D contours (50, 90
     and 99% highest-density regions) below it. The truth is the grid reference (D = 2) and/or exact
     posterior draws (``exact_draws`` (n, D) in θ units, e.g. the held-out draws at y)."""
-    import jax
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RareObservationWarning)
         q = np.asarray(posterior.sample(jax.random.key(seed), y, 50_000), np.float64).reshape(50_000, -1)

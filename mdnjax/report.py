@@ -12,8 +12,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
-from mdnjax import heldout, layout, metrics, plots, reference
+from mdnjax import heldout, layout, metrics, mixture, plots, reference, simulation
 from mdnjax.posterior import RARE_BELOW
 
 DENSE = 100  # y with at least this many samples enter the per-y summary
@@ -213,8 +214,6 @@ def build_nd(result, task, plot_y, out: Path | None = None, plots_on: bool = Tru
     (−log q, PIT per coordinate, the MMD two-sample test); for D = 2 with ``log_prior`` and
     ``log_likelihood`` a grid reference gives KL, W1s, moment errors and the task's summaries.
     Figures: ``pairs.png`` (first y; ``pairs_1.png``, … for the others) and ``loss.png``."""
-    from mdnjax import simulation
-
     t0 = time.perf_counter()
     b, post, config = result.buckets, result.posterior, result.config
     m = 1 if np.asarray(b.y_values).ndim == 1 else b.y_values.shape[1]
@@ -255,8 +254,6 @@ def build_nd(result, task, plot_y, out: Path | None = None, plots_on: bool = Tru
             name = "pairs.png" if i == 0 else f"pairs_{i}.png"
             plots.pair_plot(post, task, yv, out / name, reference=ref, exact_draws=exact_theta, seed=config.seed)
     if isinstance(b, layout.Binned):
-        from mdnjax import mixture
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             logits, _, scales = (np.asarray(a, np.float64) for a in post.mixture(b.y_values))
@@ -294,8 +291,6 @@ def _to_theta(post, u: np.ndarray) -> np.ndarray:
 def _pit_summary(post, held, min_draws: int = heldout.MIN_DRAWS) -> dict:
     """Per coordinate, the share of y (with ``min_draws`` held-out draws) whose marginal PIT rejects
     uniformity at 1%; one vectorised pass over every held-out draw."""
-    from scipy import stats
-
     theta_u, y = held
     rows = np.asarray(y).reshape(len(theta_u), -1)
     book = layout.Codebook.of(rows)
