@@ -87,7 +87,6 @@ class JaxPath:
         lr = optax.cosine_decay_schedule(obj["lr"], SCHEDULE_STEPS) if obj["schedule"] == "cosine" else obj["lr"]
         opt = optax.adam(lr)
         fast = fast or binned
-        kind = "packed" if fast else "padded"
         if binned:  # the same draws as two points per bin, B = 256
             b = buckets.bin_streamed(lambda: iter([(theta, y)]), bins=256)
             self.data = buckets.binned_to_data(b, (0.0, float(task.trials)), weighting=obj["weighting"])
@@ -95,7 +94,7 @@ class JaxPath:
             b = buckets.bucket_packed(theta, y) if fast else buckets.bucket(theta, y)
             self.data = to_data(b, (0.0, float(task.trials)), block=BLOCK if fast else None, weighting=obj["weighting"])
         self.layout_ratio = buckets.layout_ratio(b)
-        kernel = kernels.for_layout(kind)
+        kernel = kernels.select(reference=not fast)
         step = train.make_step(lambda p, d: objective.loss(p, graphdef, d, kernel), opt)
         t0 = time.perf_counter()
         if fast:

@@ -36,7 +36,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mdnjax import kernels, layout, model, objective, simulation, tasks, train  # noqa: E402
+from mdnjax import kernels, layout, model, objective, tasks, train  # noqa: E402
 from mdnjax.config import Config  # noqa: E402
 
 OUT = Path(__file__).parent / "results"
@@ -108,8 +108,8 @@ def probe(n: int, epochs: int, repeats: int) -> dict:
     task = tasks.GammaPoisson()
     cfg = Config(samples=n, epochs=epochs, layout="packed").resolve(task)
     t0 = time.perf_counter()
-    packed, _ = simulation.build_layout(task, cfg)
-    binned, _ = simulation.build_layout(task, Config(samples=n, layout="binned").resolve(task))
+    packed, _ = layout.build_layout(task, cfg)
+    binned, _ = layout.build_layout(task, Config(samples=n, layout="binned").resolve(task))
     out = {"N": n, "epochs_per_call": epochs, "simulate_and_layout_s": time.perf_counter() - t0, "paths": {}}
     embedding = (0.0, 100.0)
     data = {
@@ -136,7 +136,7 @@ def probe_2d(epochs: int, repeats: int) -> dict:
     out = {"task": "bioassay", "N": 10**6, "epochs_per_call": epochs, "paths": {}}
     for kind in ("binned", "packed"):
         cfg = Config(samples=10**6, epochs=epochs, layout=kind).resolve(task)
-        b, _ = simulation.build_layout(task, cfg)
+        b, _ = layout.build_layout(task, cfg)
         emb = task.input_embedding(b.y_values, b.counts)
         data = layout.binned_to_data(b, emb) if kind == "binned" else layout.to_data(b, emb, weighting="per-sample")
         graphdef, _ = model.init(jax.random.key(0), cfg.components, cfg.hidden, 2, 4)

@@ -21,7 +21,7 @@ xla.configure_cpu()
 import numpy as np  # noqa: E402
 
 import mdnjax  # noqa: E402
-from mdnjax import Config, metrics, simulation, tasks  # noqa: E402
+from mdnjax import Config, layout, metrics, tasks  # noqa: E402
 
 OUT = Path(__file__).parent / "results"
 
@@ -33,7 +33,7 @@ def main() -> None:
     args = p.parse_args()
     task = tasks.BetaMixtureBinomial()
     base = Config(samples=int(args.samples), seed=args.seed)
-    b, _ = simulation.build_layout(task, base.resolve(task))
+    b, _ = layout.build_layout(task, base.resolve(task))
     posts, rows = {}, {}
     for k in (8, 1):
         cfg = Config(**{**base.__dict__, "components": k}).resolve(task)

@@ -27,7 +27,7 @@ NOTEBOOK_BETA = {0: 102.4597, 50: 85.9368, 100: -18.2413, 150: -162.8556}  # the
 
 
 def loss_fn(kind, graphdef):
-    kernel = kernels.for_layout(kind)
+    kernel = kernels.select(reference=layout.plan(kind).reference)
     return lambda params, d: objective.loss(params, graphdef, d, kernel)
 
 

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import mdnjax  # noqa: E402
-from mdnjax import Config, metrics, simulation, tasks  # noqa: E402
+from mdnjax import Config, layout, metrics, tasks  # noqa: E402
 
 OUT = Path(__file__).parent / "results"
 
@@ -105,7 +105,7 @@ def main() -> None:
     for name in args.tasks:
         task = tasks.from_name(name)
         cfg = Config(samples=n, seed=args.seed).resolve(task)
-        b, _ = simulation.build_layout(task, cfg)
+        b, _ = layout.build_layout(task, cfg)
         dense_y = b.y_values[b.counts >= 100]
         theta, y = task.simulate(np.random.default_rng(cfg.seed), n)  # the same pairs mdnjax bucketed
 

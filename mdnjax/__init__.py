@@ -12,6 +12,7 @@ from mdnjax import tasks
 from mdnjax.config import Config, ConfigError
 from mdnjax.posterior import Posterior, RareObservationWarning, load
 from mdnjax.task import Bound, Task
+from mdnjax.train import Result, TrainState, fit
 
 __all__ = [
     "Bound",
@@ -27,13 +28,3 @@ __all__ = [
     "tasks",
 ]
 __version__ = "0.2.0"
-
-
-def __getattr__(name):
-    # ``fit`` lives in ``mdnjax.train``, which ``python -m mdnjax.train`` also runs as a script;
-    # importing it lazily keeps ``runpy`` from finding it already imported.
-    if name in ("fit", "Result", "TrainState"):
-        from mdnjax import train
-
-        return getattr(train, name)
-    raise AttributeError(f"module 'mdnjax' has no attribute {name!r}")

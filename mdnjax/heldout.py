@@ -41,7 +41,7 @@ def check(posterior, heldout, ys=None, min_draws: int = MIN_DRAWS, seed: int = 0
 
     Args:
         posterior: the trained ``Posterior``.
-        heldout: (θ (n,) in the fitting space, y (n,)) from ``simulation.draw_heldout``.
+        heldout: (θ (n,) in the fitting space, y (n,)) from ``sources.draw_heldout``.
         ys: the observations to check (default: every y with ``min_draws`` held-out draws).
         min_draws: fewer held-out draws than this and a y is skipped.
         seed: for q's draws (W1).

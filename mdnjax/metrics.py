@@ -20,6 +20,9 @@ import jax
 import numpy as np
 from scipy import special, stats
 
+from mdnjax import sources
+from mdnjax.layout.build import plan
+from mdnjax.layout.codebook import index_of
 from mdnjax.mixture import moments as mixture_moments
 from mdnjax.mixture import transformed_moments
 from mdnjax.posterior import RareObservationWarning
@@ -191,3 +194,31 @@ def compare_nd(posterior, task, y, reference, seed: int = 0) -> dict:
     for name, fn in getattr(task, "summaries", {}).items():
         out["summaries"][name] = {"reference": reference.summary(fn), "mdn": weighted_summary(fn(draws))}
     return out
+
+
+def per_sample_loss(task, config, posterior, y_values, processes: int = 1) -> float:
+    """The training objective on the run's own draws, sample by sample (−Σ w log q_u(u | y) in the
+    fitting space, per the run's weighting, over the y that had a bucket), re-simulated from the
+    seed in chunks: the loss that compares across layouts (a binned run trains on summaries)."""
+    y_values = np.asarray(y_values)
+    num_y = y_values.shape[0]
+    counts = np.zeros(num_y)
+    total = np.zeros(num_y)  # Σ −log q per y
+    report = {"moved_to_interior": 0, "warnings": []}
+    if processes > 1 and plan(config.layout).binned:  # the chunks the processes shared
+        chunks = sources.streamed(task, config, report, cut=processes)
+    elif config.samples <= sources.CHUNK:
+        chunks = sources.simulated(task, config, report)
+    else:
+        chunks = sources.streamed(task, config, report)
+    for u, y in chunks():
+        j = index_of(y_values, y)
+        keep = j >= 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # rare y are part of the objective too
+            lp, _ = posterior.fitting_log_prob_and_cdf(u[keep], y[keep])
+        counts += np.bincount(j[keep], minlength=num_y)
+        total += np.bincount(j[keep], -lp, minlength=num_y)
+    if config.weighting == "per-y":
+        return float(np.sum(total / np.maximum(counts, 1)))
+    return float(total.sum() / max(counts.sum(), 1))

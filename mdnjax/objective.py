@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from mdnjax import mixture, model
-from mdnjax.layout import Data
+from mdnjax.data import Data
 
 
 def bucket_nll(theta, mask, logits, means, log_vars):

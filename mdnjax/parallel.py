@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from mdnjax.config import ConfigError
-from mdnjax.layout import Data
+from mdnjax.data import Data
 
 
 def initialize(coordinator: str, num_processes: int, process_id: int) -> None:

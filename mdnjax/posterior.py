@@ -34,7 +34,9 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import special
 
-from mdnjax import checkpoint, layout, mixture, model
+from mdnjax import checkpoint, mixture, model
+from mdnjax.data import network_inputs
+from mdnjax.layout.codebook import index_of
 from mdnjax.task import Bound
 
 RARE_BELOW = 100  # training samples under which an answer is flagged as an extrapolation
@@ -197,7 +199,7 @@ class Posterior:
         """Training samples the posterior saw at each y (0 for a y never simulated); y's batch shape."""
         y = self.check_y(y)
         m = self.spec.inputs
-        at = layout.index_of(self.spec.y_values, y.reshape(-1, m) if m > 1 else y)
+        at = index_of(self.spec.y_values, y.reshape(-1, m) if m > 1 else y)
         out = np.where(at >= 0, self.spec.counts[np.maximum(at, 0)], 0).reshape(self._batch(y))
         return int(out) if out.ndim == 0 else out
 
@@ -220,9 +222,8 @@ class Posterior:
         for D = 1; for D > 1 logits (..., K), means (..., K, D), scales (..., K, D(D+1)/2)."""
         y = self.check_y(y)
         self._flag(y)
-        shift, scale = (np.asarray(e, np.float64) for e in self.spec.embedding)
         m = self.spec.inputs
-        x = (y.reshape(-1, m) - shift) / scale if m > 1 else (y.reshape(-1) - shift) / scale
+        x = network_inputs(y.reshape(-1, m) if m > 1 else y.reshape(-1), self.spec.embedding)
         n = x.shape[0]
         padded = np.zeros((_bucket_size(n),) + x.shape[1:], np.float32)  # a few compiled shapes serve all
         padded[:n] = x

@@ -1,4 +1,9 @@
-"""A run's report: metrics against the exact posterior, the printed table, the figures.
+"""A run's report, one for every D: metrics against the exact (or a quadrature) posterior, the
+held-out checks, the collapse check of a binned run, the printed table and the figures.
+
+``build`` writes one payload for ``metrics.json``: a scalar θ with scalar y is compared with the
+reference y by y (``posterior.png``, ``kl.png``); several parameters or vector y are checked at
+each reported y against exact draws and a 2-D grid reference (``pairs.png``).
 
 Example:
     >>> choose_plot_y(np.arange(11), np.array([1, 300, 400, 500, 600, 700, 600, 500, 400, 300, 1]))
@@ -14,7 +19,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from mdnjax import heldout, layout, metrics, mixture, plots, reference, simulation
+from mdnjax import collapse, heldout, metrics, mixture, plots, reference, sources
+from mdnjax.layout import Binned, Codebook, index_of, layout_ratio
 from mdnjax.posterior import RARE_BELOW
 
 DENSE = 100  # y with at least this many samples enter the per-y summary
@@ -32,7 +38,7 @@ def choose_plot_y(y_values, counts, quantiles=(0.05, 0.25, 0.5, 0.75, 0.95), min
     return tuple(sorted(set(picks)))
 
 
-def plot_y_for(task, result, given=None) -> tuple[int, ...]:
+def _plot_y_scalar(task, result, given=None) -> tuple[int, ...]:
     """The observations to report: given ones, else the task's, else chosen from the data."""
     if given:
         return tuple(int(v) for v in given)
@@ -75,39 +81,96 @@ def _run_summary(result) -> dict:
             "width": int(b.theta.shape[1]),
             "num_y": b.num_y,
             "samples": b.num_samples,
-            "slots_per_sample": layout.layout_ratio(b),
+            "slots_per_sample": layout_ratio(b),
         },
     }
 
 
-def build(result, task, plot_y, out: Path | None = None, plots_on: bool = True) -> dict:
-    """The ``metrics.json`` payload of a run; figures written into ``out`` when given.
+def build(result, task, plot_y=None, out: Path | None = None, plots_on: bool = True) -> dict:
+    """The ``metrics.json`` payload of a run, for any D; figures written into ``out`` when given.
+
+    Args:
+        result: what ``mdnjax.fit`` returned.
+        task: the run's task.
+        plot_y: the observations to report (flat; M numbers per y for vector y), else the task's,
+            else chosen from the simulations (``plot_y_for``).
+        out: the run folder for the figures (None: no figures).
+        plots_on: write the figures.
 
     Exact metrics (KL, W1, moments) appear when the task has an exact posterior or a quadrature
     reference; the held-out checks appear for every task.
     """
     t0 = time.perf_counter()
+    post = result.posterior
+    chosen = plot_y_for(task, result, plot_y)
+    section = _multivariate if is_multivariate(task, result) else _scalar
+    payload = {**_run_summary(result), **section(result, task, chosen, out, plots_on)}
+    _collapse_check(payload, result.buckets, post)
+    if out is not None and plots_on and result.losses.size:
+        plots.loss_curve(
+            result.losses, out / "loss.png", title=f"{task.name}: loss per epoch (K={post.spec.components})"
+        )
+    payload["report_s"] = time.perf_counter() - t0
+    return payload
+
+
+def plot_y_for(task, result, given=None):
+    """The observations to report: ``given`` ones, else the task's, else chosen from the data
+    (ints for a scalar run, tuples of M ints for a D-dimensional one)."""
+    if is_multivariate(task, result):
+        return _plot_y_multivariate(task, result, given)
+    return _plot_y_scalar(task, result, given)
+
+
+def format_table(payload: dict) -> str:
+    """The printed table of a run's report."""
+    return _table_multivariate(payload) if "dim" in payload else _table_scalar(payload)
+
+
+def figures(payload: dict, out: Path) -> list[str]:
+    """The names of the figures the report wrote into ``out``."""
+    names = ["posterior.png", "kl.png", "pairs.png", "loss.png"]
+    names += [f"pairs_{i}.png" for i in range(1, len(payload.get("plot_y", [])))]
+    return [n for n in names if (out / n).exists()]
+
+
+def _collapse_check(payload: dict, b, post) -> None:
+    """A binned run: the y where a component is narrower than the bins it was fitted to."""
+    if not isinstance(b, Binned):
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logits, _, scales = (np.asarray(a, np.float64) for a in post.mixture(b.y_values))
+    if post.dim == 1:  # a scalar θ (scalar or vector y): the two-point bins
+        payload["layout"]["bins"] = b.theta.shape[1] // 2
+        flagged, width, points = collapse.collapsed(b, logits, scales), "bin_width", "two-point summaries"
+        advice = "raise --bins or use --layout packed"
+    else:
+        covs = np.asarray(mixture.mvn_covariances(scales, post.dim), np.float64)
+        flagged, width, points = collapse.collapsed_nd(b, logits, covs), "cell_width", "moment points"
+        advice = "use --layout packed"
+    payload["collapsed"] = flagged
+    if flagged:
+        worst = min(flagged, key=lambda r: r["sd"] / r[width])
+        payload["warnings"].append(
+            f"at {len(flagged)} y a component is narrower than {collapse.COLLAPSE:g} bin widths (worst y = "
+            f"{worst['y']}: sd {worst['sd']:.3g}, bins {worst[width]:.3g}): it may fit the bins' {points} "
+            f"rather than the draws; {advice}"
+        )
+
+
+def _scalar(result, task, plot_y, out: Path | None, plots_on: bool) -> dict:
+    """The report of a scalar θ with scalar y; figures written into ``out`` when given.
+
+    Exact metrics (KL, W1, moments) appear when the task has an exact posterior or a quadrature
+    reference; the held-out checks appear for every task.
+    """
     b, post = result.buckets, result.posterior
     payload = {
-        **_run_summary(result),
         "plot_y": list(plot_y),
         "training_samples": {str(y): int(post.training_samples(y)) for y in plot_y},
         "warnings": [],
     }
-    if isinstance(b, layout.Binned):
-        payload["layout"]["bins"] = b.theta.shape[1] // 2
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            logits, _, log_vars = (np.asarray(a, np.float64) for a in post.mixture(b.y_values))
-        flagged = layout.collapsed(b, logits, log_vars)
-        payload["collapsed"] = flagged
-        if flagged:
-            worst = min(flagged, key=lambda r: r["sd"] / r["bin_width"])
-            payload["warnings"].append(
-                f"at {len(flagged)} y a component is narrower than {layout.COLLAPSE:g} bin widths (worst y = "
-                f"{worst['y']}: sd {worst['sd']:.3g}, bins {worst['bin_width']:.3g}): it may fit the bins' two-point "
-                f"summaries rather than the draws; raise --bins or use --layout packed"
-            )
     dense_y = b.y_values[b.counts >= DENSE]
     refs = references(task, result, list(plot_y) + dense_y.tolist())
     if refs is not None:
@@ -129,15 +192,10 @@ def build(result, task, plot_y, out: Path | None = None, plots_on: bool = True) 
         rows = heldout.check(post, result.heldout, references=with_entropy)
         payload["heldout"] = rows
         payload["heldout_summary"] = heldout.summarize(rows)
-    if out is not None and plots_on and result.losses.size:
-        plots.loss_curve(
-            result.losses, out / "loss.png", title=f"{task.name}: loss per epoch (K={post.spec.components})"
-        )
-    payload["report_s"] = time.perf_counter() - t0
     return payload
 
 
-def format_table(payload: dict) -> str:
+def _table_scalar(payload: dict) -> str:
     """The printed table of the plotted y; a ``*`` marks y with fewer than ``RARE_BELOW`` samples."""
     counts = payload["training_samples"]
     rows = payload.get("plotted")
@@ -189,7 +247,7 @@ def is_multivariate(task, result) -> bool:
     return len(task.support) > 1 or np.asarray(result.buckets.y_values).ndim == 2
 
 
-def plot_y_for_nd(task, result, given=None) -> list[tuple[int, ...]]:
+def _plot_y_multivariate(task, result, given=None) -> list[tuple[int, ...]]:
     """Observations to report as tuples: ``given`` (a flat list, M numbers per y), else the task's,
     else the three most simulated y."""
     values = np.asarray(result.buckets.y_values)
@@ -208,18 +266,16 @@ def _key(y) -> str:
     return ",".join(str(int(v)) for v in np.ravel(y))
 
 
-def build_nd(result, task, plot_y, out: Path | None = None, plots_on: bool = True) -> dict:
-    """``build`` for several parameters or vector observations. At each reported y: exact posterior
-    draws by rejection from the joint (``simulation.draw_at``) check q with the held-out tests
+def _multivariate(result, task, plot_y, out: Path | None, plots_on: bool) -> dict:
+    """The report of several parameters or vector observations. At each reported y: exact posterior
+    draws by rejection from the joint (``sources.draw_at``) check q with the held-out tests
     (−log q, PIT per coordinate, the MMD two-sample test); for D = 2 with ``log_prior`` and
     ``log_likelihood`` a grid reference gives KL, W1s, moment errors and the task's summaries.
     Figures: ``pairs.png`` (first y; ``pairs_1.png``, … for the others) and ``loss.png``."""
-    t0 = time.perf_counter()
     b, post, config = result.buckets, result.posterior, result.config
     m = 1 if np.asarray(b.y_values).ndim == 1 else b.y_values.shape[1]
     as_y = lambda y: np.asarray(y, np.int64) if m > 1 else int(y[0])  # noqa: E731
     payload = {
-        **_run_summary(result),
         "dim": post.dim,
         "inputs": m,
         "plot_y": [list(y) for y in plot_y],
@@ -232,7 +288,7 @@ def build_nd(result, task, plot_y, out: Path | None = None, plots_on: bool = Tru
     grid = post.dim == 2 and getattr(task, "log_prior", None) is not None and task.log_likelihood is not None
     for i, y in enumerate(plot_y):
         yv = as_y(y)
-        exact_u = simulation.draw_at(task, config, yv, AT_Y_DRAWS)
+        exact_u = sources.draw_at(task, config, yv, AT_Y_DRAWS)
         row = {"y": list(y), "training_samples": payload["training_samples"][_key(y)]}
         if len(exact_u) >= heldout.MIN_DRAWS:
             row["heldout"] = heldout.check_at(post, yv, exact_u, seed=config.seed)
@@ -240,7 +296,7 @@ def build_nd(result, task, plot_y, out: Path | None = None, plots_on: bool = Tru
             payload["warnings"].append(f"y = {list(y)}: only {len(exact_u)} exact draws found; no held-out test there")
         ref = None
         if grid:
-            j = int(layout.index_of(b.y_values, np.asarray([yv]).reshape(1, -1) if m > 1 else [yv])[0])
+            j = int(index_of(b.y_values, np.asarray([yv]).reshape(1, -1) if m > 1 else [yv])[0])
             lows = np.asarray(b.low[j] if j >= 0 else b.low.min(axis=0), np.float64)
             highs = np.asarray(b.high[j] if j >= 0 else b.high.max(axis=0), np.float64)
             if config.space == "raw":
@@ -253,31 +309,8 @@ def build_nd(result, task, plot_y, out: Path | None = None, plots_on: bool = Tru
             exact_theta = _to_theta(post, exact_u)
             name = "pairs.png" if i == 0 else f"pairs_{i}.png"
             plots.pair_plot(post, task, yv, out / name, reference=ref, exact_draws=exact_theta, seed=config.seed)
-    if isinstance(b, layout.Binned):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            logits, _, scales = (np.asarray(a, np.float64) for a in post.mixture(b.y_values))
-        if post.dim == 1:  # a scalar θ with vector y: the two-point bins
-            flagged = layout.collapsed(b, logits, scales)
-            width = "bin_width"
-        else:
-            covs = np.asarray(mixture.mvn_covariances(scales, post.dim), np.float64)
-            flagged, width = layout.collapsed_nd(b, logits, covs), "cell_width"
-        payload["collapsed"] = flagged
-        if flagged:
-            worst = min(flagged, key=lambda r: r["sd"] / r[width])
-            payload["warnings"].append(
-                f"at {len(flagged)} y a component is narrower than {layout.COLLAPSE:g} bin widths (worst y = "
-                f"{worst['y']}: sd {worst['sd']:.3g}, bins {worst[width]:.3g}): it may fit the bins' moment "
-                "points rather than the draws; use --layout packed"
-            )
     if result.heldout is not None:
         payload["heldout_summary"] = _pit_summary(post, result.heldout)
-    if out is not None and plots_on and result.losses.size:
-        plots.loss_curve(
-            result.losses, out / "loss.png", title=f"{task.name}: loss per epoch (K={post.spec.components})"
-        )
-    payload["report_s"] = time.perf_counter() - t0
     return payload
 
 
@@ -293,7 +326,7 @@ def _pit_summary(post, held, min_draws: int = heldout.MIN_DRAWS) -> dict:
     uniformity at 1%; one vectorised pass over every held-out draw."""
     theta_u, y = held
     rows = np.asarray(y).reshape(len(theta_u), -1)
-    book = layout.Codebook.of(rows)
+    book = Codebook.of(rows)
     codes = book.encode(rows)
     counts = np.bincount(codes)
     dense = np.flatnonzero(counts >= min_draws)
@@ -317,7 +350,7 @@ def _pit_summary(post, held, min_draws: int = heldout.MIN_DRAWS) -> dict:
     }
 
 
-def format_table_nd(payload: dict) -> str:
+def _table_multivariate(payload: dict) -> str:
     """The printed table at the reported y of a D-dimensional run."""
     names = payload["parameters"]
     lines = []

@@ -8,20 +8,20 @@ import numpy as np
 import pytest
 
 import mdnjax
-from mdnjax import kernels, layout, model, objective, simulation, tasks, train, xla
+from mdnjax import kernels, layout, model, objective, tasks, train, xla
 
 
 @pytest.fixture(scope="module")
 def setup():
     task = tasks.GammaPoisson()
     cfg = mdnjax.Config(samples=20_000, epochs=10).resolve(task)
-    b, _ = simulation.build_layout(task, cfg)
+    b, _ = layout.build_layout(task, cfg)
     graphdef, _ = model.init(jax.random.key(0), cfg.components, cfg.hidden)
     return cfg, b, graphdef
 
 
 def _lowered(cfg, data, graphdef, backend):
-    kernel = kernels.for_layout(cfg.layout, backend=backend)
+    kernel = kernels.select(reference=layout.plan(cfg.layout).reference, backend=backend)
     loss = lambda p, d: objective.loss(p, graphdef, d, kernel)  # noqa: E731
     run = train.make_run_epochs(train.make_step(loss, train.optimizer(cfg)))
     return run.trace(train.initial_state(cfg), data, 5).lower(lowering_platforms=("cuda",)).as_text()
@@ -32,7 +32,7 @@ def test_the_training_step_lowers_for_cuda_without_tile_loops_or_branches(setup,
     cfg, _, graphdef = setup
     task = tasks.GammaPoisson()
     cfg = mdnjax.Config(samples=20_000, epochs=10, layout=kind).resolve(task)
-    b, _ = simulation.build_layout(task, cfg)
+    b, _ = layout.build_layout(task, cfg)
     data = layout.binned_to_data(b, (0.0, 100.0)) if kind == "binned" else layout.to_data(b, (0.0, 100.0), block=4096)
     assert data.theta.shape[0] > 1 or kind == "binned"
     gpu = _lowered(cfg, data, graphdef, "gpu")
@@ -47,7 +47,7 @@ def test_the_training_step_lowers_for_cuda_without_tile_loops_or_branches(setup,
 def test_the_single_pass_kernel_equals_the_reference(kind, x64):
     task = tasks.GammaPoisson()
     cfg = mdnjax.Config(samples=20_000, layout=kind).resolve(task)
-    b, _ = simulation.build_layout(task, cfg)
+    b, _ = layout.build_layout(task, cfg)
     data = (
         layout.binned_to_data(b, (0.0, 100.0), jnp.float64)
         if kind == "binned"
@@ -81,13 +81,13 @@ def test_the_full_covariance_step_lowers_for_cuda_too(kind):
     """θ ∈ ℝ^2, y ∈ ℤ^4 (the bioassay): the same promises for the full-covariance kernel."""
     task = tasks.Bioassay()
     cfg = mdnjax.Config(samples=20_000, epochs=10, layout=kind).resolve(task)
-    b, _ = simulation.build_layout(task, cfg)
+    b, _ = layout.build_layout(task, cfg)
     emb = task.input_embedding(b.y_values, b.counts)
     data = layout.binned_to_data(b, emb) if kind == "binned" else layout.to_data(b, emb, block=4096)
     graphdef, _ = model.init(jax.random.key(0), cfg.components, cfg.hidden, 2, 4)
 
     def lowered(backend):
-        kernel = kernels.for_layout(cfg.layout, backend=backend, dim=2)
+        kernel = kernels.select(reference=layout.plan(cfg.layout).reference, backend=backend, dim=2)
         loss = lambda p, d: objective.loss(p, graphdef, d, kernel)  # noqa: E731
         run = train.make_run_epochs(train.make_step(loss, train.optimizer(cfg)))
         state = train.initial_state(cfg, 2, 4)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import mdnjax
-from mdnjax import layout, objective, tasks
+from mdnjax import collapse, layout, objective, tasks
 from mdnjax.kernels import tiles
 
 
@@ -102,21 +102,21 @@ def test_a_component_narrower_than_the_bins_is_flagged():
     num_y = b.num_y
     logits = np.zeros((num_y, 2))
     log_vars = np.log(np.full((num_y, 2), 0.5**2))
-    assert layout.collapsed(b, logits, log_vars) == []
+    assert collapse.collapsed(b, logits, log_vars) == []
     log_vars[3, 1] = np.log((0.1 * b.bin_width[3]) ** 2)  # one narrow component at one y
-    flagged = layout.collapsed(b, logits, log_vars)
+    flagged = collapse.collapsed(b, logits, log_vars)
     assert [r["y"] for r in flagged] == [int(b.y_values[3])]
     logits[3, 1] = -20.0  # a negligible component does not count
-    assert layout.collapsed(b, logits, log_vars) == []
+    assert collapse.collapsed(b, logits, log_vars) == []
 
 
 def test_the_binned_runs_per_sample_loss_is_the_packed_objective():
-    from mdnjax import simulation
+    from mdnjax import metrics, simulation
 
     task = tasks.GammaPoisson()
     cfg = mdnjax.Config(samples=50_000, epochs=50, log_every=50, holdout=0.0)
     res = mdnjax.fit(task, cfg)
-    exact = simulation.per_sample_loss(task, res.config, res.posterior, res.buckets.y_values)
+    exact = metrics.per_sample_loss(task, res.config, res.posterior, res.buckets.y_values)
     packed = layout.bucket_packed(*simulation.draw(task, np.random.default_rng(0), 50_000, "unconstrained")[:2])
     data = layout.to_data(packed, (0.0, 100.0), weighting="per-sample")
     direct = objective.loss(res.posterior.params, res.posterior.graphdef, data, tiles.nll)
@@ -191,9 +191,9 @@ def test_a_component_narrower_than_the_cells_is_flagged_in_d_dimensions():
     b = layout.bin_nd(theta, y, bins=8)  # 8 × 8 cells: every y has more draws than 4 · 64 points
     logits = np.zeros((2, 2))
     broad = np.broadcast_to(np.diag([1.0, 16.0]), (2, 2, 2, 2)).copy()  # the draws' own spread
-    assert layout.collapsed_nd(b, logits, broad, bins=8) == []
+    assert collapse.collapsed_nd(b, logits, broad, bins=8) == []
     narrow = broad.copy()
     narrow[1, 0] = np.diag([1.0, 0.01])  # y = 1, component 0: sd 0.1 along coordinate 1, cells ~ 4
-    flagged = layout.collapsed_nd(b, logits, narrow, bins=8)
+    flagged = collapse.collapsed_nd(b, logits, narrow, bins=8)
     assert [(r["y"], r["coordinate"]) for r in flagged] == [([1], 1)]
     assert flagged[0]["sd"] == pytest.approx(0.1) and flagged[0]["cell_width"] > 2.0

@@ -99,9 +99,9 @@ def test_float32_kernel_is_close_to_float64_on_a_narrow_posterior():
 
 
 def test_the_kernel_is_chosen_by_dimension_and_backend():
-    assert kernels.for_layout("packed", "cpu", dim=2) is full.nll
-    assert kernels.for_layout("packed", "gpu", dim=3) is full.nll_single_pass
-    assert kernels.for_layout("padded", "cpu", dim=2) is objective.reference_nll
+    assert kernels.select(backend="cpu", dim=2) is full.nll
+    assert kernels.select(backend="gpu", dim=3) is full.nll_single_pass
+    assert kernels.select(reference=True, backend="cpu", dim=2) is objective.reference_nll
 
 
 def test_d1_through_the_full_covariance_path_reproduces_the_scalar_path(x64):

@@ -15,7 +15,7 @@ from mdnjax.layout import to_data
 
 
 def loss_fn(which, graphdef):
-    return lambda params, d: objective.loss(params, graphdef, d, kernels.for_layout(which))
+    return lambda params, d: objective.loss(params, graphdef, d, kernels.select(reference=layout.plan(which).reference))
 
 
 def rows_loss(params, graphdef, d):

@@ -145,11 +145,11 @@ def abtest_run():
 
 
 def test_the_two_sample_test_passes_a_trained_2d_posterior_and_rejects_an_undertrained_one(abtest_run):
-    from mdnjax import heldout, simulation
+    from mdnjax import heldout, sources
 
     task, good, bad = abtest_run
     y = np.array(task.observed)
-    exact = simulation.draw_at(task, good.config, y, 1000)
+    exact = sources.draw_at(task, good.config, y, 1000)
     assert len(exact) == 1000
     ok = heldout.check_at(good.posterior, y, exact)
     assert not ok["rejected"] and all(p["ks_pvalue"] > 0.01 for p in ok["pit"])

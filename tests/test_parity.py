@@ -21,7 +21,7 @@ def to_data(b, trials, dtype=jnp.float32, **kw):
 
 
 def loss_fn(which, graphdef):
-    return lambda params, d: objective.loss(params, graphdef, d, kernels.for_layout(which))
+    return lambda params, d: objective.loss(params, graphdef, d, kernels.select(reference=layout.plan(which).reference))
 
 
 NOTEBOOK_BETA = {0: 102.4597, 50: 85.9368}  # the notebook's printed losses (benchmarks/parity.py checks 100, 150)

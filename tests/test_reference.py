@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import mdnjax
-from mdnjax import heldout, reference, simulation, tasks
+from mdnjax import heldout, reference, sources, tasks
 
 CONJUGATE = [tasks.BetaBinomial(), tasks.GammaPoisson(), tasks.BetaBinomial(0.5, 0.5, 20), tasks.GammaPoisson(1, 1, 10)]
 
@@ -30,7 +30,7 @@ def test_quadrature_reference_matches_the_closed_form(task):
 def test_held_out_draws_are_exact_posterior_draws_so_their_pit_is_uniform():
     task = tasks.GammaPoisson()
     cfg = mdnjax.Config(samples=200_000).resolve(task)
-    theta_u, y = simulation.draw_heldout(task, cfg)
+    theta_u, y = sources.draw_heldout(task, cfg)
     assert theta_u.size == 20_000
     theta = task.support[0].inverse(theta_u.astype(np.float64))
     pvalues = []

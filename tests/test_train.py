@@ -11,7 +11,7 @@ import optax
 import pytest
 
 import mdnjax
-from mdnjax import Config, layout, metrics, model, simulation, tasks, train
+from mdnjax import Config, layout, metrics, model, sources, tasks, train
 
 
 def test_same_seed_gives_same_parameters_and_different_seed_does_not():
@@ -55,7 +55,7 @@ def test_layouts_train_the_same_way(kind):
 def test_the_epoch_loop_compiles_once():
     task = tasks.BetaBinomial()
     cfg = Config(samples=3000, epochs=10, layout="packed").resolve(task)
-    b, _ = simulation.build_layout(task, cfg)
+    b, _ = layout.build_layout(task, cfg)
     data = layout.to_data(b, (0.0, 100.0), block=1024)
     graphdef, _ = model.init(jax.random.key(0), cfg.components, cfg.hidden)
     run = train.make_run_epochs(train.make_step(train.make_loss(cfg, graphdef), train.optimizer(cfg)))
@@ -164,11 +164,11 @@ def test_samples_that_cannot_be_trained_on_are_refused_or_warned():
 
 
 def test_streamed_simulation_holds_every_chunk_in_the_fitting_space(monkeypatch):
-    monkeypatch.setattr(simulation, "CHUNK", 10_000)  # stream above 10^4 samples
-    monkeypatch.setattr(simulation, "STREAM_CHUNK", 7_000)
+    monkeypatch.setattr(sources, "CHUNK", 10_000)  # stream above 10^4 samples
+    monkeypatch.setattr(sources, "STREAM_CHUNK", 7_000)
     task = tasks.BetaBinomial()
     cfg = Config(samples=25_000, layout="packed").resolve(task)
-    b, report = simulation.build_layout(task, cfg, shards=2)
+    b, report = layout.build_layout(task, cfg, shards=2)
     sizes = [7_000, 7_000, 7_000, 4_000]
     parts = [task.simulate(np.random.default_rng([cfg.seed, i]), n) for i, n in enumerate(sizes)]
     theta = task.support[0].forward(np.concatenate([t for t, _ in parts])).astype(np.float32)
@@ -214,8 +214,8 @@ def test_a_users_vector_task_trains_with_a_standardised_input_per_component():
 
 
 def test_streaming_vector_observations_codes_them_across_chunks(monkeypatch):
-    monkeypatch.setattr(simulation, "CHUNK", 10_000)
-    monkeypatch.setattr(simulation, "STREAM_CHUNK", 6_000)
+    monkeypatch.setattr(sources, "CHUNK", 10_000)
+    monkeypatch.setattr(sources, "STREAM_CHUNK", 6_000)
     task = mdnjax.Task(
         "scalar-theta-vector-y",
         lambda rng, n: (lambda t: (t, rng.binomial(5, np.column_stack([t, 1 - t]))))(rng.uniform(0, 1, n)),
@@ -224,10 +224,10 @@ def test_streaming_vector_observations_codes_them_across_chunks(monkeypatch):
     )
     for kind in ("packed", "binned"):
         cfg = Config(samples=25_000, layout=kind).resolve(task)
-        b, report = simulation.build_layout(task, cfg)
+        b, report = layout.build_layout(task, cfg)
         parts = [task.simulate(np.random.default_rng([cfg.seed, i]), n) for i, n in enumerate([6000] * 4 + [1000])]
         y = np.concatenate([y for _, y in parts])
         rows, counts = np.unique(y, axis=0, return_counts=True)
-        keep = counts >= simulation.MIN_COUNT
+        keep = counts >= layout.MIN_COUNT
         np.testing.assert_array_equal(b.y_values, rows[keep])  # one code per distinct row, over every chunk
         np.testing.assert_array_equal(b.counts, counts[keep])

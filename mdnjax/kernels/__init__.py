@@ -1,7 +1,7 @@
 """Loss kernels: one signature, ``nll(logits, means, log_vars, data) -> scalar``.
 
 Each computes −Σ_rows weight · Σ_{real samples} log q(θ) for per-y mixtures (num_y, K) over a
-``mdnjax.layout.Data`` and is tested against the autodiff reference ``mdnjax.objective.reference_nll``.
+``mdnjax.data.Data`` and is tested against the autodiff reference ``mdnjax.objective.reference_nll``.
 
 * ``tiles``: cache-sized tiles, a cheap shift with a per-tile safe fallback, the hand-written
   gradient (the CPU path).
@@ -11,8 +11,8 @@ Each computes −Σ_rows weight · Σ_{real samples} log q(θ) for per-y mixture
 * ``reference``: the vmapped, masked logsumexp with autodiff (``mdnjax.objective``).
 
 Example:
-    >>> for_layout("packed", backend="cpu").__name__, for_layout("binned", backend="gpu").__name__
-    ('nll', 'nll_single_pass')
+    >>> select(backend="cpu").__name__, select(backend="gpu").__name__, select(reference=True).__name__
+    ('nll', 'nll_single_pass', 'reference_nll')
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ FULL_KERNELS = {"tiles": full.nll, "single-pass": full.nll_single_pass, "referen
 ACCELERATORS = ("gpu", "cuda", "rocm", "tpu")
 
 
-def for_layout(layout: str, backend: str | None = None, dim: int = 1):
-    """The kernel a layout trains with on a backend (default: JAX's default backend): ``padded`` →
-    the reference; otherwise tiles on CPU and the single pass on an accelerator. For θ ∈ ℝ^D
-    (``dim`` > 1) the full-covariance kernels of ``mdnjax.kernels.full``."""
+def select(reference: bool = False, backend: str | None = None, dim: int = 1):
+    """The kernel to train with on a backend (default: JAX's default backend): the autodiff
+    reference when asked (the padded layout's ``Plan.reference``); otherwise tiles on CPU and the
+    single pass on an accelerator. For θ ∈ ℝ^D (``dim`` > 1) the full-covariance kernels of
+    ``mdnjax.kernels.full``."""
     table = KERNELS if dim == 1 else FULL_KERNELS
-    if layout == "padded":
+    if reference:
         return table["reference"]
     backend = jax.default_backend() if backend is None else backend
     return table["single-pass" if backend in ACCELERATORS else "tiles"]

@@ -32,8 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mdnjax import mixture
+from mdnjax.data import Data, row_mask
 from mdnjax.kernels.tiles import HEADROOM
-from mdnjax.layout import Data, row_mask
 
 HIGHEST = jax.lax.Precision.HIGHEST  # full float32 products on every backend (no TF32)
 MATMUL_WIDTH = 96  # rows at least this wide use batched matmuls (measured faster on CPU from ~96 slots)

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from mdnjax import mixture
-from mdnjax.layout import Data, row_mask
+from mdnjax.data import Data, row_mask
 
 
 def _tile_sums(const, means, prec, shift, theta, row_count, weight, per_sample_max: bool):

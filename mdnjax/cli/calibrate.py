@@ -1,0 +1,86 @@
+"""``python -m mdnjax.calibrate RUN``: SBC ranks and coverage of a saved run, written beside it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from mdnjax import xla
+from mdnjax.cli.console import user_error
+from mdnjax.cli.flags import CALIBRATE, Parser, UsageError, number
+from mdnjax.cli.rundir import run_task
+
+
+def calibrate_main(argv=None) -> int:
+    """``python -m mdnjax.calibrate RUN``; returns the exit code."""
+    p = Parser(prog=f"python -m {CALIBRATE}", description="Calibrate a trained posterior (SBC ranks, coverage).")
+    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("--draws", type=number(int), default=4000, help="fresh prior-predictive draws (default 4000)")
+    p.add_argument("--samples-per-draw", type=number(int), default=99, help="posterior draws per SBC rank (default 99)")
+    p.add_argument(
+        "--seed", type=number(int), default=1, help="seed of the fresh draws, not the training seed (default 1)"
+    )
+    args = p.parse_args(argv)
+    prog = CALIBRATE
+    xla.configure_cpu()
+    from mdnjax import calibration, checkpoint, plots
+    from mdnjax.posterior import load
+    from mdnjax.simulation import UserCodeError
+
+    out = Path(args.run_dir)
+    try:
+        if args.draws < 10 or args.samples_per_draw < 1:
+            raise UsageError("--draws must be >= 10 and --samples-per-draw >= 1")
+        if not 0 <= args.seed <= 2**32 - 1:
+            raise UsageError(f"--seed must be in 0..{2**32 - 1}, got {args.seed}")
+        post = load(out)
+        task = run_task(out, checkpoint.read_json(out / checkpoint.RUN))
+        multivariate = post.dim > 1 or post.spec.inputs > 1
+        calibrate = calibration.run_nd if multivariate else calibration.run
+        result = calibrate(post, task, args.draws, args.samples_per_draw, args.seed)
+    except (UsageError, ValueError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    except UserCodeError as err:
+        return user_error(prog, err)
+    try:
+        checkpoint.write_json(out / "calibration.json", result)
+        title = f"{task.name}, K={post.spec.components}"
+        if multivariate:
+            names = list(getattr(task, "parameter_names", None) or [f"theta{d}" for d in range(post.dim)])
+            plots.coverage_per_dim(
+                result["levels"],
+                result["coverage"],
+                result["coverage_standard_error"],
+                names,
+                out / "coverage.png",
+                title,
+            )
+        else:
+            plots.sbc_ranks(result, out / "sbc_ranks.png", title)
+            plots.coverage(result, out / "coverage.png", title)
+        metrics_path = out / checkpoint.METRICS
+        if metrics_path.exists():
+            metrics = checkpoint.read_json(metrics_path)
+            metrics["calibration"] = {k: result[k] for k in ("draws", "max_coverage_error", "rank_chi2_pvalue")}
+            checkpoint.write_json(metrics_path, metrics)
+    except OSError as err:
+        print(f"{prog}: error: cannot write to {out}: {err.strerror or err}", file=sys.stderr)
+        return 1
+    if multivariate:
+        print(
+            f"{result['draws']} draws: largest coverage error {result['max_coverage_error']:.4f} over "
+            f"{post.dim} parameters; SBC rank uniformity p = "
+            + ", ".join(f"{p:.3f}" for p in result["rank_chi2_pvalue"])
+            + f", of log q p = {result['rank_log_q_chi2_pvalue']:.3f}"
+        )
+        print(f"wrote {out}/calibration.json, coverage.png")
+        return 0
+    exact = result.get("max_coverage_error_exact_posterior")
+    print(
+        f"{result['draws']} draws: largest coverage error {result['max_coverage_error']:.4f}"
+        + (f" (exact posterior: {exact:.4f})" if exact is not None else "")
+        + f", SBC rank uniformity p = {result['rank_chi2_pvalue']:.3f}"
+    )
+    print(f"wrote {out}/calibration.json, sbc_ranks.png, coverage.png")
+    return 0

@@ -1,0 +1,250 @@
+"""The command line's flags: the parser with every task's flags, and flags → task and ``Config``
+(each error one line naming the flag)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+TRAIN = "mdnjax.train"
+
+
+CALIBRATE = "mdnjax.calibrate"
+
+
+PARAM_FLAGS = (
+    "alpha",
+    "beta",
+    "trials",
+    "population",
+    "initial",
+    "shape",
+    "rate",
+    "observed",
+    "mean",
+    "sd",
+    "rho",
+    "doses",
+    "animals",
+)
+
+
+TASK_FLAGS = ("prior", *PARAM_FLAGS, "mix_weights", "mix_alpha", "mix_beta")
+
+
+CONFIG_FLAGS = (
+    "samples",
+    "components",
+    "hidden",
+    "recipe",
+    "epochs",
+    "lr",
+    "weighting",
+    "schedule",
+    "space",
+    "layout",
+    "bins",
+    "seed",
+    "holdout",
+    "log_every",
+    "devices",
+)
+
+
+RUN_FLAGS = ("plot_y", "no_plots", "checkpoint_every")
+
+
+DEFAULTS = {"prior": "beta", "checkpoint_every": 500, "no_plots": False}
+
+
+class UsageError(Exception):
+    """Bad input: one line, exit 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, no usage dump
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def number(kind):
+    """An argparse type accepting ``1e6`` for integers when the value is integral."""
+
+    def parse(text: str):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if kind is int:
+            if not math.isfinite(value) or value != int(value):
+                raise argparse.ArgumentTypeError(f"not an integer: {text!r}")
+            return int(value)
+        return value
+
+    return parse
+
+
+def train_parser() -> argparse.ArgumentParser:
+    from mdnjax import config as config_lib
+    from mdnjax import tasks
+
+    # SUPPRESS: only the flags actually given appear, so --resume can refuse the others
+    p = Parser(
+        prog=f"python -m {TRAIN}",
+        description="Train an MDN posterior q(θ | y) for a task and write a run folder.",
+        argument_default=argparse.SUPPRESS,
+    )
+    t = p.add_argument_group("task")
+    t.add_argument("--task", metavar="FILE.py:NAME", help="your own task: path/to/file.py:NAME or package.module:NAME")
+    t.add_argument("--prior", help=f"built-in task: {', '.join(tasks.REGISTRY)} (default beta)")
+    t.add_argument("--alpha", type=number(float), help="prior α (default 2)")
+    t.add_argument("--beta", type=number(float), help="prior β (beta 5, gamma: rate 3, reed-frost 38)")
+    t.add_argument(
+        "--trials",
+        type=number(int),
+        nargs="+",
+        help="n: Binomial trials / Poisson exposure (default 100); abtest: nA nB",
+    )
+    t.add_argument("--population", type=number(int), help="epidemics: N, everyone (reed-frost 50, sir 120)")
+    t.add_argument("--initial", type=number(int), help="epidemics: infectives at the start (default 1)")
+    t.add_argument("--shape", type=number(float), help="sir: Gamma prior shape of R0 (default 2)")
+    t.add_argument("--rate", type=number(float), help="sir: Gamma prior rate of R0 (default 4/3)")
+    t.add_argument(
+        "--observed",
+        type=number(int),
+        nargs="+",
+        help="the observed y to report: sir one count (default 29, Abakaliki); bioassay 4 counts; abtest yA yB",
+    )
+    t.add_argument("--mean", type=number(float), help="abtest: prior mean of each logit (default -1)")
+    t.add_argument("--sd", type=number(float), help="abtest: prior sd of each logit (default 1)")
+    t.add_argument("--rho", type=number(float), help="abtest: prior correlation of the logits (default 0.5)")
+    t.add_argument("--doses", type=number(float), nargs="+", help="bioassay: log doses (default the book's four)")
+    t.add_argument("--animals", type=number(int), help="bioassay: animals per dose (default 5)")
+    t.add_argument("--mix-weights", type=number(float), nargs="+", help="beta-mixture prior: component weights")
+    t.add_argument("--mix-alpha", type=number(float), nargs="+", help="beta-mixture prior: component α")
+    t.add_argument("--mix-beta", type=number(float), nargs="+", help="beta-mixture prior: component β")
+    c = p.add_argument_group("training")
+    c.add_argument("--samples", type=number(int), help="simulations (default 1e6; above 1e7 they stream in chunks)")
+    c.add_argument("--components", type=number(int), help="K, Gaussians in the mixture (default 8)")
+    c.add_argument("--hidden", type=number(int), nargs="+", help="backbone widths (recipe default)")
+    c.add_argument("--recipe", help=f"training defaults: {', '.join(config_lib.RECIPES)} (default fast)")
+    c.add_argument("--epochs", type=number(int), help="full-batch Adam steps (recipe default)")
+    c.add_argument("--lr", type=number(float), help="Adam learning rate (recipe default)")
+    c.add_argument("--weighting", help=f"objective: {' or '.join(config_lib.WEIGHTINGS)} (recipe default)")
+    c.add_argument("--schedule", help=f"learning-rate schedule: {' or '.join(config_lib.SCHEDULES)}")
+    c.add_argument("--space", help="raw (fit θ) or unconstrained (fit f(θ), f from the support) (recipe default)")
+    c.add_argument("--layout", help=f"layout of the draws: {', '.join(config_lib.LAYOUTS)} (default binned)")
+    c.add_argument(
+        "--bins",
+        type=number(int),
+        help="--layout binned: bins per y of a scalar θ (default 256; θ ∈ ℝ^D: 1024 cells per y)",
+    )
+    c.add_argument("--seed", type=number(int), help="seeds simulation and initialisation, 0..2^32-1 (default 0)")
+    c.add_argument("--holdout", type=number(float), help="extra held-out simulations, share of --samples (default 0.1)")
+    c.add_argument("--log-every", type=number(int), help="epochs per dispatch and progress line (default 50)")
+    c.add_argument("--devices", type=number(int), help="devices to split the rows over (default: all)")
+    r = p.add_argument_group("run")
+    r.add_argument("--out", help="output folder (default: runs/TASK-TIMESTAMP)")
+    r.add_argument(
+        "--plot-y",
+        type=number(int),
+        nargs="+",
+        help="observations to report and plot (default: the task's); vector y: M numbers each",
+    )
+    r.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    r.add_argument("--checkpoint-every", type=number(int), help="epochs between checkpoints (default 500; 0: end only)")
+    r.add_argument("--resume", metavar="RUN", help="continue RUN (with --epochs N: train it to N epochs)")
+    d = p.add_argument_group("several processes")
+    d.add_argument("--coordinator", metavar="HOST:PORT", help="the coordinator's address")
+    d.add_argument("--num-processes", type=number(int), help="how many processes")
+    d.add_argument("--process-id", type=number(int), help="this one's rank (0 writes the outputs)")
+    return p
+
+
+def flag_name(field: str | None) -> str:
+    return "--" + field.replace("_", "-") if field else ""
+
+
+def task_from_flags(args: dict):
+    """The task the flags describe and its record for run.json (``UsageError`` with a one-line reason)."""
+    from mdnjax import userspec
+
+    if "task" in args:
+        given = [flag_name(k) for k in TASK_FLAGS if k in args]
+        if given:
+            raise UsageError(f"--task replaces {' '.join(given)}: the task file defines its model")
+        try:
+            task, record = userspec.load(args["task"])
+        except userspec.SpecError as err:
+            raise UsageError(str(err)) from None
+        return task, record
+    task = _builtin_task(args)
+    return task, {"builtin": task.name}
+
+
+LIST_FLAGS = ("trials", "observed")  # one number for a scalar task's parameter, several for a vector's
+
+
+def _builtin_task(args: dict):
+    """The registered task ``--prior`` names, with the task flags given (each task refuses the
+    flags that are not its parameters)."""
+    from mdnjax import tasks
+
+    name = args.get("prior", DEFAULTS["prior"])
+    params = {k: args[k] for k in PARAM_FLAGS if k in args}
+    for k in LIST_FLAGS:
+        if k in params:
+            params[k] = params[k][0] if len(params[k]) == 1 else tuple(params[k])
+    if "doses" in params:
+        params["doses"] = tuple(params["doses"])
+    mix = [args.get(k) for k in ("mix_weights", "mix_alpha", "mix_beta")]
+    if any(m is not None for m in mix):
+        if any(m is None for m in mix) or len({len(m) for m in mix}) != 1:
+            raise UsageError("--mix-weights, --mix-alpha and --mix-beta go together, equally long")
+        params["components"] = tuple(zip(*mix))
+    try:
+        return tasks.from_name(name, **params)
+    except ValueError as err:
+        message = str(err).replace("unknown task", "unknown --prior")
+        message = message.replace("components does not apply", "--mix-weights/--mix-alpha/--mix-beta do not apply")
+        for field in PARAM_FLAGS:
+            if message.startswith(field + " "):
+                message = "--" + message
+        raise UsageError(message) from None
+
+
+def config_from_flags(args: dict, task):
+    """The resolved ``Config`` of the flags (``UsageError`` naming the flag)."""
+    from mdnjax.config import Config, ConfigError
+
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items() if k in CONFIG_FLAGS}
+    try:
+        return Config(**fields).resolve(task)
+    except ConfigError as err:
+        raise UsageError(with_flag(err)) from None
+
+
+def with_flag(err) -> str:
+    field = getattr(err, "field", None)
+    message = str(err)
+    if field and message.startswith(field):
+        return flag_name(field) + message[len(field) :]
+    if field and message.startswith(f"unknown {field}"):
+        return message.replace(f"unknown {field}", f"unknown {flag_name(field)}", 1)
+    return message
+
+
+def check_plot_y(task, plot_y) -> None:
+    """Each number of --plot-y inside the task's range; for vector observations, whole rows of M."""
+    from mdnjax import simulation
+
+    if not plot_y:
+        return
+    for y in plot_y:
+        try:
+            task.check_y(y)
+        except ValueError as err:
+            raise UsageError(f"--plot-y: {err}") from None
+    shape = simulation.observation_shape(task)
+    width = shape[0] if shape else 1
+    if shape is not None and len(plot_y) % width:
+        raise UsageError(f"--plot-y: the {task.name} task observes {width} counts per y; got {len(plot_y)} numbers")

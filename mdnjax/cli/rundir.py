@@ -1,0 +1,110 @@
+"""A run folder's life: a new run claims its folder and records how it was started; a resumed
+run reads its task, config and checkpoint back."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+from mdnjax.cli.flags import (
+    DEFAULTS,
+    RUN_FLAGS,
+    UsageError,
+    check_plot_y,
+    config_from_flags,
+    flag_name,
+    task_from_flags,
+    with_flag,
+)
+
+
+def _default_out(name: str) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path, n = Path("runs") / f"{name}-{stamp}", 1
+    while path.exists():
+        path, n = Path("runs") / f"{name}-{stamp}-{n}", n + 1
+    return path
+
+
+def resume_setup(args: dict):
+    """Reads RUN's task, config and checkpoint for ``--resume``; ``--epochs`` may extend it."""
+    import dataclasses
+
+    from mdnjax import checkpoint, train
+    from mdnjax.config import Config, ConfigError
+
+    others = sorted(set(args) - {"resume", "epochs", "coordinator", "num_processes", "process_id"})
+    if others:
+        flags = " ".join(flag_name(k) for k in others)
+        raise UsageError(f"--resume continues a run with its own settings: {flags} cannot be changed (only --epochs)")
+    out = Path(args["resume"])
+    try:
+        record = checkpoint.read_json(out / checkpoint.RUN)
+        task = run_task(out, record)
+        config = Config.from_dict(checkpoint.read_json(out / checkpoint.CONFIG)).resolve(task)
+        if "epochs" in args:
+            config = dataclasses.replace(config, epochs=args["epochs"]).resolve(task)
+        from mdnjax import simulation
+
+        shape = simulation.observation_shape(task, config.seed) or ()
+        template = train.initial_state(config, len(task.support), shape[0] if shape else 1)
+        state, extra = checkpoint.load_tree(out / checkpoint.CHECKPOINT, _numpy(template), ("losses",))
+    except (ValueError, ConfigError) as err:
+        raise UsageError(f"--resume {out}: {with_flag(err)}") from None
+    done = int(state.epoch)
+    if done >= config.epochs:
+        raise UsageError(
+            f"--resume {out}: the run already trained {done} epochs; pass --epochs N > {done} to train it longer"
+        )
+    return out, record, task, config, state, extra["losses"]
+
+
+def run_task(out: Path, record: dict):
+    """The task of a run folder: a built-in one from task.json, or the user's, re-imported from
+    its recorded file (refused when gone or changed)."""
+    from mdnjax import checkpoint, tasks, userspec
+
+    spec = record.get("task", {})
+    if "spec" in spec:
+        return userspec.reload(spec)
+    return tasks.from_record(checkpoint.read_json(out / checkpoint.TASK))
+
+
+def _numpy(tree):
+    import jax
+    import numpy as np
+
+    return jax.tree_util.tree_map(np.asarray, tree)
+
+
+def new_run(args: dict, lead: bool):
+    from mdnjax import checkpoint, parallel
+
+    task, task_record = task_from_flags(args)
+    config = config_from_flags(args, task)
+    check_plot_y(task, args.get("plot_y"))
+    checkpoint_every = args.get("checkpoint_every", DEFAULTS["checkpoint_every"])
+    if checkpoint_every < 0:
+        raise UsageError(f"--checkpoint-every must be >= 0, got {checkpoint_every}")
+    try:
+        parallel.device_mesh(config.devices)  # before any output: a device count this machine has
+    except ValueError as err:
+        raise UsageError(with_flag(err)) from None
+    out = Path(args["out"]) if "out" in args else _default_out(task.name)
+    record = {
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "task": task_record,
+        "options": {k: args.get(k, DEFAULTS.get(k)) for k in RUN_FLAGS},
+        "sessions": [],
+    }
+    created = False
+    if lead:
+        try:
+            created = checkpoint.claim_run_dir(out, record)
+            checkpoint.write_json(out / checkpoint.TASK, task.describe())
+            checkpoint.atomic_write(out / checkpoint.CONFIG, config.to_json().encode())
+        except (ValueError, OSError) as err:
+            if created or (out / checkpoint.RUN).exists():
+                checkpoint.release_run_dir(out, created)
+            raise UsageError(f"--out {err}") from None
+    return out, created, record, task, config

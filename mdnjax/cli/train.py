@@ -1,0 +1,185 @@
+"""``python -m mdnjax.train``: flags → task + ``Config`` → ``fit`` → a run folder, then the report."""
+
+from __future__ import annotations
+
+import datetime
+import signal
+import sys
+import time
+import warnings
+
+from mdnjax import xla
+from mdnjax.cli.console import Printer, user_error, warning_printer
+from mdnjax.cli.flags import TRAIN, UsageError, train_parser, with_flag
+from mdnjax.cli.rundir import new_run, resume_setup
+from mdnjax.simulation import UserCodeError
+
+
+def main(argv=None) -> int:
+    """``python -m mdnjax.train``; returns the exit code."""
+    t_start = time.perf_counter()
+    xla.configure_cpu()  # before the first JAX computation
+    args = vars(train_parser().parse_args(argv))
+    prog = TRAIN
+    try:
+        lead = _init_distributed(args)
+        if "resume" in args:
+            out, record, task, config, state, history = resume_setup(args)
+            created = None
+        else:
+            out, created, record, task, config = new_run(args, lead)
+            state, history = None, None
+    except UsageError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    except UserCodeError as err:
+        return user_error(prog, err)
+    return _train(prog, t_start, lead, out, created, record, task, config, state, history)
+
+
+def _init_distributed(args: dict) -> bool:
+    """Joins a multi-process run when ``--coordinator`` is given; returns whether this process leads."""
+    from mdnjax import parallel
+
+    given = [k in args for k in ("coordinator", "num_processes", "process_id")]
+    if not any(given):
+        return True
+    if not all(given):
+        raise UsageError("--coordinator, --num-processes and --process-id go together")
+    if args["num_processes"] < 1 or not 0 <= args["process_id"] < args["num_processes"]:
+        raise UsageError(f"--process-id must be in 0..{args['num_processes'] - 1}, got {args['process_id']}")
+    parallel.initialize(args["coordinator"], args["num_processes"], args["process_id"])
+    return args["process_id"] == 0
+
+
+def _train(prog, t_start, lead, out, created, record, task, config, state, history) -> int:
+    import jax
+
+    from mdnjax import checkpoint, simulation, train
+    from mdnjax.config import ConfigError
+
+    resuming = state is not None
+    start = int(state.epoch) if resuming else 0
+    print(
+        f"mdnjax: task={task.name} samples={config.samples:,} K={config.components} recipe={config.recipe} "
+        f"(epochs={config.epochs} lr={config.lr:g} {config.weighting} {config.schedule} {config.space}) "
+        f"layout={config.layout} device={jax.devices()[0].platform} -> {out}"
+        + (f" (resuming at epoch {start})" if resuming else ""),
+        flush=True,
+    )
+    options = record["options"]
+    stop: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: stop.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    save = lambda s, losses: checkpoint.save_tree(out / checkpoint.CHECKPOINT, s, losses=losses)  # noqa: E731
+    printer = Printer(config.epochs, start)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = warning_printer(prog)
+            result = train.fit(
+                task,
+                config,
+                init_state=state,
+                history=history,
+                callback=printer,
+                on_checkpoint=save if lead else None,
+                checkpoint_every=options["checkpoint_every"],
+                should_stop=lambda: bool(stop),
+            )
+    except (ConfigError, simulation.SimulationError) as err:
+        printer.close()
+        if not resuming and lead:
+            checkpoint.release_run_dir(out, created)
+        print(f"{prog}: error: {with_flag(err)}", file=sys.stderr)
+        return 2
+    except simulation.UserCodeError as err:
+        printer.close()
+        if not resuming and lead:
+            checkpoint.release_run_dir(out, created)
+        return user_error(prog, err)
+    except OSError as err:  # a checkpoint could not be written: the previous one is intact
+        printer.close()
+        print(
+            f"{prog}: error: cannot write a checkpoint to {out}: {err.strerror or err}; "
+            "the last checkpoint written is intact",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    printer.close()
+    if not lead:  # other processes of a multi-process run write nothing
+        return 0 if result.diverged_at is None and result.stopped_at is None else 1
+    return _finish(prog, t_start, out, record, task, config, result, start)
+
+
+def _finish(prog, t_start, out, record, task, config, result, start: int) -> int:
+    """After training: the session recorded, the posterior saved, the report written and printed."""
+    import jax
+
+    from mdnjax import checkpoint, layout, metrics, report, sources
+
+    options = record["options"]
+    session = {
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "epochs": [start, int(result.state.epoch)],
+        "timings": {k: float(v) for k, v in result.timings.items()},
+    }
+    record["sessions"] = [*record.get("sessions", []), session]
+    try:
+        checkpoint.write_json(out / checkpoint.RUN, record)
+        if result.stopped_at is not None:
+            print(
+                f"{prog}: interrupted at epoch {result.stopped_at}; state saved. "
+                f"Resume with: python -m {TRAIN} --resume {out}",
+                file=sys.stderr,
+            )
+            return 130
+        result.posterior.save(out)
+        payload = report.build(result, task, options["plot_y"], out, plots_on=not options["no_plots"])
+        if layout.plan(config.layout).binned or config.samples <= sources.CHUNK:
+            payload["per_sample_loss"] = metrics.per_sample_loss(
+                task, config, result.posterior, result.buckets.y_values, jax.process_count()
+            )
+        payload["timings"] = session["timings"] | {"wall_s": time.perf_counter() - t_start}
+        payload["sessions"] = record["sessions"]
+        checkpoint.write_json(out / checkpoint.METRICS, payload)
+    except OSError as err:
+        print(f"{prog}: error: cannot write results to {out}: {err.strerror or err}", file=sys.stderr)
+        return 1
+    for line in payload["warnings"]:
+        print(f"{prog}: warning: {line}", file=sys.stderr)
+    if "per_sample_loss" in payload:
+        print(f"per-sample loss on the training draws: {payload['per_sample_loss']:.6f} (comparable across layouts)")
+    print(layout.describe_budget(result.report["buckets"]))
+    table = report.format_table(payload)
+    if table:
+        print(table)
+    t = result.timings
+    print(
+        f"simulate {t.get('simulate_s', 0):.2f} s, bucket {t.get('bucket_s', 0):.2f} s, "
+        f"compile {t.get('compile_s', 0):.2f} s, train {t['train_s']:.2f} s "
+        f"({t['ms_per_epoch']:.2f} ms/epoch), wall {time.perf_counter() - t_start:.1f} s"
+    )
+    files = [
+        "run.json",
+        "config.json",
+        "task.json",
+        "posterior.npz",
+        "posterior.json",
+        "checkpoint.npz",
+        "metrics.json",
+    ]
+    files += report.figures(payload, out)
+    print(f"saved to {out}/ ({', '.join(f for f in files if (out / f).exists())})")
+    if result.diverged_at is not None:
+        print(
+            f"{prog}: error: loss became non-finite at epoch {result.diverged_at}; "
+            "the posterior holds the last finite parameters",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

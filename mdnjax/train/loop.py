@@ -1,0 +1,205 @@
+"""The training loop any layout shares: the named state, the step, many epochs in one
+``lax.scan``, checkpoints, stopping and divergence.
+
+``step(params, opt_state, data) -> (params, opt_state, loss)`` is a pure function; ``log_every``
+epochs run inside one ``jax.lax.scan`` per dispatch, so XLA reuses its buffers and Python is out
+of the loop. A non-finite loss freezes the parameters at the last finite point and stops the run.
+Resuming is handing a ``TrainState`` back.
+
+Example:
+    >>> import jax.numpy as jnp, optax
+    >>> loss = lambda params, data: jnp.sum((params["w"] - data) ** 2)
+    >>> run = make_run_epochs(make_step(loss, optax.sgd(0.1)))
+    >>> params = {"w": jnp.zeros(2)}
+    >>> state = state_of(params, optax.sgd(0.1))
+    >>> state, losses = run(state, jnp.ones(2), 3)
+    >>> int(state.epoch), losses.shape
+    (3, (3,))
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mdnjax import model, parallel
+from mdnjax.config import Config
+
+
+class TrainState(NamedTuple):
+    """Everything that continues a run exactly (training draws no random numbers).
+
+    Attributes:
+        params: MDN parameters.
+        opt_state: Adam's state (its step count drives the schedule).
+        last_finite: the last parameters whose loss was finite.
+        finite: False once a loss or an update was non-finite (the parameters then stop moving).
+        epoch: epochs trained so far.
+    """
+
+    params: Any
+    opt_state: Any
+    last_finite: Any
+    finite: jax.Array
+    epoch: jax.Array
+
+
+class Progress(NamedTuple):
+    """What ``fit`` reports to its callback after every dispatch of ``log_every`` epochs."""
+
+    epoch: int  # epochs done
+    epochs: int  # epochs in all
+    losses: np.ndarray  # the losses of the epochs just run
+    ms_per_epoch: float
+
+
+def learning_rate(config: Config):
+    """The learning rate, or an optax schedule of the step count."""
+    if config.schedule == "cosine":
+        return optax.cosine_decay_schedule(config.lr, config.epochs)
+    return config.lr
+
+
+def optimizer(config: Config) -> optax.GradientTransformation:
+    return optax.adam(learning_rate(config))
+
+
+def state_of(params, opt: optax.GradientTransformation) -> TrainState:
+    """The state before the first epoch of training ``params`` with ``opt``."""
+    return TrainState(
+        params=params,
+        opt_state=opt.init(params),
+        last_finite=jax.tree_util.tree_map(jnp.copy, params),
+        finite=jnp.array(True),
+        epoch=jnp.array(0, jnp.int32),
+    )
+
+
+def initial_state(config: Config, dim: int = 1, inputs: int = 1) -> TrainState:
+    """The state before the first epoch (``config`` resolved) of a θ ∈ ℝ^dim, y ∈ ℤ^inputs model."""
+    _, params = model.init(jax.random.key(config.seed), config.components, config.hidden, dim, inputs)
+    return state_of(params, optimizer(config))
+
+
+def make_step(loss: Callable, opt: optax.GradientTransformation) -> Callable:
+    """One full-batch Adam step: ``step(params, opt_state, data) -> (params, opt_state, loss)``."""
+
+    def step(params, opt_state, data):
+        value, grads = jax.value_and_grad(loss)(params, data)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    return step
+
+
+def _select(pred, new, old):
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), new, old)
+
+
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)]))
+
+
+def make_run_epochs(step: Callable) -> Callable:
+    """``run(state, data, num) -> (state, losses)``: ``num`` epochs of ``step`` in one ``lax.scan``."""
+
+    @functools.partial(jax.jit, static_argnums=2, donate_argnums=0)
+    def run(state: TrainState, data, num: int):
+        def body(s: TrainState, _):
+            params, opt_state, value = step(s.params, s.opt_state, data)
+            finite = s.finite & jnp.isfinite(value)
+            last_finite = _select(finite, s.params, s.last_finite)
+            finite &= _all_finite(params)
+            new = TrainState(
+                params=_select(finite, params, s.params),
+                opt_state=_select(finite, opt_state, s.opt_state),
+                last_finite=last_finite,
+                finite=finite,
+                epoch=s.epoch + finite.astype(s.epoch.dtype),
+            )
+            return new, value
+
+        return jax.lax.scan(body, state, None, length=num)
+
+    return run
+
+
+class Outcome(NamedTuple):
+    """What ``train`` ends with."""
+
+    state: TrainState  # host copies
+    losses: np.ndarray  # (epochs so far,) every epoch's loss, resumed epochs included
+    timings: dict  # compile_s, train_s, epochs_per_s, ms_per_epoch
+    diverged_at: int | None  # first epoch with a non-finite loss
+    stopped_at: int | None  # epoch at which ``should_stop`` ended training
+
+
+def train(
+    run: Callable,
+    state: TrainState,
+    data,
+    epochs: int,
+    log_every: int,
+    *,
+    history: np.ndarray | None = None,
+    callback: Callable[[Progress], None] | None = None,
+    on_checkpoint: Callable[[TrainState, np.ndarray], None] | None = None,
+    checkpoint_every: int = 0,
+    should_stop: Callable[[], bool] | None = None,
+) -> Outcome:
+    """Runs ``run(state, data, num)`` (``make_run_epochs``) from ``state.epoch`` to ``epochs``.
+
+    Each dispatch runs ``log_every`` epochs (compiled once per distinct length, compile time apart
+    from training time); after it: the callback, the divergence check, the stop poll, and a
+    checkpoint every ``checkpoint_every`` epochs (0: only when stopped and at the end).
+    """
+    start = int(state.epoch)
+    losses = [np.asarray(history, np.float32)] if history is not None and len(history) else []
+
+    def checkpoint() -> None:
+        if on_checkpoint is not None:
+            on_checkpoint(parallel.host(state), np.concatenate(losses) if losses else np.zeros(0, np.float32))
+
+    chunk = min(log_every, epochs)
+    compiled: dict = {}
+    timings = {"compile_s": 0.0}
+    diverged_at, stopped_at, train_s, epoch = None, None, 0.0, start
+    while epoch < epochs:
+        num = min(chunk, epochs - epoch)
+        if num not in compiled:
+            t0 = time.perf_counter()
+            compiled[num] = run.lower(state, data, num).compile()
+            timings["compile_s"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        state, chunk_losses = compiled[num](state, data)
+        chunk_losses = parallel.host(chunk_losses)
+        train_s += time.perf_counter() - t0
+        losses.append(chunk_losses)
+        if callback is not None:
+            callback(Progress(epoch + num, epochs, chunk_losses, 1e3 * train_s / (epoch + num - start)))
+        bad = np.flatnonzero(~np.isfinite(chunk_losses))
+        if bad.size or not bool(parallel.host(state.finite)):
+            diverged_at = epoch + int(bad[0]) if bad.size else epoch + num
+            break
+        epoch += num
+        if epoch < epochs and should_stop is not None and should_stop():
+            stopped_at = epoch
+            checkpoint()
+            break
+        if checkpoint_every and epoch < epochs and epoch % checkpoint_every < num:
+            checkpoint()
+    if diverged_at is None and stopped_at is None:
+        checkpoint()
+    history = np.concatenate(losses) if losses else np.zeros(0, np.float32)
+    epochs_run = max(history.size - start, 1)
+    timings["train_s"] = train_s
+    timings["epochs_per_s"] = epochs_run / train_s if train_s > 0 else float("nan")
+    timings["ms_per_epoch"] = 1e3 * train_s / epochs_run
+    return Outcome(parallel.host(state), history, timings, diverged_at, stopped_at)
