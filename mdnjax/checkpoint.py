@@ -10,6 +10,7 @@ A run folder holds:
 | ``posterior.npz`` / ``posterior.json`` | the trained posterior: parameters and what ``load`` needs |
 | ``checkpoint.npz`` | the resumable training state (``train.TrainState`` and the losses) |
 | ``metrics.json`` | losses, timings, metrics |
+| ``.lock`` | held (an advisory lock) by the one process training or resuming the run |
 
 Every file is written through a temporary file, fsync and rename, with the permissions a plain
 ``open`` would give (the process umask); npz files are read with ``allow_pickle=False``.
@@ -41,6 +42,7 @@ POSTERIOR = "posterior.npz"
 POSTERIOR_SPEC = "posterior.json"
 CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.json"
+LOCK = ".lock"
 
 
 class FormatError(ValueError):
@@ -173,10 +175,43 @@ def claim_run_dir(path: Path, record: dict) -> bool:
     return created
 
 
-def release_run_dir(path: Path, created: bool) -> None:
-    """Removes what a run that failed before training wrote (every file it made, and the folder if new)."""
+def lock_run_dir(path: Path) -> int:
+    """Holds ``path`` for this process: an exclusive advisory lock on its ``.lock`` file, released
+    when the returned descriptor is closed (``unlock_run_dir``) or the process ends, however.
+
+    Raises:
+        FormatError: another process holds the run (it is training or resuming there).
+    """
     path = Path(path)
-    for name in (RUN, CONFIG, TASK):
+    try:
+        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as err:
+        raise FormatError(f"cannot write to {path}: {err.strerror or err}") from None
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # pragma: no cover - not POSIX: no lock, as before
+        pass
+    except OSError:
+        os.close(fd)
+        raise FormatError(
+            f"{path} is in use by another process (training or resuming it): wait for it to end"
+        ) from None
+    return fd
+
+
+def unlock_run_dir(fd: int | None) -> None:
+    """Lets go of a run folder held by ``lock_run_dir``."""
+    if fd is not None:
+        os.close(fd)
+
+
+def release_run_dir(path: Path, created: bool) -> None:
+    """Removes what a run that failed before training wrote (every file it made, and the folder if
+    new). Call it only for a folder this process claimed (``claim_run_dir`` returned)."""
+    path = Path(path)
+    for name in (RUN, CONFIG, TASK, LOCK):
         try:
             (path / name).unlink(missing_ok=True)
         except OSError:

@@ -26,8 +26,9 @@ def _default_out(name: str) -> Path:
     return path
 
 
-def resume_setup(args: dict):
-    """Reads RUN's task, config and checkpoint for ``--resume``; ``--epochs`` may extend it."""
+def resume_setup(args: dict, lead: bool = True):
+    """Reads RUN's task, config and checkpoint for ``--resume``; ``--epochs`` may extend it. The
+    leading process holds the folder (``checkpoint.lock_run_dir``) until the caller lets it go."""
     import dataclasses
 
     from mdnjax import checkpoint, train
@@ -38,6 +39,12 @@ def resume_setup(args: dict):
         flags = " ".join(flag_name(k) for k in others)
         raise UsageError(f"--resume continues a run with its own settings: {flags} cannot be changed (only --epochs)")
     out = Path(args["resume"])
+    if not (out / checkpoint.RUN).is_file():
+        raise UsageError(f"--resume {out}: no {checkpoint.RUN} there: not a run folder")
+    try:
+        lock = checkpoint.lock_run_dir(out) if lead else None
+    except ValueError as err:
+        raise UsageError(f"--resume {err}") from None
     try:
         record = checkpoint.read_json(out / checkpoint.RUN)
         task = run_task(out, record)
@@ -49,14 +56,18 @@ def resume_setup(args: dict):
         shape = simulation.observation_shape(task, config.seed) or ()
         template = train.initial_state(config, len(task.support), shape[0] if shape else 1)
         state, extra = checkpoint.load_tree(out / checkpoint.CHECKPOINT, _numpy(template), ("losses",))
+        done = int(state.epoch)
+        if done >= config.epochs:
+            raise UsageError(
+                f"--resume {out}: the run already trained {done} epochs; pass --epochs N > {done} to train it longer"
+            )
     except (ValueError, ConfigError) as err:
+        checkpoint.unlock_run_dir(lock)
         raise UsageError(f"--resume {out}: {with_flag(err)}") from None
-    done = int(state.epoch)
-    if done >= config.epochs:
-        raise UsageError(
-            f"--resume {out}: the run already trained {done} epochs; pass --epochs N > {done} to train it longer"
-        )
-    return out, record, task, config, state, extra["losses"]
+    except BaseException:
+        checkpoint.unlock_run_dir(lock)
+        raise
+    return out, lock, record, task, config, state, extra["losses"]
 
 
 def run_task(out: Path, record: dict):
@@ -97,14 +108,18 @@ def new_run(args: dict, lead: bool):
         "options": {k: args.get(k, DEFAULTS.get(k)) for k in RUN_FLAGS},
         "sessions": [],
     }
-    created = False
+    created, lock = False, None
     if lead:
         try:
             created = checkpoint.claim_run_dir(out, record)
+        except (ValueError, OSError) as err:  # refused: nothing of what is there is touched
+            raise UsageError(f"--out {err}") from None
+        try:
+            lock = checkpoint.lock_run_dir(out)
             checkpoint.write_json(out / checkpoint.TASK, task.describe())
             checkpoint.atomic_write(out / checkpoint.CONFIG, config.to_json().encode())
-        except (ValueError, OSError) as err:
-            if created or (out / checkpoint.RUN).exists():
-                checkpoint.release_run_dir(out, created)
+        except (ValueError, OSError) as err:  # the folder is ours (claimed above): leave it as found
+            checkpoint.unlock_run_dir(lock)
+            checkpoint.release_run_dir(out, created)
             raise UsageError(f"--out {err}") from None
-    return out, created, record, task, config
+    return out, created, lock, record, task, config

@@ -24,17 +24,22 @@ def main(argv=None) -> int:
     try:
         lead = _init_distributed(args)
         if "resume" in args:
-            out, record, task, config, state, history = resume_setup(args)
+            out, lock, record, task, config, state, history = resume_setup(args, lead)
             created = None
         else:
-            out, created, record, task, config = new_run(args, lead)
+            out, created, lock, record, task, config = new_run(args, lead)
             state, history = None, None
     except UsageError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     except UserCodeError as err:
         return user_error(prog, err)
-    return _train(prog, t_start, lead, out, created, record, task, config, state, history)
+    try:
+        return _train(prog, t_start, lead, out, created, record, task, config, state, history)
+    finally:
+        from mdnjax import checkpoint
+
+        checkpoint.unlock_run_dir(lock)
 
 
 def _init_distributed(args: dict) -> bool:
