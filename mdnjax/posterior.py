@@ -22,7 +22,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import os
 import sys
@@ -34,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import special
 
-from mdnjax import checkpoint, mixture, model
+from mdnjax import checkpoint, density, mixture, model
 from mdnjax.data import network_inputs
 from mdnjax.layout.codebook import index_of
 from mdnjax.task import Bound
@@ -94,6 +93,9 @@ class PosteriorSpec:
 
     @classmethod
     def from_json(cls, d: dict, y_values, counts) -> PosteriorSpec:
+        """The spec of ``posterior.json``; ``ValueError`` (one line) for a value it cannot hold."""
+        if d.get("space") not in ("raw", "unconstrained"):
+            raise ValueError(f"posterior.json: space must be 'raw' or 'unconstrained', got {d.get('space')!r}")
         return cls(
             name=str(d["name"]),
             components=int(d["components"]),
@@ -225,33 +227,16 @@ class Posterior:
         m = self.spec.inputs
         x = network_inputs(y.reshape(-1, m) if m > 1 else y.reshape(-1), self.spec.embedding)
         n = x.shape[0]
-        padded = np.zeros((_bucket_size(n),) + x.shape[1:], np.float32)  # a few compiled shapes serve all
+        padded = np.zeros((density.bucket_size(n),) + x.shape[1:], np.float32)  # a few compiled shapes serve all
         padded[:n] = x
         out = self._mixture(self.params, jnp.asarray(padded))
         return tuple(o[:n].reshape(self._batch(y) + o.shape[1:]) for o in out)
 
     # ----------------------------------------------------------------- θ ↔ the fitting space
 
-    def _to_fitting(self, theta):
-        """(u, log |du/dθ| summed over coordinates, inside) for θ (..., D) (or (...,) when D = 1)."""
-        cols = [theta] if self.dim == 1 else [theta[..., d] for d in range(self.dim)]
-        us, jac, inside = [], 0.0, True
-        for b, t in zip(self.spec.bounds, cols):
-            ok = b.contains(t, jnp)
-            safe = jnp.where(ok, t, _inner_point(b))
-            us.append(b.forward(safe, jnp))
-            jac = jac + b.log_abs_det_jacobian(safe, jnp)
-            inside = inside & ok
-        u = us[0] if self.dim == 1 else jnp.stack(us, axis=-1)
-        return u, jac, inside
-
     def _from_fitting(self, u):
         """θ = f⁻¹(u), coordinate by coordinate (identity in the raw space)."""
-        if not self.unconstrained:
-            return u
-        if self.dim == 1:
-            return self.bound.inverse(u, jnp)
-        return jnp.stack([b.inverse(u[..., d], jnp) for d, b in enumerate(self.spec.bounds)], axis=-1)
+        return density.from_fitting(u, self.spec.bounds) if self.unconstrained else u
 
     # ----------------------------------------------------------------- questions
 
@@ -266,11 +251,7 @@ class Posterior:
         theta = jnp.asarray(theta, means.dtype)
         if self.dim > 1 and (theta.ndim == 0 or theta.shape[-1] != self.dim):
             raise ValueError(f"theta of {self.spec.name} has {self.dim} coordinates, got shape {theta.shape}")
-        lp_u = mixture.log_prob if self.dim == 1 else mixture.mvn_log_prob
-        if not self.unconstrained:
-            return lp_u(theta, logits, means, scales)
-        u, jac, inside = self._to_fitting(theta)
-        return jnp.where(inside, lp_u(u, logits, means, scales) + jac, -jnp.inf)
+        return density.log_prob(theta, logits, means, scales, tuple(self.spec.bounds), self.unconstrained)
 
     def fitting_log_prob_and_cdf(self, u, y):
         """log q_u(u | y) and the marginal CDF Q_u(u_d | y) in the fitting space (no Jacobian), for
@@ -283,12 +264,12 @@ class Posterior:
         params = tuple(np.asarray(a)[inverse.reshape(-1)] for a in self.mixture(values))
         u = np.asarray(u, np.float32).reshape((-1,) if self.dim == 1 else (-1, self.dim))
         n = u.shape[0]
-        size = _bucket_size(n)
+        size = density.bucket_size(n)
         pad = lambda a: np.concatenate([np.asarray(a, np.float32), np.zeros((size - n,) + a.shape[1:], np.float32)])  # noqa: E731
         if self.dim == 1:
-            lp, cdf = _log_prob_and_cdf(pad(u), *(pad(a) for a in params))
+            lp, cdf = density.log_prob_and_cdf(pad(u), *(pad(a) for a in params))
         else:
-            lp, cdf = _mvn_log_prob_and_cdf(pad(u), *(pad(a) for a in params))
+            lp, cdf = density.mvn_log_prob_and_cdf(pad(u), *(pad(a) for a in params))
         return np.asarray(lp[:n], np.float64), np.asarray(cdf[:n], np.float64)
 
     def cdf(self, theta, y):
@@ -303,12 +284,7 @@ class Posterior:
         if self.dim > 1:
             logits, means, scales = mixture.marginal(logits, means, scales, d)
         theta = jnp.asarray(theta_d, means.dtype)
-        if self.unconstrained:
-            b = self.spec.bounds[d]
-            lo, hi = theta <= b.low, theta >= b.high
-            u = b.forward(jnp.where(lo | hi, _inner_point(b), theta), jnp)
-            return jnp.where(lo, 0.0, jnp.where(hi, 1.0, mixture.cdf(u, logits, means, scales)))
-        return mixture.cdf(theta, logits, means, scales)
+        return density.marginal_cdf(theta, logits, means, scales, self.spec.bounds[d], self.unconstrained)
 
     def quantile(self, q, y):
         """Marginal q-quantiles of θ at y: y's batch shape + q's shape (+ (D,) for D > 1)."""
@@ -334,10 +310,10 @@ class Posterior:
         batch = self._batch(y)
         if self.dim == 1:
             flat = [a.reshape(-1, a.shape[-1]) for a in params]
-            draws = _sample_rows(key, *flat, n).reshape(batch + (n,))
+            draws = density.sample_rows(key, *flat, n).reshape(batch + (n,))
         else:
             flat = [a.reshape((-1,) + a.shape[len(batch) :]) for a in params]
-            draws = _sample_rows_nd(key, *flat, n).reshape(batch + (n, self.dim))
+            draws = density.sample_rows_nd(key, *flat, n).reshape(batch + (n, self.dim))
         return self._from_fitting(draws)
 
     def _moments(self, y):
@@ -389,38 +365,6 @@ class Posterior:
         checkpoint.write_json(run_dir / checkpoint.POSTERIOR_SPEC, self.spec.to_json())
 
 
-def _bucket_size(n: int) -> int:
-    """The next power of two ≥ n (at least 8): the padded batch sizes compiled code sees."""
-    return max(8, 1 << max(int(n) - 1, 0).bit_length())
-
-
-@jax.jit
-def _log_prob_and_cdf(x, logits, means, log_vars):
-    return mixture.log_prob(x, logits, means, log_vars), mixture.cdf(x, logits, means, log_vars)
-
-
-@jax.jit
-def _mvn_log_prob_and_cdf(u, logits, means, scales):
-    """log q_u(u) (n,) and the marginal CDFs (n, D) of paired u (n, D) and mixtures."""
-    lp = mixture.mvn_log_prob(u, logits, means, scales)
-    cdfs = [mixture.cdf(u[:, d], *mixture.marginal(logits, means, scales, d)) for d in range(u.shape[-1])]
-    return lp, jnp.stack(cdfs, axis=-1)
-
-
-@functools.partial(jax.jit, static_argnums=4)
-def _sample_rows_nd(key, logits, means, scales, n: int):
-    """``n`` draws from each row's mixture on ℝ^D, (rows, n, D)."""
-    keys = jax.random.split(key, logits.shape[0])
-    return jax.vmap(lambda k, lg, m, s: mixture.mvn_sample(k, lg, m, s, n))(keys, logits, means, scales)
-
-
-@functools.partial(jax.jit, static_argnums=4)
-def _sample_rows(key, logits, means, log_vars, n: int):
-    """``n`` draws from each row's mixture, (rows, n)."""
-    keys = jax.random.split(key, logits.shape[0])
-    return jax.vmap(lambda k, lg, m, lv: mixture.sample(k, lg, m, lv, n))(keys, logits, means, log_vars)
-
-
 def _caller_level() -> int:
     """The ``stacklevel`` that points a warning at the first frame outside this package."""
     package = os.path.dirname(os.path.abspath(__file__))
@@ -428,17 +372,6 @@ def _caller_level() -> int:
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
         frame, level = frame.f_back, level + 1
     return level
-
-
-def _inner_point(b: Bound) -> float:
-    """A point inside the support, to keep masked-out lanes finite."""
-    if b.kind == "interval":
-        return 0.5 * (b.low + b.high)
-    if b.kind == "lower":
-        return b.low + 1.0
-    if b.kind == "upper":
-        return b.high - 1.0
-    return 0.0
 
 
 def load(run_dir) -> Posterior:

@@ -1,5 +1,6 @@
 """The Posterior API: shapes, one rule for y and n, the rare-y flag, save/load as data."""
 
+import json
 import warnings
 
 import chex
@@ -32,7 +33,9 @@ def test_api_shapes_and_values(trained):
     lp = post.log_prob(theta, 30)
     chex.assert_shape(lp, (3, 4))
     logits, means, log_vars = post.mixture(30)
-    np.testing.assert_allclose(lp, mixture.log_prob(theta, logits, means, log_vars), rtol=1e-6)
+    np.testing.assert_allclose(
+        lp, mixture.log_prob(theta, logits, means, log_vars), rtol=1e-6, atol=1e-6
+    )  # float32: fused (jit) and eager rounding
     # moments agree with float64 numpy math on the same mixture, and with samples
     m, s = metrics.mixture_moments(logits, means, log_vars)
     np.testing.assert_allclose(float(post.mean(30)), m, rtol=1e-5)
@@ -223,3 +226,24 @@ def test_vector_y_rules():
         post.log_prob(np.zeros(3), [3, 4])
     with pytest.warns(mdnjax.RareObservationWarning, match=r"y = \[11, 11\]"):
         post.mean([11, 11])
+
+
+def test_raw_space_log_prob_is_minus_infinity_outside_the_support_and_for_nan(trained):
+    """The raw-space mixture has mass outside (0, 1); log q(θ | y) is −inf there and for NaN θ,
+    as in the unconstrained space, and the mixture's own density inside."""
+    post, _ = trained
+    assert post.spec.space == "raw"
+    lp = np.asarray(post.log_prob(jnp.array([-0.1, 0.0, 0.3, 1.0, 1.2, jnp.nan]), 30))
+    assert np.all(lp[[0, 1, 3, 4, 5]] == -np.inf)
+    logits, means, log_vars = post.mixture(30)
+    np.testing.assert_allclose(lp[2], metrics.mixture_logpdf(np.array([0.3]), logits, means, log_vars)[0], rtol=1e-5)
+
+
+def test_a_posterior_json_with_an_unknown_space_is_refused(trained, tmp_path):
+    _, out = trained
+    for name in (checkpoint.POSTERIOR, checkpoint.POSTERIOR_SPEC):
+        (tmp_path / name).write_bytes((out / name).read_bytes())
+    spec = json.loads((tmp_path / checkpoint.POSTERIOR_SPEC).read_text())
+    (tmp_path / checkpoint.POSTERIOR_SPEC).write_text(json.dumps(spec | {"space": "unconstrianed"}))
+    with pytest.raises(ValueError, match="space must be 'raw' or 'unconstrained'"):
+        mdnjax.load(tmp_path)
