@@ -4,14 +4,30 @@ import sys
 
 from mdnjax import cli
 
+USAGE = """usage: python -m mdnjax COMMAND [options]
+
+commands:
+  train       train an MDN posterior for a task and write a run folder (python -m mdnjax train --help)
+  calibrate   SBC ranks and coverage of a trained run (python -m mdnjax calibrate --help)
+
+examples:
+  python -m mdnjax train --prior beta
+  python -m mdnjax calibrate runs/beta-20260101-120000
+"""
+
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] == "calibrate":
-        return cli.calibrate_main(argv[1:])
-    if argv and argv[0] == "train":
-        argv = argv[1:]
-    return cli.main(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE, end="", file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "calibrate":
+        return cli.calibrate_main(rest)
+    if command == "train":
+        return cli.main(rest)
+    print(f"python -m mdnjax: error: unknown command {command!r}: choose train or calibrate", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -275,3 +275,18 @@ def test_a_users_scalar_theta_with_vector_y_reports_through_the_command(tmp_path
     assert metrics["dim"] == 1 and metrics["inputs"] == 2 and metrics["collapsed"] == []
     assert (out / "pairs.png").stat().st_size > 0
     assert mdnjax.load(out).sample(__import__("jax").random.key(0), metrics["plot_y"][0], 4).shape == (4,)
+
+
+def test_python_m_mdnjax_without_a_command_prints_usage_and_starts_nothing(tmp_path, monkeypatch, capsys):
+    from mdnjax import __main__ as entry
+
+    monkeypatch.chdir(tmp_path)
+    assert entry.main([]) == 2
+    assert "commands:" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+    assert entry.main(["--help"]) == 0 and "calibrate" in capsys.readouterr().out
+    assert entry.main(["--prior", "beta"]) == 2 and not (tmp_path / "runs").exists()
+
+
+def test_a_misspelled_task_name_gets_a_did_you_mean(capsys):
+    assert cli.main(["--prior", "gama"]) == 2
+    assert "did you mean 'gamma'" in capsys.readouterr().err

@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import inspect
 
 from mdnjax.tasks.conjugate import BetaBinomial, BetaMixture, BetaMixtureBinomial, GammaPoisson
@@ -47,7 +48,9 @@ def from_name(name: str, **params):
         ValueError: unknown name or invalid parameters.
     """
     if name not in REGISTRY:
-        raise ValueError(f"unknown task {name!r}: choose one of {', '.join(REGISTRY)}")
+        close = difflib.get_close_matches(str(name), list(REGISTRY), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown task {name!r}{hint}: choose one of {', '.join(REGISTRY)}")
     cls = REGISTRY[name]
     accepted = set(inspect.signature(cls).parameters)
     given = {k: v for k, v in params.items() if v is not None}
