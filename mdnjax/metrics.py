@@ -27,6 +27,7 @@ from mdnjax.mixture import moments as mixture_moments
 from mdnjax.mixture import transformed_moments
 from mdnjax.posterior import RareObservationWarning
 from mdnjax.reference import weighted_summary
+from mdnjax.task import Probability
 
 GRID = 4001
 
@@ -192,7 +193,11 @@ def compare_nd(posterior, task, y, reference, seed: int = 0) -> dict:
         "summaries": {},
     }
     for name, fn in getattr(task, "summaries", {}).items():
-        out["summaries"][name] = {"reference": reference.summary(fn), "mdn": weighted_summary(fn(draws))}
+        out["summaries"][name] = {
+            "reference": reference.summary(fn),
+            "mdn": weighted_summary(fn(draws)),
+            "probability": isinstance(fn, Probability),  # an indicator: only its mean means something
+        }
     return out
 
 

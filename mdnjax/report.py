@@ -106,6 +106,7 @@ def build(result, task, plot_y=None, out: Path | None = None, plots_on: bool = T
     section = _multivariate if is_multivariate(task, result) else _scalar
     payload = {**_run_summary(result), **section(result, task, chosen, out, plots_on)}
     _collapse_check(payload, result.buckets, post)
+    payload["failed_checks"] = failed_checks(payload)
     if out is not None and plots_on and result.losses.size:
         plots.loss_curve(
             result.losses, out / "loss.png", title=f"{task.name}: loss per epoch (K={post.spec.components})"
@@ -132,6 +133,32 @@ def figures(payload: dict, out: Path) -> list[str]:
     names = ["posterior.png", "kl.png", "pairs.png", "loss.png"]
     names += [f"pairs_{i}.png" for i in range(1, len(payload.get("plot_y", [])))]
     return [n for n in names if (out / n).exists()]
+
+
+CHECK_LEVEL = 0.01  # a uniformity or two-sample test whose p-value falls below this fails
+
+
+def fails(p: float, level: float = CHECK_LEVEL) -> str:
+    """A flag for a failing test's p-value (empty when it passes), to print beside it."""
+    return f" FAILS (p < {level:g})" if p < level else ""
+
+
+def failed_checks(payload: dict, level: float = CHECK_LEVEL) -> list[dict]:
+    """Every test of the report whose p-value falls below ``level``: PIT uniformity at each reported
+    y (per coordinate) and the MMD two-sample test, as ``{"check", "y", "p", "level"}`` rows."""
+    out = []
+    names = payload.get("parameters", ["theta"])
+    for row in payload.get("at_y", []):
+        h = row.get("heldout") or {}
+        for n, p in zip(names, h.get("pit", [])):
+            if p["ks_pvalue"] < level:
+                out.append({"check": f"PIT uniformity of {n}", "y": row["y"], "p": p["ks_pvalue"], "level": level})
+        if h and h["mmd_pvalue"] < heldout.MMD_LEVEL:
+            out.append({"check": "MMD two-sample", "y": row["y"], "p": h["mmd_pvalue"], "level": heldout.MMD_LEVEL})
+    for row in payload.get("heldout", []) or []:  # scalar runs: every y with enough held-out draws
+        if row["ks_pvalue"] < level:
+            out.append({"check": "PIT uniformity", "y": row["y"], "p": row["ks_pvalue"], "level": level})
+    return out
 
 
 def _collapse_check(payload: dict, b, post) -> None:
@@ -226,7 +253,9 @@ def _table_scalar(payload: dict) -> str:
     if held:
         lines.append(
             f"held-out checks over {held['count']} y ({held['draws']:,} draws training never saw): "
-            f"PIT uniformity rejected at 1% for {100 * held['pit_rejected_at_1pct']:.0f}% of y "
+            f"PIT uniformity rejected at 1% for {100 * held['pit_rejected_at_1pct']:.0f}% of y"
+            + (" (FAILS: chance alone rejects about 1%)" if held["pit_rejected_at_1pct"] > 0.05 else "")
+            + " "
             f"(median p = {held['pit_ks_pvalue_median']:.2f}), mean −log q = {held['nll_mean']:.4f}"
             + (
                 f", minus the reference entropy: {held['kl_estimate_mean']:.4f} ± {held['nll_mean_se']:.4f}"
@@ -355,7 +384,8 @@ def _table_multivariate(payload: dict) -> str:
     names = payload["parameters"]
     lines = []
     for row in payload["at_y"]:
-        head = f"y = {row['y']} ({row['training_samples']:,} training samples)"
+        y = row["y"][0] if len(row["y"]) == 1 else row["y"]  # a scalar y prints as a number
+        head = f"y = {y} ({row['training_samples']:,} training samples)"
         ref = row.get("reference")
         if ref:
             w1 = ", ".join(f"{n} {v:.4f}" for n, v in zip(names, ref["w1"]))
@@ -369,6 +399,9 @@ def _table_multivariate(payload: dict) -> str:
                 )
             for name, s in ref["summaries"].items():
                 r, q = s["reference"], s["mdn"]
+                if s.get("probability"):  # an event's probability: its mean is all there is
+                    lines.append(f"  {name:>10}: ref {r['mean']:.4f}   MDN {q['mean']:.4f}")
+                    continue
                 lines.append(
                     f"  {name:>10}: ref mean {r['mean']:.4f} median {r['median']:.4f} "
                     f"[{r['q025']:.4f}, {r['q975']:.4f}]   MDN mean {q['mean']:.4f} median {q['median']:.4f} "
@@ -376,10 +409,10 @@ def _table_multivariate(payload: dict) -> str:
                 )
         h = row.get("heldout")
         if h:
-            pit = ", ".join(f"{n} {p['ks_pvalue']:.2f}" for n, p in zip(names, h["pit"]))
+            pit = ", ".join(f"{n} {p['ks_pvalue']:.2f}{fails(p['ks_pvalue'])}" for n, p in zip(names, h["pit"]))
             lines.append(
                 f"  exact draws {h['draws']:,}: PIT p {pit}; MMD two-sample p = {h['mmd_pvalue']:.3f} "
-                f"({'rejected' if h['rejected'] else 'not rejected'} at {heldout.MMD_LEVEL:g})"
+                f"({'REJECTED' if h['rejected'] else 'not rejected'} at {heldout.MMD_LEVEL:g})"
             )
     held = payload.get("heldout_summary")
     if held and held["count"]:

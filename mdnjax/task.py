@@ -117,6 +117,23 @@ class Bound(NamedTuple):
         return f"({self.low:g}, {self.high:g})"
 
 
+class Probability(NamedTuple):
+    """A task summary that is the probability of an event: ``indicator(θ)`` is 1 where the event
+    holds, 0 elsewhere. Reports give its probability (the indicator's mean under each posterior),
+    not a median or an interval, which mean nothing for an indicator.
+
+    Example:
+        >>> p = Probability(lambda t: (t[..., 1] > t[..., 0]).astype(float))
+        >>> p(np.array([[0.0, 1.0], [1.0, 0.0]])).tolist()
+        [1.0, 0.0]
+    """
+
+    indicator: Callable
+
+    def __call__(self, theta):
+        return self.indicator(theta)
+
+
 def as_bounds(support) -> tuple[Bound, ...]:
     """Normalises a support declaration: one (low, high) pair or a sequence of them."""
     if isinstance(support, Bound):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from mdnjax import xla
 from mdnjax.cli.console import user_error
 from mdnjax.cli.flags import CALIBRATE, Parser, UsageError, number
@@ -25,6 +27,7 @@ def calibrate_main(argv=None) -> int:
     xla.configure_cpu()
     from mdnjax import calibration, checkpoint, plots
     from mdnjax.posterior import load
+    from mdnjax.report import fails
     from mdnjax.simulation import UserCodeError
 
     out = Path(args.run_dir)
@@ -38,6 +41,9 @@ def calibrate_main(argv=None) -> int:
         multivariate = post.dim > 1 or post.spec.inputs > 1
         calibrate = calibration.run_nd if multivariate else calibration.run
         result = calibrate(post, task, args.draws, args.samples_per_draw, args.seed)
+        sessions = checkpoint.read_json(out / checkpoint.RUN).get("sessions", [])
+        result["epoch"] = int(sessions[-1]["epochs"][1]) if sessions else None  # the posterior checked
+        result["failed_checks"] = _failed(result)
     except (UsageError, ValueError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
@@ -62,7 +68,8 @@ def calibrate_main(argv=None) -> int:
         metrics_path = out / checkpoint.METRICS
         if metrics_path.exists():
             metrics = checkpoint.read_json(metrics_path)
-            metrics["calibration"] = {k: result[k] for k in ("draws", "max_coverage_error", "rank_chi2_pvalue")}
+            keep = ("draws", "epoch", "max_coverage_error", "rank_chi2_pvalue", "failed_checks")
+            metrics["calibration"] = {k: result[k] for k in keep}
             checkpoint.write_json(metrics_path, metrics)
     except OSError as err:
         print(f"{prog}: error: cannot write to {out}: {err.strerror or err}", file=sys.stderr)
@@ -71,8 +78,8 @@ def calibrate_main(argv=None) -> int:
         print(
             f"{result['draws']} draws: largest coverage error {result['max_coverage_error']:.4f} over "
             f"{post.dim} parameters; SBC rank uniformity p = "
-            + ", ".join(f"{p:.3f}" for p in result["rank_chi2_pvalue"])
-            + f", of log q p = {result['rank_log_q_chi2_pvalue']:.3f}"
+            + ", ".join(f"{p:.3f}{fails(p)}" for p in result["rank_chi2_pvalue"])
+            + f", of log q p = {result['rank_log_q_chi2_pvalue']:.3f}{fails(result['rank_log_q_chi2_pvalue'])}"
         )
         print(f"wrote {out}/calibration.json, coverage.png")
         return 0
@@ -80,7 +87,19 @@ def calibrate_main(argv=None) -> int:
     print(
         f"{result['draws']} draws: largest coverage error {result['max_coverage_error']:.4f}"
         + (f" (exact posterior: {exact:.4f})" if exact is not None else "")
-        + f", SBC rank uniformity p = {result['rank_chi2_pvalue']:.3f}"
+        + f", SBC rank uniformity p = {result['rank_chi2_pvalue']:.3f}{fails(result['rank_chi2_pvalue'])}"
     )
     print(f"wrote {out}/calibration.json, sbc_ranks.png, coverage.png")
     return 0
+
+
+def _failed(result: dict) -> list[dict]:
+    """The SBC rank-uniformity tests whose p-value falls below ``report.CHECK_LEVEL``."""
+    from mdnjax.report import CHECK_LEVEL as level
+
+    ps = np.atleast_1d(result["rank_chi2_pvalue"]).tolist()
+    rows = [{"check": f"SBC rank uniformity ({i})", "p": p, "level": level} for i, p in enumerate(ps) if p < level]
+    log_q = result.get("rank_log_q_chi2_pvalue")
+    if log_q is not None and log_q < level:
+        rows.append({"check": "SBC rank uniformity of log q", "p": log_q, "level": level})
+    return rows

@@ -144,6 +144,7 @@ def _finish(prog, t_start, out, record, task, config, result, start: int) -> int
             )
             return 130
         result.posterior.save(out)
+        stale = _drop_stale_calibration(out)
         payload = report.build(result, task, options["plot_y"], out, plots_on=not options["no_plots"])
         if layout.plan(config.layout).binned or config.samples <= sources.CHUNK:
             payload["per_sample_loss"] = metrics.per_sample_loss(
@@ -157,6 +158,12 @@ def _finish(prog, t_start, out, record, task, config, result, start: int) -> int
         return 1
     for line in payload["warnings"]:
         print(f"{prog}: warning: {line}", file=sys.stderr)
+    if stale:
+        print(
+            f"{prog}: note: removed {', '.join(stale)}: they checked the posterior before this session; "
+            f"run python -m mdnjax.calibrate {out} again",
+            file=sys.stderr,
+        )
     if "per_sample_loss" in payload:
         print(f"per-sample loss on the training draws: {payload['per_sample_loss']:.6f} (comparable across layouts)")
     print(layout.describe_budget(result.report["buckets"]))
@@ -188,3 +195,14 @@ def _finish(prog, t_start, out, record, task, config, result, start: int) -> int
         )
         return 1
     return 0
+
+
+CALIBRATION_FILES = ("calibration.json", "sbc_ranks.png", "coverage.png")
+
+
+def _drop_stale_calibration(out) -> list[str]:
+    """Removes the calibration of an earlier posterior (a resumed run trained a new one)."""
+    stale = [name for name in CALIBRATION_FILES if (out / name).exists()]
+    for name in stale:
+        (out / name).unlink()
+    return stale

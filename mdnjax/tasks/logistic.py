@@ -28,7 +28,7 @@ import math
 import numpy as np
 from scipy import special, stats
 
-from mdnjax.task import Bound, Task
+from mdnjax.task import Bound, Probability, Task
 from mdnjax.tasks.conjugate import _positive, _trials
 
 
@@ -144,7 +144,7 @@ class ABTest(Task):
         self.observed = observed
         self.y_range = (0.0, float(max(self.trials)))
         self.plot_y = (observed,)
-        self.summaries = {"P(pB > pA)": lambda t: (t[..., 1] > t[..., 0]).astype(np.float64)}
+        self.summaries = {"P(pB > pA)": Probability(lambda t: (t[..., 1] > t[..., 0]).astype(np.float64))}
 
     @property
     def prior_cov(self) -> np.ndarray:
