@@ -20,6 +20,8 @@ import jax.numpy as jnp
 from mdnjax import mixture
 from mdnjax.task import Bound
 
+BLOCK = 16_384  # draws per call of the paired densities: larger batches loop over blocks of this size
+
 
 def inner_point(b: Bound) -> float:
     """A point inside the support, to keep masked-out lanes finite."""

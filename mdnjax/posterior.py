@@ -264,13 +264,15 @@ class Posterior:
         params = tuple(np.asarray(a)[inverse.reshape(-1)] for a in self.mixture(values))
         u = np.asarray(u, np.float32).reshape((-1,) if self.dim == 1 else (-1, self.dim))
         n = u.shape[0]
-        size = density.bucket_size(n)
-        pad = lambda a: np.concatenate([np.asarray(a, np.float32), np.zeros((size - n,) + a.shape[1:], np.float32)])  # noqa: E731
-        if self.dim == 1:
-            lp, cdf = density.log_prob_and_cdf(pad(u), *(pad(a) for a in params))
-        else:
-            lp, cdf = density.mvn_log_prob_and_cdf(pad(u), *(pad(a) for a in params))
-        return np.asarray(lp[:n], np.float64), np.asarray(cdf[:n], np.float64)
+        size = min(density.bucket_size(n), density.BLOCK)  # one compiled shape for every large n
+        total = -(-n // size) * size
+        pad = lambda a: np.concatenate([np.asarray(a, np.float32), np.zeros((total - n,) + a.shape[1:], np.float32)])  # noqa: E731
+        u, params = pad(u), [pad(a) for a in params]
+        fn = density.log_prob_and_cdf if self.dim == 1 else density.mvn_log_prob_and_cdf
+        parts = [fn(u[i : i + size], *(a[i : i + size] for a in params)) for i in range(0, total, size)]
+        lp = np.concatenate([np.asarray(p[0]) for p in parts])[:n]
+        cdf = np.concatenate([np.asarray(p[1]) for p in parts])[:n]
+        return lp.astype(np.float64), cdf.astype(np.float64)
 
     def cdf(self, theta, y):
         """Q(θ | y), the posterior CDF (D = 1); θ and y broadcast together."""

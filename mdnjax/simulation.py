@@ -93,6 +93,10 @@ def draw(task, rng: np.random.Generator, n: int, space: str, dtype=np.float32):
     dim = len(task.support)
     theta = _as_column(theta, "theta", n) if dim == 1 else _as_rows(theta, "theta", n, dim)
     y = _as_column(y, "y", n) if y.ndim < 2 or y.shape[1] == 1 else _as_rows(y, "y", n, y.shape[1])
+    declared = getattr(task, "y_shape", None)
+    if declared is not None and tuple(y.shape[1:]) != tuple(declared):
+        expected = f"({n}, {declared[0]})" if declared else f"({n},)"
+        raise SimulationError(f"simulate returned y of shape {y.shape}; the task declares {expected} (y_shape)")
     bad = ~np.isfinite(theta)
     if bad.any():
         raise SimulationError(

@@ -88,14 +88,21 @@ def draw_heldout(task, config: Config):
 AT_Y_STREAM = 0xA7  # the draws at a chosen y have their own random stream
 
 
-def draw_at(task, config: Config, y, n: int, budget: int = 20_000_000, chunk: int = 1_000_000):
+AT_Y_MIN_BUDGET = 200_000  # simulations the draws at one y may always spend
+
+
+def draw_at(task, config: Config, y, n: int, budget: int | None = None, chunk: int = 1_000_000):
     """Up to ``n`` exact draws from p(θ | y) at one y, by simulating from the joint and keeping the
-    draws whose y matches exactly (rejection with no tolerance), in at most ``budget`` simulations.
+    draws whose y matches exactly (rejection with no tolerance), in at most ``budget`` simulations
+    (default: twice the run's own, at least ``AT_Y_MIN_BUDGET``: a check never costs much more
+    than the training it checks), in chunks of at most ``chunk``.
 
     Returns:
         θ (k, D) or (k,) in the fitting space, k ≤ n (fewer when y is too rare for the budget).
     """
     y = np.asarray(y, np.int64)
+    budget = max(2 * config.samples, AT_Y_MIN_BUDGET) if budget is None else budget
+    chunk = min(chunk, budget)
     kept, total, done = [], 0, 0
     i = 0
     while total < n and done < budget:

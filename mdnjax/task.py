@@ -173,6 +173,9 @@ class Task:
         simulator: ``"numpy"`` (default: ``simulate(rng, n)`` with a ``np.random.Generator``; the
             fastest on CPU) or ``"jax"``: ``simulate(key, n)`` with ``jax.random``, jit-compiled
             with n static (what runs fast on an accelerator).
+        y_shape: the shape of one observation: ``()`` for a count, ``(M,)`` for M counts. Declared,
+            it is checked against every simulation and lets ``--plot-y``/``--observed`` be checked
+            before anything runs; left out, a few draws tell it.
 
     A subclass may override ``simulate`` and ``exact_posterior`` instead of passing functions.
     """
@@ -188,6 +191,9 @@ class Task:
     #: a label for the exact posterior in figures (``"exact Beta posterior"``)
     reference_label: str = "exact posterior"
     simulator: str = "numpy"
+    #: the kind of observation (integer counts) and its shape: () or (M,); None: learnt from draws
+    y_kind: str = "counts"
+    y_shape: tuple[int, ...] | None = None
 
     def __init__(
         self,
@@ -199,6 +205,7 @@ class Task:
         plot_y: Sequence[int] | None = None,
         y_range: tuple[float, float] | None = None,
         simulator: str = "numpy",
+        y_shape: Sequence[int] | None = None,
     ):
         if not isinstance(name, str) or not name:
             raise ValueError(f"Task name must be a non-empty string, got {name!r}")
@@ -216,23 +223,17 @@ class Task:
         if simulator not in ("numpy", "jax"):
             raise ValueError(f"Task simulator must be 'numpy' or 'jax', got {simulator!r}")
         self.simulator = simulator
+        if y_shape is not None:
+            shape = tuple(int(v) for v in y_shape)
+            if len(shape) > 1 or any(v < 1 for v in shape):
+                raise ValueError(f"Task y_shape must be () or (M,) with M >= 1, got {y_shape!r}")
+            self.y_shape = () if shape == (1,) else shape
 
     @classmethod
-    def from_numpyro(cls, model, y: str = "y", theta: str | None = None, name: str | None = None, **kwargs) -> Task:
-        """A task from a numpyro model: its latent site is θ, its site ``y`` the observation.
-
-        The support comes from the θ site's constraint (the bounds ``biject_to`` maps onto), the
-        range of y from the y site's integer support, ``log_prior`` from the θ site's distribution
-        and ``log_likelihood`` from the model conditioned on y (numpyro's float32 densities). The
-        simulator is the model's prior predictive under a JAX key (``simulator="jax"``). numpyro
-        is an optional extra (``pip install "mdnjax[numpyro]"``).
-
-        Args:
-            model: a numpyro model function (called with no arguments).
-            y: the name of the observed site.
-            theta: the name of the parameter site (default: the model's only latent site).
-            name: the task's name (default: the model function's name).
-            **kwargs: passed to ``Task`` (``plot_y`` ...).
+    def from_numpyro(cls, model, y: str = "y", theta=None, name: str | None = None, **kwargs) -> Task:
+        """A task from a numpyro model: its latent sites are θ (each a scalar parameter), its site
+        ``y`` the observation (counts; a plate of counts is a vector y). See
+        ``mdnjax.tasks.numpyro.from_numpyro``; numpyro is an optional extra.
 
         Example:
             >>> import numpyro, numpyro.distributions as dist  # doctest: +SKIP
@@ -241,71 +242,9 @@ class Task:
             ...     numpyro.sample("y", dist.Binomial(100, p))
             >>> task = Task.from_numpyro(coin)                  # doctest: +SKIP
         """
-        try:
-            import jax
-            import jax.numpy as jnp
-            from numpyro import handlers
-            from numpyro.infer import Predictive
-            from numpyro.infer.util import log_likelihood as numpyro_log_likelihood
-        except ImportError:
-            raise ImportError('Task.from_numpyro needs numpyro: pip install "numpyro>=0.22"') from None
-        label = name or getattr(model, "__name__", "numpyro-model")
-        numpyro_context = lambda: jax.numpy_rank_promotion("allow")  # noqa: E731  (numpyro broadcasts implicitly)
-        with numpyro_context():
-            trace = handlers.trace(handlers.seed(model, 0)).get_trace()
-        latent = [k for k, s in trace.items() if s["type"] == "sample" and not s["is_observed"] and k != y]
-        if y not in trace:
-            raise ValueError(f"the numpyro model {label} has no site {y!r} (its sites: {', '.join(trace)})")
-        if theta is None:
-            if len(latent) != 1:
-                raise ValueError(f"the numpyro model {label} has latent sites {latent}: name the parameter with theta=")
-            theta = latent[0]
-        if theta not in latent:
-            raise ValueError(f"the numpyro model {label} has no latent site {theta!r}")
-        prior_fn, support = trace[theta]["fn"], trace[theta]["fn"].support
-        if prior_fn.event_shape or prior_fn.batch_shape:
-            raise ValueError(f"site {theta!r} is not a scalar parameter (one parameter per task for now)")
-        low = float(getattr(support, "lower_bound", -math.inf))
-        high = float(getattr(support, "upper_bound", math.inf))
-        if support.is_discrete or support.event_dim:
-            raise ValueError(f"site {theta!r} has the support {support}: θ must be a continuous scalar")
-        y_support = trace[y]["fn"].support
-        if not y_support.is_discrete:
-            raise ValueError(f"site {y!r} has the support {y_support}: y must be integer counts")
-        y_range = (
-            float(getattr(y_support, "lower_bound", -math.inf)),
-            float(getattr(y_support, "upper_bound", math.inf)),
-        )
+        from mdnjax.tasks.numpyro import from_numpyro
 
-        def simulate(key, n):
-            with numpyro_context():
-                out = Predictive(model, num_samples=n)(key)
-            return out[theta].reshape(n), out[y].reshape(n)
-
-        def log_prior(t):
-            t = np.asarray(t, np.float64)
-            with numpyro_context():
-                lp = prior_fn.log_prob(jnp.asarray(t.reshape(-1), jnp.float32))
-            return np.asarray(lp, np.float64).reshape(t.shape)
-
-        def log_likelihood(t, y_value):
-            t = np.asarray(t, np.float64)
-            conditioned = handlers.condition(model, data={y: jnp.asarray(int(y_value))})
-            samples = {theta: jnp.asarray(t.reshape(-1), jnp.float32)}
-            with numpyro_context():
-                out = numpyro_log_likelihood(conditioned, samples, batch_ndims=1)[y]
-            return np.asarray(out, np.float64).reshape(t.shape)
-
-        return cls(
-            label,
-            simulate,
-            support=[(low, high)],
-            log_prior=log_prior,
-            log_likelihood=log_likelihood,
-            y_range=y_range,
-            simulator="jax",
-            **kwargs,
-        )
+        return from_numpyro(model, y=y, theta=theta, name=name, **kwargs)
 
     def simulate(self, rng: np.random.Generator, n: int):
         """Draws ``n`` pairs (θ, y) from the joint model, as NumPy arrays.

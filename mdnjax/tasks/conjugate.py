@@ -56,6 +56,8 @@ class BetaBinomial(Task):
         trials: n (≥ 1).
     """
 
+    y_shape = ()  # one count per simulation
+
     name = "beta"
     support = (Bound(0.0, 1.0),)
     reference_label = "exact Beta posterior"
@@ -100,6 +102,8 @@ class GammaPoisson(Task):
         beta: rate (> 0).
         trials: the exposure n (≥ 1).
     """
+
+    y_shape = ()  # one count per simulation
 
     name = "gamma"
     support = (Bound(0.0, math.inf),)
@@ -184,6 +188,8 @@ class BetaMixtureBinomial(Task):
         components: ((w_1, α_1, β_1), …), weights summing to 1.
         trials: n.
     """
+
+    y_shape = ()  # one count per simulation
 
     name = "beta-mixture"
     support = (Bound(0.0, 1.0),)

@@ -49,6 +49,8 @@ def _count(name: str, value, low: int) -> int:
 class _FinalSize(Task):
     """Shared by the epidemic tasks: a cached final-size table and the log-likelihood from it."""
 
+    y_shape = ()  # one count per simulation
+
     _cache: tuple | None = None
 
     def _set_population(self, population, initial) -> None:

@@ -67,6 +67,7 @@ class Bioassay(Task):
         if len(observed) != self.doses.size or not all(0 <= v <= self.animals for v in observed):
             raise ValueError(f"observed must be {self.doses.size} counts in 0..{self.animals}, got {observed!r}")
         self.observed = observed
+        self.y_shape = (self.doses.size,)  # one death count per dose
         self.y_range = (0.0, float(self.animals))
         self.plot_y = (observed,)
         self.summaries = {"LD50": lambda t: -t[..., 0] / t[..., 1]}
@@ -111,6 +112,7 @@ class ABTest(Task):
     """
 
     name = "abtest"
+    y_shape = (2,)  # (y_A, y_B)
     support = (Bound(), Bound())
     parameter_names = ("logit_pA", "logit_pB")
     reference_label = "grid reference"
