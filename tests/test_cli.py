@@ -232,7 +232,10 @@ def test_python_dash_m_mdnjax_dispatches_both_commands(tmp_path, capsys):
     assert main(["calibrate", str(out), "--draws", "100", "--samples-per-draw", "9"]) == 0
 
 
-def test_a_two_parameter_run_reports_and_calibrates_in_d_dimensions(tmp_path, capsys):
+def test_a_two_parameter_run_reports_calibrates_and_resumes_in_d_dimensions(tmp_path, capsys):
+    """One D = 2, M = 2 run through the command: the report at two y, calibration, then --resume
+    (the checkpoint template from the task's declared D and M) trains on from its last epoch and
+    removes the calibration of the earlier posterior."""
     out = tmp_path / "ab"
     argv = ["--prior", "abtest", "--trials", "20", "20", "--observed", "4", "9", "--samples", "30000"]
     assert (
@@ -241,18 +244,29 @@ def test_a_two_parameter_run_reports_and_calibrates_in_d_dimensions(tmp_path, ca
     )
     printed = capsys.readouterr().out
     assert "y = [4, 9]" in printed and "KL(ref||MDN)" in printed and "MMD two-sample p" in printed
+    assert "P(pB > pA): ref 0." in printed and "median" not in printed.split("P(pB > pA)")[1].splitlines()[0]
     for name in ["pairs.png", "pairs_1.png", "loss.png", "metrics.json", "posterior.npz"]:
         assert (out / name).stat().st_size > 0, name
+    assert "pairs_1.png" in printed.splitlines()[-1] and "posterior.png" not in printed.splitlines()[-1]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["dim"] == 2 and metrics["inputs"] == 2 and [r["y"] for r in metrics["at_y"]] == [[4, 9], [10, 10]]
     ref = metrics["at_y"][0]["reference"]
-    assert ref["kl"] < 0.1 and set(ref["summaries"]) == {"P(pB > pA)"}
+    assert ref["kl"] < 0.1 and set(ref["summaries"]) == {"P(pB > pA)"} and ref["summaries"]["P(pB > pA)"]["probability"]
+    assert isinstance(metrics["failed_checks"], list)
     post = mdnjax.load(out)
     assert post.sample(__import__("jax").random.key(0), [4, 9], 3).shape == (3, 2)
     assert cli.calibrate_main([str(out), "--draws", "300", "--samples-per-draw", "19"]) == 0
     assert (out / "coverage.png").stat().st_size > 0
     cal = json.loads((out / "calibration.json").read_text())
-    assert len(cal["rank_chi2_pvalue"]) == 2 and "rank_log_q_chi2_pvalue" in cal
+    assert len(cal["rank_chi2_pvalue"]) == 2 and "rank_log_q_chi2_pvalue" in cal and cal["epoch"] == 200
+    capsys.readouterr()
+    assert cli.main(["--resume", str(out), "--epochs", "220"]) == 0
+    captured = capsys.readouterr()
+    assert "resuming at epoch 200" in captured.out and "removed calibration.json" in captured.err
+    assert not (out / "calibration.json").exists() and not (out / "coverage.png").exists()
+    losses = json.loads((out / "metrics.json").read_text())["loss"]
+    assert len(losses) == 220 and losses[:200] == metrics["loss"]
+    assert (mdnjax.load(out).dim, mdnjax.load(out).spec.inputs) == (2, 2)
 
 
 def test_a_users_scalar_theta_with_vector_y_reports_through_the_command(tmp_path, capsys):

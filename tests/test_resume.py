@@ -190,18 +190,3 @@ def test_files_get_the_users_normal_permissions(tmp_path):
         assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o640
     finally:
         os.umask(old)
-
-
-def test_a_two_parameter_vector_y_run_resumes_from_its_checkpoint(tmp_path, capsys):
-    """The checkpoint template of a D = 2, M = 2 run comes from the task (D) and a probe of its
-    simulator (M): --resume loads the state and trains on from epoch 20."""
-    out = tmp_path / "ab"
-    args = ["--prior", "abtest", "--trials", "10", "10", "--observed", "2", "5", "--samples", "20000", "--no-plots"]
-    assert cli.main([*args, "--epochs", "20", "--log-every", "10", "--out", str(out)]) == 0
-    first = json.loads((out / "metrics.json").read_text())["loss"]
-    assert cli.main(["--resume", str(out), "--epochs", "40"]) == 0
-    assert "resuming at epoch 20" in capsys.readouterr().out
-    losses = json.loads((out / "metrics.json").read_text())["loss"]
-    assert len(losses) == 40 and losses[:20] == first
-    post = mdnjax.load(out)
-    assert (post.dim, post.spec.inputs) == (2, 2)
