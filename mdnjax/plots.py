@@ -1,12 +1,13 @@
 """Figures saved as PNG files.
 
 Built on ``matplotlib.figure.Figure`` directly (no ``pyplot``): nothing here selects or changes
-the user's matplotlib backend, and no figure is left open.
+the user's matplotlib backend, and no figure is left open. Each function saves its PNG and returns
+the ``Figure``, to be inspected or saved again in another format.
 
 Example:
     >>> import tempfile, numpy as np, pathlib
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "loss.png"
-    >>> loss_curve(np.linspace(3.0, -1.0, 200), path)
+    >>> fig = loss_curve(np.linspace(3.0, -1.0, 200), path)
     >>> path.stat().st_size > 0
     True
 """
@@ -29,7 +30,7 @@ def _kl_text(kl: float) -> str:
     return f"{kl:.2g}" if kl >= 1e-4 else f"{kl:.1e}"
 
 
-def posterior_grid(posterior, task, ys, path, title: str | None = None, references: dict | None = None) -> None:
+def posterior_grid(posterior, task, ys, path, title: str | None = None, references: dict | None = None) -> Figure:
     """Exact (or reference) vs MDN density at each y, three panels per row."""
     references = references or {}
     ys = [int(y) for y in ys]
@@ -59,12 +60,14 @@ def posterior_grid(posterior, task, ys, path, title: str | None = None, referenc
         ax.grid(True, alpha=0.3)
     for ax in axes.flat[len(ys) :]:
         fig.delaxes(ax)
-    fig.suptitle(title or f"{task.name}: {task.reference_label} vs MDN", fontsize=15)
+    truth = task.reference_label if task.has_exact_posterior else "quadrature reference"
+    fig.suptitle(title or f"{task.name}: {truth} vs MDN", fontsize=15)
     fig.tight_layout(rect=(0, 0.02, 1, 0.95))
     fig.savefig(path, dpi=90)
+    return fig
 
 
-def loss_curve(losses, path, title: str = "training loss") -> None:
+def loss_curve(losses, path, title: str = "training loss") -> Figure:
     """The loss per epoch (left) and its distance above the final loss on a log scale (right)."""
     losses = np.asarray(losses, np.float64)
     epochs = np.arange(losses.size)
@@ -86,16 +89,18 @@ def loss_curve(losses, path, title: str = "training loss") -> None:
     right.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
+    return fig
 
 
-def kl_by_y(rows, path, plotted=(), title: str = "KL(exact ‖ MDN) per observation") -> None:
-    """KL against y (log scale) for every evaluated y; plotted y marked."""
+def kl_by_y(rows, path, plotted=(), title: str = "KL(reference ‖ MDN) per observation", plotted_rows=None) -> Figure:
+    """KL against y (log scale) for every evaluated y; each plotted y marked, also one with fewer
+    than 100 samples (``plotted_rows``: the metrics at the plotted y, as ``posterior.png`` shows them)."""
     ys = np.array([r["y"] for r in rows])
     kl = np.array([max(r["kl"], 1e-8) for r in rows])
     fig = Figure(figsize=(8, 4))
     ax = fig.subplots()
     ax.semilogy(ys, kl, ".-", lw=1, label="every y with >= 100 samples")
-    marked = [r for r in rows if r["y"] in set(plotted)]
+    marked = plotted_rows if plotted_rows is not None else [r for r in rows if r["y"] in set(plotted)]
     if marked:
         ax.semilogy(
             [r["y"] for r in marked], [max(r["kl"], 1e-8) for r in marked], "o", ms=8, mfc="none", label="plotted y"
@@ -106,9 +111,10 @@ def kl_by_y(rows, path, plotted=(), title: str = "KL(exact ‖ MDN) per observat
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
+    return fig
 
 
-def sbc_ranks(result: dict, path, title: str, bins: int = 20) -> None:
+def sbc_ranks(result: dict, path, title: str, bins: int = 20) -> Figure:
     """Histogram of SBC ranks in ``bins`` groups, x in rank units, with the uniform band."""
     counts = np.asarray(result["rank_counts"])
     L = result["samples_per_draw"]
@@ -126,9 +132,10 @@ def sbc_ranks(result: dict, path, title: str, bins: int = 20) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
+    return fig
 
 
-def coverage(result: dict, path, title: str) -> None:
+def coverage(result: dict, path, title: str) -> Figure:
     """Empirical coverage of central credible intervals against their level."""
     levels = np.asarray(result["levels"])
     se = np.asarray(result["coverage_standard_error"])
@@ -139,22 +146,38 @@ def coverage(result: dict, path, title: str) -> None:
     if "coverage_exact_posterior" in result:
         ax.plot(levels, result["coverage_exact_posterior"], "x--", label="exact posterior")
     ax.plot([0, 1], [0, 1], "k:", lw=1)
-    ax.set(xlabel="credible level α", ylabel="empirical coverage", title=f"{title}: expected coverage")
+    ax.set(xlabel="credible level (nominal coverage)", ylabel="empirical coverage", title=f"{title}: expected coverage")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
+    return fig
 
 
-def _hpd_levels(density: np.ndarray, mass: np.ndarray, levels=(0.5, 0.9, 0.99)) -> list[float]:
-    """Density thresholds whose upper sets hold the given shares of the mass, increasing."""
+HPD = (0.5, 0.9, 0.99)  # the highest-density regions the pair plots draw
+
+
+def _hpd_labels(density: np.ndarray, mass: np.ndarray, levels=HPD) -> dict[float, str]:
+    """{density threshold: "90%"}: the threshold whose upper set holds each share of the mass."""
     order = np.argsort(density.reshape(-1))[::-1]
     cum = np.cumsum(mass.reshape(-1)[order])
     cum /= cum[-1]
-    out = sorted({float(density.reshape(-1)[order][min(np.searchsorted(cum, q), cum.size - 1)]) for q in levels})
-    return out if len(out) > 1 else out + [out[0] * 1.0001]
+    out: dict[float, str] = {}
+    for q in sorted(levels, reverse=True):  # a threshold two shares reach is named by the smaller
+        out[float(density.reshape(-1)[order][min(np.searchsorted(cum, q), cum.size - 1)])] = f"{100 * q:g}%"
+    if len(out) == 1:
+        ((t, name),) = out.items()
+        out[t * 1.0001] = name
+    return out
 
 
-def pair_plot(posterior, task, y, path, reference=None, exact_draws=None, seed: int = 0, title=None) -> None:
+def _hpd_contour(ax, x, y, density, mass, **style) -> None:
+    """The 50/90/99% highest-density contours, each labelled with its mass."""
+    labels = _hpd_labels(density, mass)
+    cs = ax.contour(x, y, density, levels=sorted(labels), **style)
+    ax.clabel(cs, fmt={lv: labels[min(labels, key=lambda t: abs(t - lv))] for lv in cs.levels}, fontsize=7)
+
+
+def pair_plot(posterior, task, y, path, reference=None, exact_draws=None, seed: int = 0, title=None) -> Figure:
     """q(θ | y) against the truth at one y: marginal densities on the diagonal, 2-D contours (50, 90
     and 99% highest-density regions) below it. The truth is the grid reference (D = 2) and/or exact
     posterior draws (``exact_draws`` (n, D) in θ units, e.g. the held-out draws at y)."""
@@ -204,7 +227,7 @@ def pair_plot(posterior, task, y, path, reference=None, exact_draws=None, seed: 
                 if reference is not None and dim == 2:
                     t = reference.theta
                     dens = np.exp(reference.log_pu)  # contours of p(u) drawn at θ(u): the same regions
-                    ax.contour(t[..., j], t[..., i], dens, levels=_hpd_levels(dens, reference.p), colors="C1")
+                    _hpd_contour(ax, t[..., j], t[..., i], dens, reference.p, colors="C1")
                 if dim == 2:  # q's own density on a θ grid
                     xc, yc = np.linspace(lo[j], hi[j], 160), np.linspace(lo[i], hi[i], 160)
                     xx, yy = np.meshgrid(xc, yc)  # (160, 160): x is θ_j, y is θ_i
@@ -217,7 +240,7 @@ def pair_plot(posterior, task, y, path, reference=None, exact_draws=None, seed: 
                     h, ex, ey = np.histogram2d(q[:, j], q[:, i], bins=60, range=[[lo[j], hi[j]], [lo[i], hi[i]]])
                     h = _smooth(h).T
                     xc, yc = 0.5 * (ex[1:] + ex[:-1]), 0.5 * (ey[1:] + ey[:-1])
-                ax.contour(xc, yc, h, levels=_hpd_levels(h, h), colors="C0", linestyles="--")
+                _hpd_contour(ax, xc, yc, h, h, colors="C0", linestyles="--")
                 ax.set(xlim=(lo[j], hi[j]), ylim=(lo[i], hi[i]))
             if i == dim - 1:
                 ax.set_xlabel(names[j])
@@ -227,6 +250,7 @@ def pair_plot(posterior, task, y, path, reference=None, exact_draws=None, seed: 
     fig.suptitle(title or f"{task.name}: y = {shown}  (MDN dashed)", fontsize=13)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     fig.savefig(path, dpi=90)
+    return fig
 
 
 def _smooth(h: np.ndarray) -> np.ndarray:
@@ -236,7 +260,7 @@ def _smooth(h: np.ndarray) -> np.ndarray:
     return np.apply_along_axis(lambda r: np.convolve(r, k, mode="same"), 1, h)
 
 
-def coverage_per_dim(levels, coverage, se, names, path, title: str) -> None:
+def coverage_per_dim(levels, coverage, se, names, path, title: str) -> Figure:
     """Empirical coverage of central credible intervals of each coordinate against their level."""
     levels, coverage, se = np.asarray(levels), np.asarray(coverage), np.asarray(se)
     fig = Figure(figsize=(5, 5))
@@ -245,7 +269,12 @@ def coverage_per_dim(levels, coverage, se, names, path, title: str) -> None:
     for d, name in enumerate(names):
         ax.plot(levels, coverage[:, d], "o-", ms=3, label=name)
     ax.plot([0, 1], [0, 1], "k:", lw=1)
-    ax.set(xlabel="credible level α", ylabel="empirical coverage", title=f"{title}: coverage per parameter")
+    ax.set(
+        xlabel="credible level (nominal coverage)",
+        ylabel="empirical coverage",
+        title=f"{title}: coverage per parameter",
+    )
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
+    return fig

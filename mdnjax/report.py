@@ -213,7 +213,7 @@ def _scalar(result, task, plot_y, out: Path | None, plots_on: bool) -> dict:
         if out is not None and plots_on:
             plots.posterior_grid(post, task, plot_y, out / "posterior.png", references=refs)
             name = f"{task.name}: KL(reference ‖ MDN) per y (K={post.spec.components})"
-            plots.kl_by_y(dense, out / "kl.png", plot_y, title=name)
+            plots.kl_by_y(dense, out / "kl.png", plot_y, title=name, plotted_rows=plotted)
     if result.heldout is not None:
         with_entropy = {y: r for y, r in (refs or {}).items() if hasattr(r, "entropy")}
         rows = heldout.check(post, result.heldout, references=with_entropy)
