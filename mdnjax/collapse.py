@@ -7,8 +7,11 @@ warns at those y.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
+from mdnjax import mixture
 from mdnjax.layout.binned import Binned, cells_per_coordinate
 
 COLLAPSE = 0.25  # a component narrower than this share of its y's bin width sees the bins, not the draws
@@ -67,3 +70,28 @@ def collapsed_nd(b: Binned, logits, covariances, min_weight: float = 1e-3, bins:
             {"y": np.ravel(y).tolist(), "sd": float(sd[i, d]), "cell_width": float(width[i, d]), "coordinate": d}
         )
     return out
+
+
+def check(payload: dict, b, post) -> None:
+    """A binned run: the y where a component is narrower than the bins it was fitted to."""
+    if not isinstance(b, Binned):
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logits, _, scales = (np.asarray(a, np.float64) for a in post.mixture(b.y_values))
+    if post.dim == 1:  # a scalar θ (scalar or vector y): the two-point bins
+        payload["layout"]["bins"] = b.theta.shape[1] // 2
+        flagged, width, points = collapsed(b, logits, scales), "bin_width", "two-point summaries"
+        advice = "raise --bins or use --layout packed"
+    else:
+        covs = np.asarray(mixture.mvn_covariances(scales, post.dim), np.float64)
+        flagged, width, points = collapsed_nd(b, logits, covs), "cell_width", "moment points"
+        advice = "use --layout packed"
+    payload["collapsed"] = flagged
+    if flagged:
+        worst = min(flagged, key=lambda r: r["sd"] / r[width])
+        payload["warnings"].append(
+            f"at {len(flagged)} y a component is narrower than {COLLAPSE:g} bin widths (worst y = "
+            f"{worst['y']}: sd {worst['sd']:.3g}, bins {worst[width]:.3g}): it may fit the bins' {points} "
+            f"rather than the draws; {advice}"
+        )

@@ -177,3 +177,31 @@ def check_at(posterior, y, theta_u: np.ndarray, seed: int = 0, max_draws: int = 
         "mmd_pvalue": test["pvalue"],
         "rejected": bool(test["pvalue"] < MMD_LEVEL),
     }
+
+
+# ----------------------------------------------------------------------------- flags
+
+CHECK_LEVEL = 0.01  # a uniformity or two-sample test whose p-value falls below this fails
+
+
+def fails(p: float, level: float = CHECK_LEVEL) -> str:
+    """A flag for a failing test's p-value (empty when it passes), to print beside it."""
+    return f" FAILS (p < {level:g})" if p < level else ""
+
+
+def failed_checks(payload: dict, level: float = CHECK_LEVEL) -> list[dict]:
+    """Every test of the report whose p-value falls below ``level``: PIT uniformity at each reported
+    y (per coordinate) and the MMD two-sample test, as ``{"check", "y", "p", "level"}`` rows."""
+    out = []
+    names = payload.get("parameters", ["theta"])
+    for row in payload.get("at_y", []):
+        h = row.get("heldout") or {}
+        for n, p in zip(names, h.get("pit", [])):
+            if p["ks_pvalue"] < level:
+                out.append({"check": f"PIT uniformity of {n}", "y": row["y"], "p": p["ks_pvalue"], "level": level})
+        if h and h["mmd_pvalue"] < MMD_LEVEL:
+            out.append({"check": "MMD two-sample", "y": row["y"], "p": h["mmd_pvalue"], "level": MMD_LEVEL})
+    for row in payload.get("heldout", []) or []:  # scalar runs: every y with enough held-out draws
+        if row["ks_pvalue"] < level:
+            out.append({"check": "PIT uniformity", "y": row["y"], "p": row["ks_pvalue"], "level": level})
+    return out

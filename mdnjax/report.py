@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from mdnjax import collapse, heldout, metrics, mixture, plots, reference, sources
-from mdnjax.layout import Binned, Codebook, index_of, layout_ratio
+from mdnjax import collapse, heldout, metrics, plots, reference, sources
+from mdnjax import observed as observed_lib
+from mdnjax.layout import Codebook, index_of, layout_ratio
 from mdnjax.posterior import RARE_BELOW
 
 DENSE = 100  # y with at least this many samples enter the per-y summary
@@ -86,7 +87,7 @@ def _run_summary(result) -> dict:
     }
 
 
-def build(result, task, plot_y=None, out: Path | None = None, plots_on: bool = True) -> dict:
+def build(result, task, plot_y=None, out: Path | None = None, plots_on: bool = True, observed=None) -> dict:
     """The ``metrics.json`` payload of a run, for any D; figures written into ``out`` when given.
 
     Args:
@@ -96,17 +97,28 @@ def build(result, task, plot_y=None, out: Path | None = None, plots_on: bool = T
             else chosen from the simulations (``plot_y_for``).
         out: the run folder for the figures (None: no figures).
         plots_on: write the figures.
+        observed: the user's observation y_o (M numbers): its summary (``mdnjax.observed``) and
+            ``observed.png``; it is reported among the plotted y when ``plot_y`` is not given.
 
     Exact metrics (KL, W1, moments) appear when the task has an exact posterior or a quadrature
     reference; the held-out checks appear for every task.
     """
     t0 = time.perf_counter()
     post = result.posterior
+    if observed is not None and not plot_y:
+        plot_y = _with_observed(task, result, observed)
     chosen = plot_y_for(task, result, plot_y)
     section = _multivariate if is_multivariate(task, result) else _scalar
     payload = {**_run_summary(result), **section(result, task, chosen, out, plots_on)}
-    _collapse_check(payload, result.buckets, post)
-    payload["failed_checks"] = failed_checks(payload)
+    collapse.check(payload, result.buckets, post)
+    if observed is not None:
+        at = observed_lib.summary(post, task, observed, result.heldout, seed=result.config.seed)
+        payload["observed"] = at
+        if "warning" in at:
+            payload["warnings"].append(at["warning"])
+        if out is not None and plots_on:
+            observed_lib.figure(post, task, at, out / "observed.png", result.heldout, seed=result.config.seed)
+    payload["failed_checks"] = heldout.failed_checks(payload)
     if out is not None and plots_on and result.losses.size:
         plots.loss_curve(
             result.losses, out / "loss.png", title=f"{task.name}: loss per epoch (K={post.spec.components})"
@@ -124,66 +136,30 @@ def plot_y_for(task, result, given=None):
 
 
 def format_table(payload: dict) -> str:
-    """The printed table of a run's report."""
-    return _table_multivariate(payload) if "dim" in payload else _table_scalar(payload)
+    """The printed table of a run's report (and the summary at the observed y, when given)."""
+    table = _table_multivariate(payload) if "dim" in payload else _table_scalar(payload)
+    if "observed" in payload:
+        table = "\n".join(t for t in (table, observed_lib.format_summary(payload["observed"])) if t)
+    return table
+
+
+def _with_observed(task, result, observed) -> list[int]:
+    """The task's (or the data's) plotted y with the observed one added (flat, M numbers each)."""
+    flat = [int(v) for v in np.ravel(observed)]
+    if is_multivariate(task, result):
+        chosen = [v for y in _plot_y_multivariate(task, result) for v in y]
+        m = len(flat)
+        rows = [chosen[i : i + m] for i in range(0, len(chosen), m)]
+        return flat + [v for r in rows if r != flat for v in r][: 2 * m]
+    chosen = [y for y in _plot_y_scalar(task, result) if y != flat[0]]
+    return sorted({flat[0], *chosen})
 
 
 def figures(payload: dict, out: Path) -> list[str]:
     """The names of the figures the report wrote into ``out``."""
-    names = ["posterior.png", "kl.png", "pairs.png", "loss.png"]
+    names = ["posterior.png", "kl.png", "pairs.png", "observed.png", "loss.png"]
     names += [f"pairs_{i}.png" for i in range(1, len(payload.get("plot_y", [])))]
     return [n for n in names if (out / n).exists()]
-
-
-CHECK_LEVEL = 0.01  # a uniformity or two-sample test whose p-value falls below this fails
-
-
-def fails(p: float, level: float = CHECK_LEVEL) -> str:
-    """A flag for a failing test's p-value (empty when it passes), to print beside it."""
-    return f" FAILS (p < {level:g})" if p < level else ""
-
-
-def failed_checks(payload: dict, level: float = CHECK_LEVEL) -> list[dict]:
-    """Every test of the report whose p-value falls below ``level``: PIT uniformity at each reported
-    y (per coordinate) and the MMD two-sample test, as ``{"check", "y", "p", "level"}`` rows."""
-    out = []
-    names = payload.get("parameters", ["theta"])
-    for row in payload.get("at_y", []):
-        h = row.get("heldout") or {}
-        for n, p in zip(names, h.get("pit", [])):
-            if p["ks_pvalue"] < level:
-                out.append({"check": f"PIT uniformity of {n}", "y": row["y"], "p": p["ks_pvalue"], "level": level})
-        if h and h["mmd_pvalue"] < heldout.MMD_LEVEL:
-            out.append({"check": "MMD two-sample", "y": row["y"], "p": h["mmd_pvalue"], "level": heldout.MMD_LEVEL})
-    for row in payload.get("heldout", []) or []:  # scalar runs: every y with enough held-out draws
-        if row["ks_pvalue"] < level:
-            out.append({"check": "PIT uniformity", "y": row["y"], "p": row["ks_pvalue"], "level": level})
-    return out
-
-
-def _collapse_check(payload: dict, b, post) -> None:
-    """A binned run: the y where a component is narrower than the bins it was fitted to."""
-    if not isinstance(b, Binned):
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        logits, _, scales = (np.asarray(a, np.float64) for a in post.mixture(b.y_values))
-    if post.dim == 1:  # a scalar θ (scalar or vector y): the two-point bins
-        payload["layout"]["bins"] = b.theta.shape[1] // 2
-        flagged, width, points = collapse.collapsed(b, logits, scales), "bin_width", "two-point summaries"
-        advice = "raise --bins or use --layout packed"
-    else:
-        covs = np.asarray(mixture.mvn_covariances(scales, post.dim), np.float64)
-        flagged, width, points = collapse.collapsed_nd(b, logits, covs), "cell_width", "moment points"
-        advice = "use --layout packed"
-    payload["collapsed"] = flagged
-    if flagged:
-        worst = min(flagged, key=lambda r: r["sd"] / r[width])
-        payload["warnings"].append(
-            f"at {len(flagged)} y a component is narrower than {collapse.COLLAPSE:g} bin widths (worst y = "
-            f"{worst['y']}: sd {worst['sd']:.3g}, bins {worst[width]:.3g}): it may fit the bins' {points} "
-            f"rather than the draws; {advice}"
-        )
 
 
 def _scalar(result, task, plot_y, out: Path | None, plots_on: bool) -> dict:
@@ -409,7 +385,7 @@ def _table_multivariate(payload: dict) -> str:
                 )
         h = row.get("heldout")
         if h:
-            pit = ", ".join(f"{n} {p['ks_pvalue']:.2f}{fails(p['ks_pvalue'])}" for n, p in zip(names, h["pit"]))
+            pit = ", ".join(f"{n} {p['ks_pvalue']:.2f}{heldout.fails(p['ks_pvalue'])}" for n, p in zip(names, h["pit"]))
             lines.append(
                 f"  exact draws {h['draws']:,}: PIT p {pit}; MMD two-sample p = {h['mmd_pvalue']:.3f} "
                 f"({'REJECTED' if h['rejected'] else 'not rejected'} at {heldout.MMD_LEVEL:g})"

@@ -304,3 +304,25 @@ def test_python_m_mdnjax_without_a_command_prints_usage_and_starts_nothing(tmp_p
 def test_a_misspelled_task_name_gets_a_did_you_mean(capsys):
     assert cli.main(["--prior", "gama"]) == 2
     assert "did you mean 'gamma'" in capsys.readouterr().err
+
+
+def test_every_task_takes_observed_and_reports_q_there(tmp_path, capsys):
+    """--observed for a built-in task without an observed y of its own and for a user's task file:
+    a summary at y_o (training samples, mean, sd, 90% interval), observed.png, and a warning when
+    few training draws landed there."""
+    out = tmp_path / "beta"
+    assert cli.main(["--prior", "beta", *SMALL, "--observed", "95", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "at the observed y = 95 (" in captured.out and "90% interval" in captured.out
+    assert "only " in captured.err and "training samples at the observed y = 95" in captured.err
+    metrics = json.loads((out / "metrics.json").read_text())
+    at = metrics["observed"]
+    assert at["y"] == [95] and 95 in metrics["plot_y"] and at["training_samples"] < 100
+    p = at["parameters"][0]
+    assert p["q05"] < p["mean"] < p["q95"] and p["sd"] > 0
+    assert (out / "observed.png").stat().st_size > 0
+    user = tmp_path / "negbin"
+    task_file = str(__import__("pathlib").Path(__file__).parents[1] / "examples" / "negbin.py")
+    assert cli.main(["--task", f"{task_file}:TASK", *SMALL, "--observed", "3", "--no-plots", "--out", str(user)]) == 0
+    assert json.loads((user / "metrics.json").read_text())["observed"]["y"] == [3]
+    assert cli.main(["--prior", "abtest", "--observed", "3", "4", "5", "--out", str(tmp_path / "ab")]) == 2

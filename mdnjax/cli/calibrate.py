@@ -26,8 +26,8 @@ def calibrate_main(argv=None) -> int:
     prog = CALIBRATE
     xla.configure_cpu()
     from mdnjax import calibration, checkpoint, plots
+    from mdnjax.heldout import fails
     from mdnjax.posterior import load
-    from mdnjax.report import fails
     from mdnjax.simulation import UserCodeError
 
     out = Path(args.run_dir)
@@ -95,7 +95,7 @@ def calibrate_main(argv=None) -> int:
 
 def _failed(result: dict) -> list[dict]:
     """The SBC rank-uniformity tests whose p-value falls below ``report.CHECK_LEVEL``."""
-    from mdnjax.report import CHECK_LEVEL as level
+    from mdnjax.heldout import CHECK_LEVEL as level
 
     ps = np.atleast_1d(result["rank_chi2_pvalue"]).tolist()
     rows = [{"check": f"SBC rank uniformity ({i})", "p": p, "level": level} for i, p in enumerate(ps) if p < level]

@@ -51,7 +51,7 @@ CONFIG_FLAGS = (
 )
 
 
-RUN_FLAGS = ("plot_y", "no_plots", "checkpoint_every")
+RUN_FLAGS = ("plot_y", "observed", "no_plots", "checkpoint_every")
 
 
 DEFAULTS = {"prior": "beta", "checkpoint_every": 500, "no_plots": False}
@@ -112,7 +112,8 @@ def train_parser() -> argparse.ArgumentParser:
         "--observed",
         type=number(int),
         nargs="+",
-        help="the observed y to report: sir one count (default 29, Abakaliki); bioassay 4 counts; abtest yA yB",
+        help="your observed y (any task; M numbers for a vector y): its summary, training samples and "
+        "observed.png; sir, bioassay and abtest also take it as their reported y",
     )
     t.add_argument("--mean", type=number(float), help="abtest: prior mean of each logit (default -1)")
     t.add_argument("--sd", type=number(float), help="abtest: prior sd of each logit (default 1)")
@@ -169,7 +170,7 @@ def task_from_flags(args: dict):
     from mdnjax import userspec
 
     if "task" in args:
-        given = [flag_name(k) for k in TASK_FLAGS if k in args]
+        given = [flag_name(k) for k in TASK_FLAGS if k in args and k != "observed"]
         if given:
             raise UsageError(f"--task replaces {' '.join(given)}: the task file defines its model")
         try:
@@ -191,6 +192,8 @@ def _builtin_task(args: dict):
 
     name = args.get("prior", DEFAULTS["prior"])
     params = {k: args[k] for k in PARAM_FLAGS if k in args}
+    if "observed" in params and "observed" not in tasks.parameters(name):
+        params.pop("observed")  # a task without an observed y of its own: --observed is for the report
     for k in LIST_FLAGS:
         if k in params:
             params[k] = params[k][0] if len(params[k]) == 1 else tuple(params[k])
@@ -233,8 +236,9 @@ def with_flag(err) -> str:
     return message
 
 
-def check_plot_y(task, plot_y) -> None:
-    """Each number of --plot-y inside the task's range; for vector observations, whole rows of M."""
+def check_plot_y(task, plot_y, flag: str = "--plot-y") -> None:
+    """Each number of --plot-y (or --observed) inside the task's range; for vector observations,
+    whole rows of M."""
     from mdnjax import simulation
 
     if not plot_y:
@@ -243,8 +247,12 @@ def check_plot_y(task, plot_y) -> None:
         try:
             task.check_y(y)
         except ValueError as err:
-            raise UsageError(f"--plot-y: {err}") from None
+            raise UsageError(f"{flag}: {err}") from None
     shape = simulation.observation_shape(task)
     width = shape[0] if shape else 1
     if shape is not None and len(plot_y) % width:
-        raise UsageError(f"--plot-y: the {task.name} task observes {width} counts per y; got {len(plot_y)} numbers")
+        raise UsageError(f"{flag}: the {task.name} task observes {width} counts per y; got {len(plot_y)} numbers")
+    if flag == "--observed" and shape is not None and len(plot_y) != width:
+        raise UsageError(
+            f"--observed is one observation: {width} number(s) for the {task.name} task, got {len(plot_y)}"
+        )

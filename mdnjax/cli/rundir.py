@@ -94,6 +94,7 @@ def new_run(args: dict, lead: bool):
     task, task_record = task_from_flags(args)
     config = config_from_flags(args, task)
     check_plot_y(task, args.get("plot_y"))
+    check_plot_y(task, args.get("observed"), "--observed")
     checkpoint_every = args.get("checkpoint_every", DEFAULTS["checkpoint_every"])
     if checkpoint_every < 0:
         raise UsageError(f"--checkpoint-every must be >= 0, got {checkpoint_every}")

@@ -145,7 +145,9 @@ def _finish(prog, t_start, out, record, task, config, result, start: int) -> int
             return 130
         result.posterior.save(out)
         stale = _drop_stale_calibration(out)
-        payload = report.build(result, task, options["plot_y"], out, plots_on=not options["no_plots"])
+        payload = report.build(
+            result, task, options["plot_y"], out, plots_on=not options["no_plots"], observed=options.get("observed")
+        )
         if layout.plan(config.layout).binned or config.samples <= sources.CHUNK:
             payload["per_sample_loss"] = metrics.per_sample_loss(
                 task, config, result.posterior, result.buckets.y_values, jax.process_count()

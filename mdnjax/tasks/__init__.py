@@ -60,6 +60,11 @@ def from_name(name: str, **params):
     return cls(**given)
 
 
+def parameters(name: str) -> set[str]:
+    """The parameters the registered task ``name`` takes."""
+    return set(inspect.signature(REGISTRY[name]).parameters) if name in REGISTRY else set()
+
+
 def from_record(record: dict):
     """Rebuilds a built-in task from its ``describe()`` record (as stored in a run folder)."""
     params = {k: v for k, v in record.items() if k != "name"}
