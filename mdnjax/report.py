@@ -87,7 +87,9 @@ def _run_summary(result) -> dict:
     }
 
 
-def build(result, task, plot_y=None, out: Path | None = None, plots_on: bool = True, observed=None) -> dict:
+def build(
+    result, task, plot_y=None, out: Path | None = None, plots_on: bool = True, observed=None, on_stage=None
+) -> dict:
     """The ``metrics.json`` payload of a run, for any D; figures written into ``out`` when given.
 
     Args:
@@ -99,6 +101,7 @@ def build(result, task, plot_y=None, out: Path | None = None, plots_on: bool = T
         plots_on: write the figures.
         observed: the user's observation y_o (M numbers): its summary (``mdnjax.observed``) and
             ``observed.png``; it is reported among the plotted y when ``plot_y`` is not given.
+        on_stage: called with a one-line description as each stage of the report starts.
 
     Exact metrics (KL, W1, moments) appear when the task has an exact posterior or a quadrature
     reference; the held-out checks appear for every task.
@@ -109,9 +112,12 @@ def build(result, task, plot_y=None, out: Path | None = None, plots_on: bool = T
         plot_y = _with_observed(task, result, observed)
     chosen = plot_y_for(task, result, plot_y)
     section = _multivariate if is_multivariate(task, result) else _scalar
-    payload = {**_run_summary(result), **section(result, task, chosen, out, plots_on)}
+    stage = on_stage or (lambda text: None)
+    payload = {**_run_summary(result), **section(result, task, chosen, out, plots_on, stage)}
     collapse.check(payload, result.buckets, post)
     if observed is not None:
+        shown = [int(v) for v in np.ravel(observed)]
+        stage(f"report: the posterior at the observed y = {shown[0] if len(shown) == 1 else shown}")
         at = observed_lib.summary(post, task, observed, result.heldout, seed=result.config.seed)
         payload["observed"] = at
         if "warning" in at:
@@ -162,7 +168,7 @@ def figures(payload: dict, out: Path) -> list[str]:
     return [n for n in names if (out / n).exists()]
 
 
-def _scalar(result, task, plot_y, out: Path | None, plots_on: bool) -> dict:
+def _scalar(result, task, plot_y, out: Path | None, plots_on: bool, stage) -> dict:
     """The report of a scalar θ with scalar y; figures written into ``out`` when given.
 
     Exact metrics (KL, W1, moments) appear when the task has an exact posterior or a quadrature
@@ -175,6 +181,7 @@ def _scalar(result, task, plot_y, out: Path | None, plots_on: bool) -> dict:
         "warnings": [],
     }
     dense_y = b.y_values[b.counts >= DENSE]
+    stage(f"report: reference posteriors and metrics at {len(plot_y) + len(dense_y)} y")
     refs = references(task, result, list(plot_y) + dense_y.tolist())
     if refs is not None:
         payload["reference"] = "exact" if task.has_exact_posterior else "quadrature"
@@ -192,6 +199,7 @@ def _scalar(result, task, plot_y, out: Path | None, plots_on: bool) -> dict:
             plots.kl_by_y(dense, out / "kl.png", plot_y, title=name, plotted_rows=plotted)
     if result.heldout is not None:
         with_entropy = {y: r for y, r in (refs or {}).items() if hasattr(r, "entropy")}
+        stage("report: held-out checks")
         rows = heldout.check(post, result.heldout, references=with_entropy)
         payload["heldout"] = rows
         payload["heldout_summary"] = heldout.summarize(rows)
@@ -271,7 +279,7 @@ def _key(y) -> str:
     return ",".join(str(int(v)) for v in np.ravel(y))
 
 
-def _multivariate(result, task, plot_y, out: Path | None, plots_on: bool) -> dict:
+def _multivariate(result, task, plot_y, out: Path | None, plots_on: bool, stage) -> dict:
     """The report of several parameters or vector observations. At each reported y: exact posterior
     draws by rejection from the joint (``sources.draw_at``) check q with the held-out tests
     (−log q, PIT per coordinate, the MMD two-sample test); for D = 2 with ``log_prior`` and
@@ -292,6 +300,9 @@ def _multivariate(result, task, plot_y, out: Path | None, plots_on: bool) -> dic
     payload["parameters"] = names
     grid = post.dim == 2 and getattr(task, "log_prior", None) is not None and task.log_likelihood is not None
     for i, y in enumerate(plot_y):
+        stage(
+            f"report: y = {list(y) if len(y) > 1 else y[0]} ({i + 1} of {len(plot_y)}): exact draws, reference, checks"
+        )
         yv = as_y(y)
         exact_u = sources.draw_at(task, config, yv, AT_Y_DRAWS)
         row = {"y": list(y), "training_samples": payload["training_samples"][_key(y)]}

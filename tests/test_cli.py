@@ -33,6 +33,10 @@ def test_the_real_command_writes_every_artifact_and_loads_back(tmp_path):
     assert [r["y"] for r in metrics["plotted"]] == [10, 30, 50, 70, 90]
     # not a terminal: plain loss lines, no progress bar
     assert "KL(exact||MDN)" in proc.stdout and "[epoch     10/20]" in proc.stdout and "\r" not in proc.stderr
+    # every stage that can take a while says so as it starts
+    for stage in ("mdnjax: simulating 4,000 draws", "mdnjax: compiling the training step", "mdnjax: report:"):
+        assert stage in proc.stdout, stage
+    assert "posterior.png" in proc.stdout.splitlines()[-1]  # the files the run wrote
     post = mdnjax.load(out)
     np.testing.assert_allclose(float(post.mean(30)), metrics["plotted"][1]["mdn_mean"], rtol=1e-5)
     assert json.loads((out / "task.json").read_text())["name"] == "gamma"
@@ -326,3 +330,20 @@ def test_every_task_takes_observed_and_reports_q_there(tmp_path, capsys):
     assert cli.main(["--task", f"{task_file}:TASK", *SMALL, "--observed", "3", "--no-plots", "--out", str(user)]) == 0
     assert json.loads((user / "metrics.json").read_text())["observed"]["y"] == [3]
     assert cli.main(["--prior", "abtest", "--observed", "3", "4", "5", "--out", str(tmp_path / "ab")]) == 2
+
+
+def test_a_log_file_gets_stage_lines_and_about_twenty_loss_lines(capsys):
+    """Not a terminal: every long stage announces itself, and a 4000-epoch run prints about 20
+    loss lines (not one per dispatch), the last epoch always."""
+    from types import SimpleNamespace
+
+    from mdnjax.cli.console import Printer
+
+    printer = Printer(4000, 0)
+    printer.stage("simulating 1,000,000 draws")
+    for epoch in range(50, 4001, 50):
+        printer(SimpleNamespace(epoch=epoch, epochs=4000, losses=[0.5], ms_per_epoch=1.0))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "mdnjax: simulating 1,000,000 draws ..."
+    loss_lines = [line for line in lines if line.startswith("[epoch")]
+    assert 15 <= len(loss_lines) <= 21 and loss_lines[-1].startswith("[epoch   4000/4000]")

@@ -11,28 +11,40 @@ import mdnjax
 
 
 class Printer:
-    """Progress on a terminal (tqdm on stderr) or plain loss lines (stdout), never both."""
+    """Progress on a terminal (tqdm on stderr) or plain loss lines (stdout), never both; in a log
+    at most about ``LINES`` loss lines however long the run (the last epoch always), and one line
+    as each stage before and after training starts (``stage``)."""
+
+    LINES = 20
 
     def __init__(self, epochs: int, start: int):
         self.bar = None
-        if sys.stderr.isatty():
+        self.tty = sys.stderr.isatty()
+        self.start = self.last = self.printed = start
+        self.epochs = epochs
+
+    @staticmethod
+    def stage(text: str) -> None:
+        """A stage that may take a while, as it starts."""
+        print(f"mdnjax: {text} ...", flush=True)
+
+    def __call__(self, p) -> None:
+        if self.tty and self.bar is None:
             try:
                 from tqdm import tqdm
 
-                self.bar = tqdm(total=epochs, initial=start, unit="epoch", file=sys.stderr, dynamic_ncols=True)
+                self.bar = tqdm(total=self.epochs, initial=self.last, unit="epoch", file=sys.stderr, dynamic_ncols=True)
             except ImportError:  # pragma: no cover - tqdm is a dependency
-                self.bar = None
-        self.last = start
-
-    def __call__(self, p) -> None:
+                self.tty = False
         if self.bar is not None:
             self.bar.update(p.epoch - self.last)
             self.bar.set_postfix_str(f"loss {p.losses[-1]:.4f}, {p.ms_per_epoch:.2f} ms/epoch")
-        else:
+        elif p.epoch - self.printed >= max(1, (p.epochs - self.start) // self.LINES) or p.epoch >= p.epochs:
             print(
                 f"[epoch {p.epoch:6d}/{p.epochs}] loss = {p.losses[-1]:.4f}  ({p.ms_per_epoch:.2f} ms/epoch)",
                 flush=True,
             )
+            self.printed = p.epoch
         self.last = p.epoch
 
     def close(self) -> None:

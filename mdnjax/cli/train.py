@@ -89,6 +89,7 @@ def _train(prog, t_start, lead, out, created, record, task, config, state, histo
                 init_state=state,
                 history=history,
                 callback=printer,
+                on_stage=printer.stage,
                 on_checkpoint=save if lead else None,
                 checkpoint_every=options["checkpoint_every"],
                 should_stop=lambda: bool(stop),
@@ -146,9 +147,16 @@ def _finish(prog, t_start, out, record, task, config, result, start: int) -> int
         result.posterior.save(out)
         stale = _drop_stale_calibration(out)
         payload = report.build(
-            result, task, options["plot_y"], out, plots_on=not options["no_plots"], observed=options.get("observed")
+            result,
+            task,
+            options["plot_y"],
+            out,
+            plots_on=not options["no_plots"],
+            observed=options.get("observed"),
+            on_stage=Printer.stage,
         )
         if layout.plan(config.layout).binned or config.samples <= sources.CHUNK:
+            Printer.stage("report: the per-sample loss on the training draws (simulated again from the seed)")
             payload["per_sample_loss"] = metrics.per_sample_loss(
                 task, config, result.posterior, result.buckets.y_values, jax.process_count()
             )

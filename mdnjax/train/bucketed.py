@@ -68,6 +68,7 @@ def fit(
     history: np.ndarray | None = None,
     buckets: layout.Buckets | None = None,
     callback: Callable[[Progress], None] | None = None,
+    on_stage: Callable[[str], None] | None = None,
     on_checkpoint: Callable[[TrainState, np.ndarray], None] | None = None,
     checkpoint_every: int = 0,
     should_stop: Callable[[], bool] | None = None,
@@ -82,6 +83,8 @@ def fit(
         history: the losses of the epochs ``init_state`` already trained.
         buckets: reuse an existing layout (θ in the fitting space) instead of simulating.
         callback: called with a ``Progress`` after every ``config.log_every`` epochs.
+        on_stage: called with a one-line description as each stage before training starts
+            (simulating, laying out, moving to the device, compiling).
         on_checkpoint: called with ``(state, losses)`` every ``checkpoint_every`` epochs, when
             stopped, and at the end (host copies).
         checkpoint_every: epochs between checkpoints (0: only when stopped and at the end).
@@ -99,10 +102,14 @@ def fit(
     mesh = parallel.device_mesh(config.devices if how.sharded else 1)
     shards = 1 if mesh is None else mesh.size
     timings: dict = {}
+    stage = on_stage or (lambda text: None)
     if buckets is None:
+        stage(f"simulating {config.samples:,} draws and laying them out ({config.layout} layout)")
         b, report = layout.build_layout(task, config, shards)
     else:
         b, report = buckets, {"samples": buckets.num_samples, "moved_to_interior": 0, "warnings": [], "dropped": 0}
+    if buckets is None and config.holdout > 0:
+        stage("simulating the held-out draws")
     heldout = sources.draw_heldout(task, config) if buckets is None else None
     for line in report["warnings"]:
         warnings.warn(line, RuntimeWarning, stacklevel=2)
@@ -122,6 +129,7 @@ def fit(
         raise ConfigError(f"the run already trained {start} epochs: ask for more than that", "epochs")
     state = jax.tree_util.tree_map(jnp.asarray, state)
     run = make_run_epochs(make_step(make_loss(config, graphdef, dim), opt))
+    stage(f"compiling the training step ({b.num_y:,} y, {int(data.theta.size):,} slots)")
     if mesh is not None:
         data, state = parallel.shard(data, state, mesh)
     out = train(
