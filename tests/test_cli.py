@@ -165,6 +165,7 @@ def test_rare_plotted_y_are_flagged_in_the_table(tmp_path, capsys):
     assert cli.main(["--prior", "gamma", *SMALL, "--no-plots", "--out", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
     assert "   90*" in out and "fewer than 100 training samples" in out
+    assert ".png" not in out.splitlines()[-1]  # --no-plots: the closing line lists no figure
 
 
 def test_simulator_warnings_become_one_line_each(tmp_path, capsys, monkeypatch):

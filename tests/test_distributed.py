@@ -5,8 +5,11 @@ import subprocess
 import sys
 
 import chex
+import pytest
 
 import mdnjax
+
+pytestmark = pytest.mark.processes
 
 ARGS = [
     "--prior",

@@ -16,6 +16,9 @@ from mdnjax.train import make_step  # noqa: E402
 buckets = layout
 
 
+pytestmark = pytest.mark.torch
+
+
 def to_data(b, trials, dtype=jnp.float32, **kw):
     return layout.to_data(b, (0.0, float(trials)), dtype, **kw)
 

@@ -12,6 +12,7 @@ import pytest
 
 import mdnjax
 from mdnjax import Config, layout, metrics, model, sources, tasks, train
+from mdnjax.testing.compiles import compilations
 
 
 def test_same_seed_gives_same_parameters_and_different_seed_does_not():
@@ -60,9 +61,10 @@ def test_the_epoch_loop_compiles_once():
     graphdef, _ = model.init(jax.random.key(0), cfg.components, cfg.hidden)
     run = train.make_run_epochs(train.make_step(train.make_loss(cfg, graphdef), train.optimizer(cfg)))
     state = train.initial_state(cfg)
-    for _ in range(4):
-        state, losses = run(state, data, 5)
-    assert run._cache_size() == 1
+    with compilations() as compiled:
+        for _ in range(4):
+            state, losses = run(state, data, 5)
+    assert compiled.count("jit(run)") == 1
     assert losses.shape == (5,) and int(state.epoch) == 20
 
 
