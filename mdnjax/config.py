@@ -16,7 +16,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 from typing import Any
+
+import numpy as np
 
 LAYOUTS = ("packed", "padded", "binned")
 WEIGHTINGS = ("per-y", "per-sample")
@@ -60,9 +63,9 @@ class ConfigError(ValueError):
 
 
 def _integer(name: str, value, low: int, high: int | None = None) -> int:
-    """``value`` as an int in [low, high]; integral floats (1e4) are accepted."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok and isinstance(value, float):
+    """``value`` as an int in [low, high]; integral floats (1e4) and numpy scalars are accepted."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if ok and not isinstance(value, numbers.Integral):
         ok = math.isfinite(value) and value == int(value)
     if not ok:
         raise ConfigError(f"{name} must be an integer, got {value!r}", name)
@@ -74,7 +77,7 @@ def _integer(name: str, value, low: int, high: int | None = None) -> int:
 
 
 def _share(name: str, value) -> float:
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0):
+    if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and 0.0 <= value <= 1.0):
         raise ConfigError(f"{name} must be a number in [0, 1], got {value!r}", name)
     return float(value)
 
@@ -158,7 +161,7 @@ class Config:
         if not hidden:
             raise ConfigError("hidden needs at least one width", "hidden")
         lr = pick("lr")
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        if not (isinstance(lr, numbers.Real) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0):
             raise ConfigError(f"lr must be a finite number > 0, got {lr!r}", "lr")
         return dataclasses.replace(
             self,
@@ -183,6 +186,18 @@ class Config:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def of(cls, config) -> Config:
+        """A ``Config`` from what a user passes: a ``Config``, None (the defaults) or a dict of its
+        fields; ``ConfigError`` in one line otherwise."""
+        if config is None:
+            return cls()
+        if isinstance(config, cls):
+            return config
+        if isinstance(config, dict):
+            return cls.from_dict(config)
+        raise ConfigError(f"config must be a mdnjax.Config or a dict of its fields, got {type(config).__name__}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:

@@ -21,6 +21,8 @@ import warnings
 
 import numpy as np
 
+Y_MIN, Y_MAX = -(2**31), 2**31 - 1  # the layouts keep observations as 32-bit integers
+
 
 class UserCodeError(Exception):
     """An exception raised inside a user's function; ``__cause__`` holds the original."""
@@ -92,7 +94,15 @@ def draw(task, rng: np.random.Generator, n: int, space: str, dtype=np.float32):
         raise SimulationError(f"simulate returned y of dtype {y.dtype}; expected an integer array (counts)")
     dim = len(task.support)
     theta = _as_column(theta, "theta", n) if dim == 1 else _as_rows(theta, "theta", n, dim)
+    if y.ndim == 2 and y.shape[1] == 0:
+        raise SimulationError(f"simulate returned y of shape {y.shape}: an observation needs at least one count")
     y = _as_column(y, "y", n) if y.ndim < 2 or y.shape[1] == 1 else _as_rows(y, "y", n, y.shape[1])
+    if y.size and (y.min() < Y_MIN or y.max() > Y_MAX):
+        bad = y.max() if y.max() > Y_MAX else y.min()
+        raise SimulationError(
+            f"simulate returned y = {int(bad)}: observations must lie in {Y_MIN}..{Y_MAX} (32-bit integers); "
+            "rescale or offset your counts"
+        )
     declared = getattr(task, "y_shape", None)
     if declared is not None and tuple(y.shape[1:]) != tuple(declared):
         expected = f"({n}, {declared[0]})" if declared else f"({n},)"

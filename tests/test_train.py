@@ -155,6 +155,22 @@ def test_integral_floats_are_accepted_for_integers():
     assert cfg.samples == 10_000 and isinstance(cfg.samples, int) and cfg.epochs == 2000
 
 
+def test_numpy_scalars_and_a_dict_config_are_accepted_and_wrong_types_name_the_field():
+    task = tasks.BetaBinomial()
+    cfg = Config(samples=np.int64(20_000), lr=np.float32(0.01), hidden=np.array([8, 8]), holdout=np.float64(0.1))
+    got = cfg.resolve(task)
+    assert (got.samples, got.hidden) == (20_000, (8, 8)) and isinstance(got.samples, int)
+    assert got.lr == pytest.approx(0.01, rel=1e-6) and isinstance(got.lr, float)
+    assert Config.of({"samples": 5000, "epochs": 3}) == Config(samples=5000, epochs=3)
+    for bad, match in [({"samples": "many"}, "samples must be an integer"), ({"lr": True}, "lr must be")]:
+        with pytest.raises(mdnjax.ConfigError, match=match):
+            Config(**bad).resolve(task)
+    with pytest.raises(mdnjax.ConfigError, match="unknown fields: sample"):
+        mdnjax.fit(task, {"sample": 10})
+    with pytest.raises(mdnjax.ConfigError, match="must be a mdnjax.Config or a dict"):
+        mdnjax.fit(task, [("samples", 10)])
+
+
 def test_samples_that_cannot_be_trained_on_are_refused_or_warned():
     with pytest.raises(mdnjax.ConfigError, match="19,9.. of 20,000 samples"):
         mdnjax.fit(tasks.BetaBinomial(trials=10**9), Config(samples=20_000, epochs=2))

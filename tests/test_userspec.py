@@ -88,6 +88,8 @@ BROKEN = {
     ),
     "outside": ("theta = rng.uniform(size=n) * 2\n    return theta, rng.binomial(5, 0.5, n)", "outside the declared"),
     "not_a_pair": ("return rng.uniform(size=n)", "pair (theta, y)"),
+    "huge_y": ("theta = rng.uniform(size=n)\n    return theta, rng.binomial(5, theta) + 2**31", "32-bit integers"),
+    "empty_y": ("theta = rng.uniform(size=n)\n    return theta, np.zeros((n, 0), int)", "at least one count"),
 }
 
 

@@ -62,7 +62,7 @@ def resolve_task(task):
 
 def fit(
     task,
-    config: Config | None = None,
+    config: Config | dict | None = None,
     *,
     init_state: TrainState | None = None,
     history: np.ndarray | None = None,
@@ -77,7 +77,8 @@ def fit(
 
     Args:
         task: a ``mdnjax.Task`` or a built-in task's name (``"beta"``, ``"gamma"``, ...).
-        config: training settings (default ``Config()``); resolved and checked here.
+        config: training settings (a ``Config`` or a dict of its fields; default ``Config()``),
+            resolved and checked here.
         init_state: continue from this state (``Result.state`` or a checkpoint); the result is
             bitwise that of an uninterrupted run with the same config.
         history: the losses of the epochs ``init_state`` already trained.
@@ -97,7 +98,7 @@ def fit(
         ConfigError: a setting out of range or data that cannot be trained on.
     """
     task = resolve_task(task)
-    config = (config or Config()).resolve(task)
+    config = Config.of(config).resolve(task)
     how = layout.plan(config.layout)
     mesh = parallel.device_mesh(config.devices if how.sharded else 1)
     shards = 1 if mesh is None else mesh.size
