@@ -36,6 +36,7 @@ from scipy import special
 from mdnjax import checkpoint, density, mixture, model
 from mdnjax.data import network_inputs
 from mdnjax.layout.codebook import index_of
+from mdnjax.posterior_spec import PosteriorSpec
 from mdnjax.task import Bound
 
 RARE_BELOW = 100  # training samples under which an answer is flagged as an extrapolation
@@ -43,78 +44,6 @@ RARE_BELOW = 100  # training samples under which an answer is flagged as an extr
 
 class RareObservationWarning(UserWarning):
     """An answer at a y that had few or no training samples."""
-
-
-@dataclasses.dataclass(frozen=True)
-class PosteriorSpec:
-    """What a posterior is, as data (``posterior.json``)."""
-
-    name: str
-    components: int
-    hidden: tuple[int, ...]
-    space: str  # "raw" or "unconstrained"
-    bounds: tuple[Bound, ...]
-    embedding: tuple[float, float]  # x = (y − shift) / scale
-    y_range: tuple[float, float]
-    y_values: np.ndarray = dataclasses.field(repr=False)  # (num_y,) or (num_y, M) trained y
-    counts: np.ndarray = dataclasses.field(repr=False)  # (num_y,) training samples at each
-    dim: int = 1  # D, parameters
-    inputs: int = 1  # M, the length of an observation
-
-    @classmethod
-    def of(cls, task, config, embedding, y_values, counts) -> PosteriorSpec:
-        y_values = np.asarray(y_values, np.int64)
-        return cls(
-            name=task.name,
-            components=config.components,
-            hidden=tuple(config.hidden),
-            space=config.space,
-            bounds=tuple(task.support),
-            embedding=_embedding(embedding),
-            y_range=tuple(float(v) for v in task.y_range),
-            y_values=y_values,
-            counts=np.asarray(counts, np.int64),
-            dim=len(task.support),
-            inputs=1 if y_values.ndim == 1 else int(y_values.shape[1]),
-        )
-
-    def to_json(self) -> dict:
-        return {
-            "name": self.name,
-            "components": self.components,
-            "hidden": list(self.hidden),
-            "space": self.space,
-            "bounds": [[b.low, b.high] for b in self.bounds],
-            "embedding": [list(e) if isinstance(e, tuple) else e for e in self.embedding],
-            "y_range": list(self.y_range),
-            "dim": self.dim,
-            "inputs": self.inputs,
-        }
-
-    @classmethod
-    def from_json(cls, d: dict, y_values, counts) -> PosteriorSpec:
-        """The spec of ``posterior.json``; ``ValueError`` (one line) for a value it cannot hold."""
-        if d.get("space") not in ("raw", "unconstrained"):
-            raise ValueError(f"posterior.json: space must be 'raw' or 'unconstrained', got {d.get('space')!r}")
-        return cls(
-            name=str(d["name"]),
-            components=int(d["components"]),
-            hidden=tuple(int(h) for h in d["hidden"]),
-            space=str(d["space"]),
-            bounds=tuple(Bound(float(lo), float(hi)) for lo, hi in d["bounds"]),
-            embedding=_embedding(d["embedding"]),
-            y_range=(float(d["y_range"][0]), float(d["y_range"][1])),
-            y_values=np.asarray(y_values, np.int64),
-            counts=np.asarray(counts, np.int64),
-            dim=int(d.get("dim", 1)),
-            inputs=int(d.get("inputs", 1)),
-        )
-
-
-def _embedding(e) -> tuple:
-    """(shift, scale): floats for a scalar y, tuples of floats (one per component) for a vector y."""
-    as_value = lambda v: tuple(float(x) for x in v) if np.ndim(v) else float(v)  # noqa: E731
-    return as_value(e[0]), as_value(e[1])
 
 
 def _check_n(n) -> int:
@@ -197,6 +126,17 @@ class Posterior:
         """The batch shape of checked observations (y's shape without a vector's trailing M)."""
         return y.shape[:-1] if self.spec.inputs > 1 else y.shape
 
+    def _check_broadcast(self, theta_batch: tuple, y: np.ndarray) -> None:
+        """A one-line ``ValueError`` when θ's batch shape and y's do not broadcast together."""
+        try:
+            np.broadcast_shapes(tuple(theta_batch), self._batch(y))
+        except ValueError:
+            d = "" if self.dim == 1 else f" (+ ({self.dim},) for θ's coordinates)"
+            raise ValueError(
+                f"theta's batch shape {tuple(theta_batch)}{d} and y's {self._batch(y)} do not broadcast: "
+                "give θ and y equal batch shapes, or one of them a single value"
+            ) from None
+
     def training_samples(self, y):
         """Training samples the posterior saw at each y (0 for a y never simulated); y's batch shape."""
         y = self.check_y(y)
@@ -251,6 +191,7 @@ class Posterior:
         theta = jnp.asarray(theta, means.dtype)
         if self.dim > 1 and (theta.ndim == 0 or theta.shape[-1] != self.dim):
             raise ValueError(f"theta of {self.spec.name} has {self.dim} coordinates, got shape {theta.shape}")
+        self._check_broadcast(theta.shape if self.dim == 1 else theta.shape[:-1], y)
         return density.log_prob(theta, logits, means, scales, tuple(self.spec.bounds), self.unconstrained)
 
     def fitting_log_prob_and_cdf(self, u, y):
@@ -286,6 +227,7 @@ class Posterior:
         if self.dim > 1:
             logits, means, scales = mixture.marginal(logits, means, scales, d)
         theta = jnp.asarray(theta_d, means.dtype)
+        self._check_broadcast(theta.shape, self.check_y(y))
         return density.marginal_cdf(theta, logits, means, scales, self.spec.bounds[d], self.unconstrained)
 
     def quantile(self, q, y):

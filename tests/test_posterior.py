@@ -247,3 +247,12 @@ def test_a_posterior_json_with_an_unknown_space_is_refused(trained, tmp_path):
     (tmp_path / checkpoint.POSTERIOR_SPEC).write_text(json.dumps(spec | {"space": "unconstrianed"}))
     with pytest.raises(ValueError, match="space must be 'raw' or 'unconstrained'"):
         mdnjax.load(tmp_path)
+
+
+def test_theta_and_y_of_shapes_that_do_not_broadcast_are_one_line_errors(trained):
+    post, _ = trained
+    with pytest.raises(ValueError, match=r"theta's batch shape \(3,\) and y's \(2,\) do not broadcast"):
+        post.log_prob(jnp.array([0.1, 0.2, 0.3]), [30, 31])
+    with pytest.raises(ValueError, match="do not broadcast"):
+        post.cdf(jnp.array([0.1, 0.2, 0.3]), [30, 31])
+    assert post.log_prob(jnp.array([[0.1], [0.2]]), [30, 31, 32]).shape == (2, 3)  # broadcasting still works

@@ -1,0 +1,89 @@
+"""What a trained posterior is, as data: the network's shape, the fitting space and support, the
+input scaling and the training samples per y (``posterior.json`` beside ``posterior.npz``).
+
+Example:
+    >>> spec = PosteriorSpec.from_json({"name": "beta", "components": 8, "hidden": [64], "space": "raw",
+    ...     "bounds": [[0.0, 1.0]], "embedding": [0.0, 100.0], "y_range": [0, 100]}, [3, 4], [10, 12])
+    >>> spec.dim, spec.inputs, spec.to_json()["space"]
+    (1, 1, 'raw')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from mdnjax.task import Bound
+
+
+@dataclasses.dataclass(frozen=True)
+class PosteriorSpec:
+    """What a posterior is, as data (``posterior.json``)."""
+
+    name: str
+    components: int
+    hidden: tuple[int, ...]
+    space: str  # "raw" or "unconstrained"
+    bounds: tuple[Bound, ...]
+    embedding: tuple[float, float]  # x = (y − shift) / scale
+    y_range: tuple[float, float]
+    y_values: np.ndarray = dataclasses.field(repr=False)  # (num_y,) or (num_y, M) trained y
+    counts: np.ndarray = dataclasses.field(repr=False)  # (num_y,) training samples at each
+    dim: int = 1  # D, parameters
+    inputs: int = 1  # M, the length of an observation
+
+    @classmethod
+    def of(cls, task, config, embedding, y_values, counts) -> PosteriorSpec:
+        y_values = np.asarray(y_values, np.int64)
+        return cls(
+            name=task.name,
+            components=config.components,
+            hidden=tuple(config.hidden),
+            space=config.space,
+            bounds=tuple(task.support),
+            embedding=_embedding(embedding),
+            y_range=tuple(float(v) for v in task.y_range),
+            y_values=y_values,
+            counts=np.asarray(counts, np.int64),
+            dim=len(task.support),
+            inputs=1 if y_values.ndim == 1 else int(y_values.shape[1]),
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "components": self.components,
+            "hidden": list(self.hidden),
+            "space": self.space,
+            "bounds": [[b.low, b.high] for b in self.bounds],
+            "embedding": [list(e) if isinstance(e, tuple) else e for e in self.embedding],
+            "y_range": list(self.y_range),
+            "dim": self.dim,
+            "inputs": self.inputs,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict, y_values, counts) -> PosteriorSpec:
+        """The spec of ``posterior.json``; ``ValueError`` (one line) for a value it cannot hold."""
+        if d.get("space") not in ("raw", "unconstrained"):
+            raise ValueError(f"posterior.json: space must be 'raw' or 'unconstrained', got {d.get('space')!r}")
+        return cls(
+            name=str(d["name"]),
+            components=int(d["components"]),
+            hidden=tuple(int(h) for h in d["hidden"]),
+            space=str(d["space"]),
+            bounds=tuple(Bound(float(lo), float(hi)) for lo, hi in d["bounds"]),
+            embedding=_embedding(d["embedding"]),
+            y_range=(float(d["y_range"][0]), float(d["y_range"][1])),
+            y_values=np.asarray(y_values, np.int64),
+            counts=np.asarray(counts, np.int64),
+            dim=int(d.get("dim", 1)),
+            inputs=int(d.get("inputs", 1)),
+        )
+
+
+def _embedding(e) -> tuple:
+    """(shift, scale): floats for a scalar y, tuples of floats (one per component) for a vector y."""
+    as_value = lambda v: tuple(float(x) for x in v) if np.ndim(v) else float(v)  # noqa: E731
+    return as_value(e[0]), as_value(e[1])
