@@ -218,6 +218,10 @@ def test_calibrate_any_run_and_reject_a_folder_that_is_not_a_run(tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not a run folder" in err
     assert cli.calibrate_main([str(out), "--seed", "-1"]) == 2
+    capsys.readouterr()
+    assert cli.calibrate_main([str(out), "--draws", "1e12"]) == 2  # checked against memory before any work
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "GiB is available: lower --draws" in err
 
 
 def test_existing_results_are_never_overwritten(tmp_path, capsys):

@@ -25,7 +25,7 @@ def calibrate_main(argv=None) -> int:
     args = p.parse_args(argv)
     prog = CALIBRATE
     xla.configure_cpu()
-    from mdnjax import calibration, checkpoint, plots
+    from mdnjax import calibration, checkpoint, plots, resources
     from mdnjax.heldout import fails
     from mdnjax.posterior import load
     from mdnjax.simulation import UserCodeError
@@ -37,6 +37,9 @@ def calibrate_main(argv=None) -> int:
         if not 0 <= args.seed <= 2**32 - 1:
             raise UsageError(f"--seed must be in 0..{2**32 - 1}, got {args.seed}")
         post = load(out)
+        # draws × (samples per draw + 1) values per coordinate in float64, a few temporaries each
+        needed = 8.0 * 4 * args.draws * (args.samples_per_draw + 1) * (post.dim + post.spec.inputs)
+        resources.fits(needed, f"--draws {args.draws:,} × --samples-per-draw {args.samples_per_draw}", "lower --draws")
         task = run_task(out, checkpoint.read_json(out / checkpoint.RUN))
         multivariate = post.dim > 1 or post.spec.inputs > 1
         calibrate = calibration.run_nd if multivariate else calibration.run
@@ -44,7 +47,7 @@ def calibrate_main(argv=None) -> int:
         sessions = checkpoint.read_json(out / checkpoint.RUN).get("sessions", [])
         result["epoch"] = int(sessions[-1]["epochs"][1]) if sessions else None  # the posterior checked
         result["failed_checks"] = _failed(result)
-    except (UsageError, ValueError) as err:
+    except (UsageError, ValueError, MemoryError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     except UserCodeError as err:
