@@ -9,6 +9,7 @@ USAGE = """usage: python -m mdnjax COMMAND [options]
 commands:
   train       train an MDN posterior for a task and write a run folder (python -m mdnjax train --help)
   calibrate   SBC ranks and coverage of a trained run (python -m mdnjax calibrate --help)
+  report      write the report of a trained run again, without training (python -m mdnjax report RUN)
 
 examples:
   python -m mdnjax train --prior beta
@@ -26,7 +27,9 @@ def main(argv=None) -> int:
         return cli.calibrate_main(rest)
     if command == "train":
         return cli.main(rest)
-    print(f"python -m mdnjax: error: unknown command {command!r}: choose train or calibrate", file=sys.stderr)
+    if command == "report":
+        return cli.report_main(rest)
+    print(f"python -m mdnjax: error: unknown command {command!r}: choose train, calibrate or report", file=sys.stderr)
     return 2
 
 

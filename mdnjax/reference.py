@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mdnjax.simulation import UserCodeError
+
 GRID = 8001
 DROP = 40.0  # nats below the peak at which the tails are cut
 
@@ -91,11 +93,43 @@ class GridPosterior:
         return float(-np.trapezoid(pu * log_p, self.u))
 
 
+def log_joint(task, theta: np.ndarray, y) -> np.ndarray:
+    """log p(θ) + log p(y | θ) from the task's own functions, checked: an exception names the
+    function (``UserCodeError``, the user's frames kept), a result of the wrong shape or with NaN
+    is one line naming the function; −inf (outside the support, y impossible) is fine.
+
+    Args:
+        theta: (...) for one parameter, (..., D) for D.
+    """
+    batch = theta.shape if len(task.support) == 1 else theta.shape[:-1]
+    total = np.zeros(batch)
+    for name, call in (
+        ("log_prior", lambda: task.log_prior(theta)),
+        ("log_likelihood", lambda: task.log_likelihood(theta, y)),
+    ):
+        fn = getattr(task, name)
+        label = f"{task.name}: {name} ({getattr(fn, '__qualname__', getattr(fn, '__name__', repr(fn)))})"
+        try:
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                out = np.asarray(call(), np.float64)
+        except Exception as err:  # noqa: BLE001 - the user's code: re-raised with its name
+            raise UserCodeError(label, err) from err
+        if out.shape != batch:
+            raise ValueError(f"{label} returned shape {out.shape} for θ of shape {theta.shape}; expected {batch}")
+        if np.isnan(out).any():
+            at = np.unravel_index(int(np.argmax(np.isnan(out))), batch)
+            raise ValueError(
+                f"{label} returned NaN at {int(np.isnan(out).sum())} of {out.size} points (e.g. θ = {theta[at]})"
+            )
+        total = total + out
+    return total
+
+
 def _log_density_u(task, y, u: np.ndarray) -> np.ndarray:
     (bound,) = task.support
     theta = bound.interior(bound.inverse(u))[0]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        out = task.log_prior(theta) + task.log_likelihood(theta, y) - bound.log_abs_det_jacobian(theta)
+        out = log_joint(task, theta, y) - bound.log_abs_det_jacobian(theta)
     return np.where(np.isfinite(out), out, -np.inf)
 
 
@@ -240,7 +274,7 @@ def _log_density_u_nd(task, y, u: np.ndarray) -> np.ndarray:
     cols = [b.interior(b.inverse(u[..., d]))[0] for d, b in enumerate(task.support)]
     theta = np.stack(cols, axis=-1)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        out = task.log_prior(theta) + task.log_likelihood(theta, np.asarray(y))
+        out = log_joint(task, theta, np.asarray(y))
         out = out - sum(b.log_abs_det_jacobian(c) for b, c in zip(task.support, cols))
     return np.where(np.isfinite(out), out, -np.inf)
 

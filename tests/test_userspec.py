@@ -164,3 +164,62 @@ def test_a_jax_key_simulator_is_jitted_and_seeded():
     assert np.all(np.isfinite(res.losses)) and res.report["buckets"]["distinct_y"] > 10
     with pytest.raises(ValueError, match="simulator"):
         mdnjax.Task("x", simulate, support=[(0, 1)], simulator="torch")
+
+
+FLAKY_PRIOR = """
+import os
+
+import numpy as np
+from scipy import stats
+
+import mdnjax
+
+
+def simulate(rng, n):
+    theta = rng.beta(2.0, 5.0, n)
+    return theta, rng.binomial(20, theta)
+
+
+def my_log_prior(theta):
+    if os.environ.get("MDNJAX_TEST_BREAK") == "raise":
+        raise RuntimeError("the prior broke")
+    if os.environ.get("MDNJAX_TEST_BREAK") == "nan":
+        return np.full(np.shape(theta), np.nan)
+    return stats.beta(2.0, 5.0).logpdf(theta)
+
+
+def log_likelihood(theta, y):
+    return stats.binom(20, theta).logpmf(y)
+
+
+TASK = mdnjax.Task("flaky", simulate, support=[(0.0, 1.0)], log_prior=my_log_prior, log_likelihood=log_likelihood)
+"""
+
+
+def test_a_report_that_fails_after_training_keeps_the_posterior_and_can_be_written_again(tmp_path, capsys, monkeypatch):
+    """The user's log_prior raises (or returns NaN) only in the report: the run ends with their
+    frames and one line (exit 1), the posterior and checkpoint stay, metrics.json says what failed,
+    and `report RUN` writes the report again without training."""
+    from mdnjax.__main__ import main as entry
+
+    path = tmp_path / "flaky.py"
+    path.write_text(FLAKY_PRIOR)
+    out = tmp_path / "run"
+    monkeypatch.setenv("MDNJAX_TEST_BREAK", "raise")
+    assert cli.main(["--task", f"{path}:TASK", *SMALL, "--no-plots", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "my_log_prior" in err and "RuntimeError: the prior broke" in err and "Traceback (your code" in err
+    assert err.strip().splitlines()[-1].startswith("mdnjax.train: error: the report failed after training")
+    assert "python -m mdnjax report" in err
+    assert (out / checkpoint.POSTERIOR).stat().st_size > 0 and (out / checkpoint.CHECKPOINT).stat().st_size > 0
+    failed = json.loads((out / checkpoint.METRICS).read_text())
+    assert failed["status"] == "report failed" and "the prior broke" in failed["report_error"]
+    monkeypatch.setenv("MDNJAX_TEST_BREAK", "nan")
+    assert entry(["report", str(out)]) == 1
+    assert "returned NaN" in capsys.readouterr().err
+    posterior_before = (out / checkpoint.POSTERIOR).read_bytes()
+    monkeypatch.delenv("MDNJAX_TEST_BREAK")
+    assert entry(["report", str(out)]) == 0
+    metrics = json.loads((out / checkpoint.METRICS).read_text())
+    assert metrics["status"] == "ok" and metrics["loss"] == failed["loss"] and "plotted" in metrics
+    assert (out / checkpoint.POSTERIOR).read_bytes() == posterior_before  # no training

@@ -61,12 +61,12 @@ def warning_printer(prog: str):
 
 def user_error(prog: str, err: BaseException) -> int:
     """Reports an exception from the user's code: their frames, then one line naming the function."""
-    print(_user_traceback(err), file=sys.stderr, end="")
+    print(user_traceback(err), file=sys.stderr, end="")
     print(f"{prog}: error: {err}", file=sys.stderr)
     return 1
 
 
-def _user_traceback(err: BaseException) -> str:
+def user_traceback(err: BaseException) -> str:
     """The frames of a user's function that raised (mdnjax's own frames left out)."""
     package = os.path.dirname(os.path.abspath(mdnjax.__file__))
     cause = err.__cause__ or err

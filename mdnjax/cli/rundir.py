@@ -58,8 +58,13 @@ def resume_setup(args: dict, lead: bool = True):
         state, extra = checkpoint.load_tree(out / checkpoint.CHECKPOINT, _numpy(template), ("losses",))
         done = int(state.epoch)
         if done >= config.epochs:
+            hint = ""
+            metrics = out / checkpoint.METRICS
+            if metrics.is_file() and checkpoint.read_json(metrics).get("status") == "report failed":
+                hint = f"; its report failed: write it again with python -m mdnjax report {out}"
             raise UsageError(
                 f"--resume {out}: the run already trained {done} epochs; pass --epochs N > {done} to train it longer"
+                + hint
             )
     except (ValueError, ConfigError) as err:
         checkpoint.unlock_run_dir(lock)

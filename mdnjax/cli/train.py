@@ -11,6 +11,7 @@ import warnings
 from mdnjax import xla
 from mdnjax.cli.console import Printer, user_error, warning_printer
 from mdnjax.cli.flags import TRAIN, UsageError, train_parser, with_flag
+from mdnjax.cli.report import write_report
 from mdnjax.cli.rundir import new_run, resume_setup
 from mdnjax.simulation import UserCodeError
 
@@ -124,11 +125,8 @@ def _train(prog, t_start, lead, out, created, record, task, config, state, histo
 
 def _finish(prog, t_start, out, record, task, config, result, start: int) -> int:
     """After training: the session recorded, the posterior saved, the report written and printed."""
-    import jax
+    from mdnjax import checkpoint
 
-    from mdnjax import checkpoint, layout, metrics, report, sources
-
-    options = record["options"]
     session = {
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
         "epochs": [start, int(result.state.epoch)],
@@ -145,66 +143,25 @@ def _finish(prog, t_start, out, record, task, config, result, start: int) -> int
             )
             return 130
         result.posterior.save(out)
-        stale = _drop_stale_calibration(out)
-        payload = report.build(
-            result,
-            task,
-            options["plot_y"],
-            out,
-            plots_on=not options["no_plots"],
-            observed=options.get("observed"),
-            on_stage=Printer.stage,
-        )
-        if layout.plan(config.layout).binned or config.samples <= sources.CHUNK:
-            Printer.stage("report: the per-sample loss on the training draws (simulated again from the seed)")
-            payload["per_sample_loss"] = metrics.per_sample_loss(
-                task, config, result.posterior, result.buckets.y_values, jax.process_count()
-            )
-        payload["timings"] = session["timings"] | {"wall_s": time.perf_counter() - t_start}
-        payload["sessions"] = record["sessions"]
-        checkpoint.write_json(out / checkpoint.METRICS, payload)
     except OSError as err:
         print(f"{prog}: error: cannot write results to {out}: {err.strerror or err}", file=sys.stderr)
         return 1
-    for line in payload["warnings"]:
-        print(f"{prog}: warning: {line}", file=sys.stderr)
+    stale = _drop_stale_calibration(out)
     if stale:
         print(
             f"{prog}: note: removed {', '.join(stale)}: they checked the posterior before this session; "
             f"run python -m mdnjax.calibrate {out} again",
             file=sys.stderr,
         )
-    if "per_sample_loss" in payload:
-        print(f"per-sample loss on the training draws: {payload['per_sample_loss']:.6f} (comparable across layouts)")
-    print(layout.describe_budget(result.report["buckets"]))
-    table = report.format_table(payload)
-    if table:
-        print(table)
-    t = result.timings
-    print(
-        f"simulate {t.get('simulate_s', 0):.2f} s, bucket {t.get('bucket_s', 0):.2f} s, "
-        f"compile {t.get('compile_s', 0):.2f} s, train {t['train_s']:.2f} s "
-        f"({t['ms_per_epoch']:.2f} ms/epoch), wall {time.perf_counter() - t_start:.1f} s"
-    )
-    files = [
-        "run.json",
-        "config.json",
-        "task.json",
-        "posterior.npz",
-        "posterior.json",
-        "checkpoint.npz",
-        "metrics.json",
-    ]
-    files += report.figures(payload, out)
-    print(f"saved to {out}/ ({', '.join(f for f in files if (out / f).exists())})")
-    if result.diverged_at is not None:
+    code = write_report(prog, t_start, out, record, task, config, result)
+    if code == 0 and result.diverged_at is not None:
         print(
             f"{prog}: error: loss became non-finite at epoch {result.diverged_at}; "
             "the posterior holds the last finite parameters",
             file=sys.stderr,
         )
         return 1
-    return 0
+    return code
 
 
 CALIBRATION_FILES = ("calibration.json", "sbc_ranks.png", "coverage.png")

@@ -1,0 +1,179 @@
+"""The report after training, and ``python -m mdnjax report RUN`` to write it again.
+
+Training's result is saved before the report starts. Whatever fails after that (a user's
+``log_prior`` that raises or returns NaN, a simulator that runs out when the per-sample loss
+simulates again, Ctrl-C or SIGTERM) leaves the posterior and checkpoint in place, writes a
+``metrics.json`` that says what failed, and ends with one line and exit 1; ``report RUN`` then
+writes the report again from the saved run, simulating the layout again from the seed (no training).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+
+from mdnjax.cli.console import Printer, user_traceback
+from mdnjax.cli.flags import Parser, UsageError
+
+REPORT = "mdnjax report"
+
+
+class _Interrupted(Exception):
+    """SIGTERM during the report (Ctrl-C arrives as KeyboardInterrupt)."""
+
+
+def write_report(prog: str, t_start: float, out: Path, record: dict, task, config, result) -> int:
+    """Builds, writes and prints the report of a trained run; returns the exit code."""
+    import jax
+
+    from mdnjax import checkpoint, layout, metrics, report, sources
+    from mdnjax.simulation import UserCodeError
+
+    options = record["options"]
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        payload = report.build(
+            result,
+            task,
+            options["plot_y"],
+            out,
+            plots_on=not options["no_plots"],
+            observed=options.get("observed"),
+            on_stage=Printer.stage,
+        )
+        if layout.plan(config.layout).binned or config.samples <= sources.CHUNK:
+            Printer.stage("report: the per-sample loss on the training draws (simulated again from the seed)")
+            payload["per_sample_loss"] = metrics.per_sample_loss(
+                task, config, result.posterior, result.buckets.y_values, jax.process_count()
+            )
+    except (Exception, KeyboardInterrupt, _Interrupted) as err:  # noqa: BLE001 - the trained posterior is kept
+        return _failed(prog, out, record, result, err, isinstance(err, UserCodeError))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    sessions = record.get("sessions", [])
+    payload["timings"] = (sessions[-1]["timings"] if sessions else {}) | {"wall_s": time.perf_counter() - t_start}
+    payload["sessions"] = sessions
+    try:
+        checkpoint.write_json(out / checkpoint.METRICS, payload)
+    except OSError as err:
+        print(f"{prog}: error: cannot write results to {out}: {err.strerror or err}", file=sys.stderr)
+        return 1
+    for line in payload["warnings"]:
+        print(f"{prog}: warning: {line}", file=sys.stderr)
+    if "per_sample_loss" in payload:
+        print(f"per-sample loss on the training draws: {payload['per_sample_loss']:.6f} (comparable across layouts)")
+    print(layout.describe_budget(result.report["buckets"]))
+    table = report.format_table(payload)
+    if table:
+        print(table)
+    t = result.timings
+    print(
+        f"simulate {t.get('simulate_s', 0):.2f} s, bucket {t.get('bucket_s', 0):.2f} s, "
+        f"compile {t.get('compile_s', 0):.2f} s, train {t.get('train_s', 0):.2f} s "
+        f"({t.get('ms_per_epoch', 0):.2f} ms/epoch), wall {time.perf_counter() - t_start:.1f} s"
+    )
+    files = ["run.json", "config.json", "task.json", "posterior.npz", "posterior.json", "checkpoint.npz"]
+    files += ["metrics.json", *report.figures(payload, out)]
+    print(f"saved to {out}/ ({', '.join(f for f in files if (out / f).exists())})")
+    return 0
+
+
+def _raise_interrupted(signum, frame):
+    raise _Interrupted("terminated (SIGTERM)")
+
+
+def _failed(prog: str, out: Path, record: dict, result, err: BaseException, users: bool) -> int:
+    """The report failed after training: what can be written is, the failure is one line."""
+    from mdnjax import checkpoint
+
+    if isinstance(err, (KeyboardInterrupt, _Interrupted)):
+        reason = "interrupted"
+    elif users:
+        print(user_traceback(err), file=sys.stderr, end="")
+        reason = str(err)
+    else:
+        reason = f"{type(err).__name__}: {err}"
+    payload = {
+        "status": "report failed",
+        "report_error": reason,
+        "epochs": int(result.state.epoch),
+        "loss": [float(v) for v in result.losses],
+        "final_loss": float(result.losses[-1]) if len(result.losses) else None,
+        "sessions": record.get("sessions", []),
+    }
+    try:
+        checkpoint.write_json(out / checkpoint.METRICS, payload)
+    except OSError:
+        pass
+    print(
+        f"{prog}: error: the report failed after training ({reason}); the trained posterior is saved in {out}; "
+        f"write the report again with: python -m {REPORT} {out}",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def report_main(argv=None) -> int:
+    """``python -m mdnjax report RUN``: the report of a trained run again, without training."""
+    p = Parser(prog=f"python -m {REPORT}", description="Write the report of a trained run again (no training).")
+    p.add_argument("run_dir", metavar="RUN")
+    args = p.parse_args(argv)
+    t_start = time.perf_counter()
+    from mdnjax import xla
+
+    xla.configure_cpu()
+    prog = REPORT
+    from mdnjax import checkpoint
+    from mdnjax.cli.console import user_error
+    from mdnjax.simulation import SimulationError, UserCodeError
+
+    out = Path(args.run_dir)
+    lock = None
+    try:
+        result, record, task, config, lock = _saved_run(out)
+    except (UsageError, ValueError, SimulationError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    except UserCodeError as err:
+        return user_error(prog, err)
+    try:
+        return write_report(prog, t_start, out, record, task, config, result)
+    finally:
+        checkpoint.unlock_run_dir(lock)
+
+
+def _saved_run(out: Path):
+    """A trained run folder as ``fit``'s ``Result``: the posterior and losses from its files, the
+    layout and held-out draws simulated again from the seed (the same draws training used)."""
+    import jax
+    import numpy as np
+
+    from mdnjax import checkpoint, layout, sources, train
+    from mdnjax.cli.rundir import run_task
+    from mdnjax.config import Config
+    from mdnjax.posterior import load
+
+    if not (out / checkpoint.RUN).is_file() or not (out / checkpoint.POSTERIOR_SPEC).is_file():
+        raise UsageError(f"{out} holds no trained posterior (run.json, posterior.json): train it first")
+    lock = checkpoint.lock_run_dir(out)
+    try:
+        record = checkpoint.read_json(out / checkpoint.RUN)
+        task = run_task(out, record)
+        config = Config.from_dict(checkpoint.read_json(out / checkpoint.CONFIG)).resolve(task)
+        post = load(out)
+        template = jax.tree_util.tree_map(np.asarray, train.initial_state(config, post.dim, post.spec.inputs))
+        state, extra = checkpoint.load_tree(out / checkpoint.CHECKPOINT, template, ("losses",))
+        Printer.stage(f"simulating the {config.samples:,} training draws again from seed {config.seed} (no training)")
+        b, sim = layout.build_layout(task, config)
+        heldout = sources.draw_heldout(task, config)
+        sessions = record.get("sessions", [])
+        timings = dict(sessions[-1]["timings"]) if sessions else {}
+        result = train.Result(
+            post, state, extra["losses"], timings, b.without_samples(), sim, config, None, None, heldout
+        )
+        return result, record, task, config, lock
+    except BaseException:
+        checkpoint.unlock_run_dir(lock)
+        raise
