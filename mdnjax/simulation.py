@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -146,12 +147,24 @@ def merge_stats(total: dict, stats: dict) -> None:
     total["theta_shape"] = list(stats["shape"][1:])
 
 
-def summarize_warnings(messages: list[str]) -> list[str]:
-    """One line per distinct message, with its count."""
-    counts: dict[str, int] = {}
+def summarize_warnings(messages: list[str], most: int = 5) -> list[str]:
+    """One line per distinct warning, with its count: messages that differ only in their numbers
+    (``draw 17 overflowed``, ``draw 18 overflowed``) are one warning, shown by its first message;
+    at most ``most`` lines, then one line for the rest.
+
+    Example:
+        >>> summarize_warnings(["draw 1 overflowed", "draw 2 overflowed", "bad prior"])
+        ['simulate warned 2× — draw 1 overflowed', 'simulate warned — bad prior']
+    """
+    groups: dict[str, list] = {}
     for m in messages:
-        counts[m] = counts.get(m, 0) + 1
-    return [f"simulate warned {c}× — {m}" if c > 1 else f"simulate warned — {m}" for m, c in counts.items()]
+        key = re.sub(r"[-+]?\d+(\.\d+)?([eE][-+]?\d+)?", "#", m)
+        groups.setdefault(key, [m, 0])[1] += 1
+    lines = [f"simulate warned {c}× — {m}" if c > 1 else f"simulate warned — {m}" for m, c in groups.values()]
+    if len(lines) > most:
+        rest = sum(c for _, c in list(groups.values())[most:])
+        lines = lines[:most] + [f"simulate warned {rest:,}× more, in {len(lines) - most:,} other kinds of warning"]
+    return lines
 
 
 def observation_shape(task, seed: int = 0) -> tuple[int, ...] | None:

@@ -178,12 +178,17 @@ def test_simulator_warnings_become_one_line_each(tmp_path, capsys, monkeypatch):
     def noisy(self, rng, n):
         for _ in range(23):
             warnings.warn("overflow encountered in something", RuntimeWarning, stacklevel=1)
+        for i in range(300):  # one per draw, each with its own numbers: still one line
+            warnings.warn(f"draw {i} had a rate of {0.5 + i:.2f}", UserWarning, stacklevel=1)
         return real(self, rng, n)
 
     monkeypatch.setattr(tasks.GammaPoisson, "simulate", noisy)
     assert cli.main(["--prior", "gamma", *SMALL, "--no-plots", "--out", str(tmp_path / "r")]) == 0
-    err = [line for line in capsys.readouterr().err.splitlines() if "overflow" in line]
+    lines = capsys.readouterr().err.splitlines()
+    err = [line for line in lines if "overflow" in line]
     assert len(err) == 1 and "23×" in err[0] and err[0].startswith("mdnjax.train: warning:")
+    per_draw = [line for line in lines if "had a rate of" in line]
+    assert len(per_draw) == 1 and "300×" in per_draw[0]
 
 
 def test_bad_input_from_the_real_command_has_no_traceback():
