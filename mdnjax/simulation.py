@@ -104,6 +104,10 @@ def draw(task, rng: np.random.Generator, n: int, space: str, dtype=np.float32):
             f"simulate returned y = {int(bad)}: observations must lie in {Y_MIN}..{Y_MAX} (32-bit integers); "
             "rescale or offset your counts"
         )
+    lo, hi = getattr(task, "y_range", (-np.inf, np.inf))
+    if y.size and (y.min() < lo or y.max() > hi):
+        bad = y.min() if y.min() < lo else y.max()
+        raise SimulationError(f"simulate returned y = {int(bad)}, outside the task's declared y_range ({lo:g}, {hi:g})")
     declared = getattr(task, "y_shape", None)
     if declared is not None and tuple(y.shape[1:]) != tuple(declared):
         expected = f"({n}, {declared[0]})" if declared else f"({n},)"

@@ -89,6 +89,7 @@ BROKEN = {
     "outside": ("theta = rng.uniform(size=n) * 2\n    return theta, rng.binomial(5, 0.5, n)", "outside the declared"),
     "not_a_pair": ("return rng.uniform(size=n)", "pair (theta, y)"),
     "huge_y": ("theta = rng.uniform(size=n)\n    return theta, rng.binomial(5, theta) + 2**31", "32-bit integers"),
+    "y_range": ("theta = rng.uniform(size=n)\n    return theta, rng.binomial(5, theta) - 1", "declared y_range"),
     "empty_y": ("theta = rng.uniform(size=n)\n    return theta, np.zeros((n, 0), int)", "at least one count"),
 }
 
@@ -100,7 +101,7 @@ def test_each_broken_simulator_is_one_clear_line(kind, tmp_path, capsys):
     path.write_text(
         "import numpy as np, mdnjax\n"
         f"def simulate(rng, n):\n    {body}\n"
-        "TASK = mdnjax.Task('broken', simulate, support=[(0.0, 1.0)])\n"
+        "TASK = mdnjax.Task('broken', simulate, support=[(0.0, 1.0)], y_range=(0, 5))\n"
     )
     out = tmp_path / "run"
     assert cli.main(["--task", f"{path}:TASK", *SMALL, "--out", str(out)]) == 2
