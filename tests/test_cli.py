@@ -357,3 +357,18 @@ def test_a_log_file_gets_stage_lines_and_about_twenty_loss_lines(capsys):
     assert lines[0] == "mdnjax: simulating 1,000,000 draws ..."
     loss_lines = [line for line in lines if line.startswith("[epoch")]
     assert 15 <= len(loss_lines) <= 21 and loss_lines[-1].startswith("[epoch   4000/4000]")
+
+
+def test_ctrl_c_during_the_report_keeps_the_trained_posterior(tmp_path, capsys, monkeypatch):
+    from mdnjax import report
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "build", interrupted)
+    out = tmp_path / "run"
+    assert cli.main(["--prior", "gamma", *SMALL, "--no-plots", "--out", str(out)]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line or "Traceback" in line]
+    assert len(errors) == 1 and "the report failed after training (interrupted)" in errors[0]
+    assert json.loads((out / "metrics.json").read_text())["status"] == "report failed"
+    assert np.isfinite(float(mdnjax.load(out).mean(30)))
