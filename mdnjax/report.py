@@ -13,15 +13,13 @@ Example:
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from mdnjax import collapse, heldout, metrics, plots, reference, sources
 from mdnjax import observed as observed_lib
-from mdnjax.layout import Codebook, index_of, layout_ratio
+from mdnjax.layout import index_of, layout_ratio
 from mdnjax.posterior import RARE_BELOW
 
 DENSE = 100  # y with at least this many samples enter the per-y summary
@@ -326,7 +324,7 @@ def _multivariate(result, task, plot_y, out: Path | None, plots_on: bool, stage)
             name = "pairs.png" if i == 0 else f"pairs_{i}.png"
             plots.pair_plot(post, task, yv, out / name, reference=ref, exact_draws=exact_theta, seed=config.seed)
     if result.heldout is not None:
-        payload["heldout_summary"] = _pit_summary(post, result.heldout)
+        payload["heldout_summary"] = heldout.pit_summary(post, result.heldout)
     return payload
 
 
@@ -335,35 +333,6 @@ def _to_theta(post, u: np.ndarray) -> np.ndarray:
     if not post.unconstrained:
         return u
     return np.stack([bd.inverse(u[:, d]) for d, bd in enumerate(post.spec.bounds)], axis=1)
-
-
-def _pit_summary(post, held, min_draws: int = heldout.MIN_DRAWS) -> dict:
-    """Per coordinate, the share of y (with ``min_draws`` held-out draws) whose marginal PIT rejects
-    uniformity at 1%; one vectorised pass over every held-out draw."""
-    theta_u, y = held
-    rows = np.asarray(y).reshape(len(theta_u), -1)
-    book = Codebook.of(rows)
-    codes = book.encode(rows)
-    counts = np.bincount(codes)
-    dense = np.flatnonzero(counts >= min_draws)
-    keep = np.isin(codes, dense)
-    if not dense.size:
-        return {"count": 0, "draws": 0, "pit_rejected_at_1pct": [], "nll_mean": float("nan")}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        lp, cdf = post.fitting_log_prob_and_cdf(theta_u[keep], np.asarray(y)[keep])
-    cdf = cdf.reshape(len(cdf), -1)
-    kept = codes[keep]
-    rejected = np.zeros((dense.size, cdf.shape[1]), bool)
-    for i, c in enumerate(dense):
-        at = kept == c
-        rejected[i] = [stats.kstest(cdf[at, d], "uniform").pvalue < 0.01 for d in range(cdf.shape[1])]
-    return {
-        "count": int(dense.size),
-        "draws": int(keep.sum()),
-        "pit_rejected_at_1pct": rejected.mean(axis=0).tolist() if dense.size else [],
-        "nll_mean": float(-lp.mean()) if lp.size else float("nan"),
-    }
 
 
 def _table_multivariate(payload: dict) -> str:

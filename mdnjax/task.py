@@ -244,7 +244,7 @@ class Task:
         """
         from mdnjax.tasks.numpyro import from_numpyro
 
-        return from_numpyro(model, y=y, theta=theta, name=name, **kwargs)
+        return from_numpyro(cls, model, y=y, theta=theta, name=name, **kwargs)
 
     def simulate(self, rng: np.random.Generator, n: int):
         """Draws ``n`` pairs (θ, y) from the joint model, as NumPy arrays.

@@ -14,13 +14,12 @@ import math
 
 import numpy as np
 
-from mdnjax.task import Task
 
-
-def from_numpyro(model, y: str = "y", theta=None, name: str | None = None, **kwargs) -> Task:
-    """A task from a numpyro model (called with no arguments).
+def from_numpyro(cls, model, y: str = "y", theta=None, name: str | None = None, **kwargs):
+    """A task from a numpyro model (called with no arguments): ``Task.from_numpyro(model)``.
 
     Args:
+        cls: the task class to build (``mdnjax.Task`` or a subclass).
         model: the numpyro model function.
         y: the name of the observed site: integer counts; a plate of them (or a vector-valued
             site) is a vector observation of M counts.
@@ -106,7 +105,7 @@ def from_numpyro(model, y: str = "y", theta=None, name: str | None = None, **kwa
         out = np.asarray(out, np.float64).reshape(len(out), -1).sum(axis=1)  # a plate: its counts together
         return out.reshape(batch)
 
-    return Task(
+    return cls(
         label,
         simulate,
         support=support,
