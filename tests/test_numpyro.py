@@ -131,7 +131,21 @@ def test_a_two_site_numpyro_task_with_a_plate_runs_through_the_command(tmp_path,
     path = tmp_path / "model.py"
     path.write_text(TASK_FILE)
     out = tmp_path / "run"
-    argv = ["--task", f"{path}:TASK", "--samples", "6000", "--epochs", "20", "--no-plots", "--plot-y", "2", "1", "4"]
+    argv = [
+        "--task",
+        f"{path}:TASK",
+        "--samples",
+        "6000",
+        "--epochs",
+        "20",
+        "--no-plots",
+        "--holdout",
+        "0",
+        "--plot-y",
+        "2",
+        "1",
+        "4",
+    ]
     assert cli.main([*argv, "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["dim"] == 2 and metrics["inputs"] == 3 and metrics["at_y"][0]["y"] == [2, 1, 4]
