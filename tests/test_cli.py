@@ -251,7 +251,7 @@ def test_a_two_parameter_run_reports_calibrates_and_resumes_in_d_dimensions(tmp_
     (the checkpoint template from the task's declared D and M) trains on from its last epoch and
     removes the calibration of the earlier posterior."""
     out = tmp_path / "ab"
-    argv = ["--prior", "abtest", "--trials", "20", "20", "--observed", "4", "9", "--samples", "30000"]
+    argv = ["--prior", "abtest", "--trials", "20", "20", "--samples", "30000"]  # --plot-y below names the y
     assert (
         cli.main([*argv, "--epochs", "200", "--log-every", "100", "--plot-y", "4", "9", "10", "10", "--out", str(out)])
         == 0
