@@ -201,10 +201,20 @@ def compare_nd(posterior, task, y, reference, seed: int = 0) -> dict:
     return out
 
 
-def per_sample_loss(task, config, posterior, y_values, processes: int = 1) -> float:
+class NotReproducible(ValueError):
+    """Simulating again from the seed did not give the training draws back (a simulator that keeps
+    state, or draws from a generator other than the one it is given)."""
+
+
+def per_sample_loss(task, config, posterior, y_values, processes: int = 1, counts_at=None) -> float:
     """The training objective on the run's own draws, sample by sample (−Σ w log q_u(u | y) in the
     fitting space, per the run's weighting, over the y that had a bucket), re-simulated from the
-    seed in chunks: the loss that compares across layouts (a binned run trains on summaries)."""
+    seed in chunks: the loss that compares across layouts (a binned run trains on summaries).
+
+    Raises:
+        NotReproducible: ``counts_at`` (the training draws at each of ``y_values``) differs from the
+            draws simulated again: the loss would be of other draws than training's.
+    """
     y_values = np.asarray(y_values)
     num_y = y_values.shape[0]
     counts = np.zeros(num_y)
@@ -224,6 +234,13 @@ def per_sample_loss(task, config, posterior, y_values, processes: int = 1) -> fl
             lp, _ = posterior.fitting_log_prob_and_cdf(u[keep], y[keep])
         counts += np.bincount(j[keep], minlength=num_y)
         total += np.bincount(j[keep], -lp, minlength=num_y)
+    if counts_at is not None and processes == 1 and not np.array_equal(counts, np.asarray(counts_at)):
+        differ = int(np.sum(counts != np.asarray(counts_at)))
+        raise NotReproducible(
+            f"simulating again from seed {config.seed} gave other draws than training's (the counts differ at "
+            f"{differ:,} of {num_y:,} y): the simulator keeps state or draws from a generator it was not given; "
+            "the per-sample loss is left out"
+        )
     if config.weighting == "per-y":
         return float(np.sum(total / np.maximum(counts, 1)))
     return float(total.sum() / max(counts.sum(), 1))

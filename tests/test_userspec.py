@@ -224,3 +224,32 @@ def test_a_report_that_fails_after_training_keeps_the_posterior_and_can_be_writt
     metrics = json.loads((out / checkpoint.METRICS).read_text())
     assert metrics["status"] == "ok" and metrics["loss"] == failed["loss"] and "plotted" in metrics
     assert (out / checkpoint.POSTERIOR).read_bytes() == posterior_before  # no training
+
+
+DRIFTING = """
+import numpy as np
+
+import mdnjax
+
+CALLS = [0]
+
+
+def simulate(rng, n):  # keeps state: the second call draws other θ than the first
+    CALLS[0] += 1
+    theta = rng.beta(2.0, 5.0, n) if CALLS[0] == 1 else rng.beta(5.0, 2.0, n)
+    return theta, rng.binomial(20, theta)
+
+
+TASK = mdnjax.Task("drifting", simulate, support=[(0.0, 1.0)])
+"""
+
+
+def test_a_simulator_that_drifts_when_simulated_again_gets_no_silent_per_sample_loss(tmp_path, capsys):
+    path = tmp_path / "drifting.py"
+    path.write_text(DRIFTING)
+    out = tmp_path / "run"
+    assert cli.main(["--task", f"{path}:TASK", *SMALL, "--holdout", "0", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "gave other draws than training's" in err
+    metrics = json.loads((out / checkpoint.METRICS).read_text())
+    assert "per_sample_loss" not in metrics and any("other draws" in w for w in metrics["warnings"])

@@ -45,9 +45,12 @@ def write_report(prog: str, t_start: float, out: Path, record: dict, task, confi
         )
         if layout.plan(config.layout).binned or config.samples <= sources.CHUNK:
             Printer.stage("report: the per-sample loss on the training draws (simulated again from the seed)")
-            payload["per_sample_loss"] = metrics.per_sample_loss(
-                task, config, result.posterior, result.buckets.y_values, jax.process_count()
-            )
+            try:
+                payload["per_sample_loss"] = metrics.per_sample_loss(
+                    task, config, result.posterior, result.buckets.y_values, jax.process_count(), result.buckets.counts
+                )
+            except metrics.NotReproducible as err:
+                payload["warnings"].append(str(err))
     except (Exception, KeyboardInterrupt, _Interrupted) as err:  # noqa: BLE001 - the trained posterior is kept
         return _failed(prog, out, record, result, err, isinstance(err, UserCodeError))
     finally:
