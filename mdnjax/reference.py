@@ -300,7 +300,7 @@ def grid_posterior_2d(task, y, lows, highs, size: int = 801) -> GridPosterior2D:
         lp = _log_density_u_nd(task, y, np.stack(np.meshgrid(*g, indexing="ij"), axis=-1))
         peak = lp.max()
         if not np.isfinite(peak):
-            raise ValueError(f"p(θ | y = {list(np.ravel(y))}) vanishes on the grid")
+            raise ValueError(f"p(θ | y = {[int(v) for v in np.ravel(y)]}) vanishes on the grid")
         live = lp > peak - DROP
         grow = hi - lo
         low_edge = np.array([live[0].any(), live[:, 0].any()]) & (lo > ranges[:, 0])

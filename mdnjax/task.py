@@ -298,12 +298,15 @@ class Task:
         return tuple(float(m) for m in mean), tuple(float(v) for v in sd)  # per component of y
 
     def check_y(self, y) -> None:
-        """Raises ``ValueError`` unless y is a possible observation of this task."""
+        """Raises ``ValueError`` unless y (a count, or the M counts of one observation) is a
+        possible observation of this task."""
         lo, hi = self.y_range
-        if not lo <= y <= hi:
+        values = np.ravel(np.asarray(y))
+        if not np.all((values >= lo) & (values <= hi)):
             upper = "infinity" if math.isinf(hi) else f"{hi:g}"
             lower = "-infinity" if math.isinf(lo) else f"{lo:g}"
-            raise ValueError(f"y = {y} is outside the possible range {lower}..{upper} of the {self.name} task")
+            shown = int(values[0]) if values.size == 1 else [int(v) for v in values]
+            raise ValueError(f"y = {shown} is outside the possible range {lower}..{upper} of the {self.name} task")
 
     def describe(self) -> dict:
         """A JSON-able record of the task for the run folder."""

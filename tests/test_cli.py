@@ -97,6 +97,8 @@ BAD = [
     (["--prior", "abtest", "--plot-y", "3", "4", "5"], "observes 2 counts per y"),
     (["--prior", "abtest", "--doses", "1"], "--doses does not apply to the abtest task"),
     (["--prior", "beta", "--trials", "10", "20"], "--trials must be an integer"),
+    (["--prior", "abtest", "--trials", "10", "100"], "set observed together with trials"),
+    (["--prior", "abtest", "--trials", "10", "100", "--observed", "5", "0", "--plot-y", "50", "0"], "impossible"),
 ]
 
 

@@ -252,6 +252,12 @@ def check_plot_y(task, plot_y, flag: str = "--plot-y") -> None:
     width = shape[0] if shape else 1
     if shape is not None and len(plot_y) % width:
         raise UsageError(f"{flag}: the {task.name} task observes {width} counts per y; got {len(plot_y)} numbers")
+    if width > 1:  # whole observations: the task may check its counts together
+        for i in range(0, len(plot_y), width):
+            try:
+                task.check_y(plot_y[i : i + width])
+            except ValueError as err:
+                raise UsageError(f"{flag}: {err}") from None
     if flag == "--observed" and shape is not None and len(plot_y) != width:
         raise UsageError(
             f"--observed is one observation: {width} number(s) for the {task.name} task, got {len(plot_y)}"

@@ -142,11 +142,24 @@ class ABTest(Task):
             raise ValueError(f"trials must be (n_A, n_B), got {trials!r}")
         observed = tuple(int(v) for v in observed)
         if len(observed) != 2 or not all(0 <= v <= n for v, n in zip(observed, self.trials)):
-            raise ValueError(f"observed must be (y_A, y_B) within the trials {self.trials}, got {observed!r}")
+            raise ValueError(
+                f"observed must be (y_A, y_B) within the trials {self.trials}, got {observed!r} "
+                "(set observed together with trials)"
+            )
         self.observed = observed
         self.y_range = (0.0, float(max(self.trials)))
         self.plot_y = (observed,)
         self.summaries = {"P(pB > pA)": Probability(lambda t: (t[..., 1] > t[..., 0]).astype(np.float64))}
+
+    def check_y(self, y) -> None:
+        """Each count within its own arm's trials (a single number: within the larger arm's)."""
+        values = np.ravel(np.asarray(y))
+        if values.size == 2 and not all(0 <= v <= n for v, n in zip(values, self.trials)):
+            raise ValueError(
+                f"y = {[int(v) for v in values]} is impossible for the {self.name} task: (y_A, y_B) within the trials "
+                f"{self.trials}"
+            )
+        super().check_y(y)
 
     @property
     def prior_cov(self) -> np.ndarray:
