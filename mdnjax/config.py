@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-LAYOUTS = ("packed", "padded", "binned")
+LAYOUTS = ("packed", "padded", "binned", "per-sample")  # what a run trains on ("auto" picks one)
+AUTO = "auto"
 WEIGHTINGS = ("per-y", "per-sample")
 SCHEDULES = ("constant", "cosine")
 SPACES = ("raw", "unconstrained")
@@ -46,6 +47,16 @@ RECIPES = {
         "space": "raw",
         "hidden": (24, 25, 16),
     },
+}
+# The per-sample layout's settings (single (θ, y) pairs in minibatches, early stopping on a
+# validation split): measured on sbibm tasks (docs/quality.md); ``epochs`` is the most passes.
+PER_SAMPLE = {
+    "epochs": 1000,
+    "lr": 1e-3,
+    "weighting": "per-sample",
+    "schedule": "constant",
+    "space": "unconstrained",
+    "hidden": (64, 64, 64),
 }
 DEFAULT_RECIPE = "fast"
 MAX_EPOCHS = 1_000_000
@@ -87,7 +98,7 @@ MAX_BINNED_DIM = 3  # the binned layout's cells per y are bins^D: beyond D = 3 t
 
 def _layout(value, task) -> str:
     """The layout; above ``MAX_BINNED_DIM`` parameters the binned one gives way to the packed one."""
-    chosen = _choice("layout", value, LAYOUTS)
+    chosen = _choice("layout", value, (*LAYOUTS, AUTO))
     if chosen == "binned" and task is not None and len(getattr(task, "support", ())) > MAX_BINNED_DIM:
         return "packed"
     return chosen
@@ -97,6 +108,25 @@ def _choice(name: str, value, choices) -> str:
     if value not in choices:
         raise ConfigError(f"unknown {name} {value!r}: choose one of {', '.join(choices)}", name)
     return value
+
+
+def _validation(value) -> float:
+    share = _share("validation", value)
+    if not 0.0 < share < 1.0:
+        raise ConfigError(f"validation must be a share strictly between 0 and 1, got {value!r}", "validation")
+    return share
+
+
+def _embedding(value):
+    """None (chosen from y's shape when training) or an ``Embedding``."""
+    if value is None:
+        return None
+    from mdnjax.embeddings import Embedding
+
+    try:
+        return Embedding.of(value)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(str(err).splitlines()[0], "embedding") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +157,17 @@ class Config:
             never sees; they check q(θ | y) bucket by bucket (``mdnjax.heldout``).
         log_every: epochs run per dispatch (and between progress reports).
         devices: devices the bucket rows are split over (``None``: all).
+        batch_size: the per-sample layout's minibatch of (θ, y) pairs.
+        patience: the per-sample layout stops after this many passes without a better
+            validation loss, and keeps the best parameters.
+        validation: the per-sample layout's share of the simulations kept for validation.
+        embedding: the per-sample layout's embedding network for y (``mdnjax.embeddings``): a
+            kind (``"none"``, ``"mlp"``, ``"set"``, ``"conv"``), a dict of its fields, or None
+            (an MLP for a vector y, none for a scalar).
+
+    ``layout="auto"`` (the default) trains on the binned layout when the observations repeat
+    enough to pay off and per sample otherwise (``mdnjax.layout.choose``); ``"per-sample"``
+    forces single pairs, whose defaults come from ``PER_SAMPLE`` rather than the recipe.
     """
 
     samples: int = 1_000_000
@@ -138,12 +179,16 @@ class Config:
     weighting: str | None = None
     schedule: str | None = None
     space: str | None = None
-    layout: str = "binned"
+    layout: str = AUTO
     bins: int = 256
     seed: int = 0
     holdout: float = 0.1
     log_every: int = 50
     devices: int | None = None
+    batch_size: int = 256
+    patience: int = 20
+    validation: float = 0.1
+    embedding: Any = None
 
     def resolve(self, task=None) -> Config:
         """A validated copy with every ``None`` training setting filled from the recipe and the task.
@@ -153,6 +198,8 @@ class Config:
         """
         recipe = dict(RECIPES[_choice("recipe", self.recipe, RECIPES)])
         recipe.update(getattr(task, "recommended", {}).get(self.recipe, {}))
+        if self.layout == "per-sample":
+            recipe = dict(PER_SAMPLE)
         pick = lambda name: recipe[name] if getattr(self, name) is None else getattr(self, name)  # noqa: E731
         hidden = pick("hidden")
         if isinstance(hidden, (int, float)) or not hasattr(hidden, "__iter__"):
@@ -179,10 +226,17 @@ class Config:
             holdout=_share("holdout", self.holdout),
             log_every=_integer("log_every", self.log_every, 1),
             devices=None if self.devices is None else _integer("devices", self.devices, 1),
+            batch_size=_integer("batch_size", self.batch_size, 1),
+            patience=_integer("patience", self.patience, 1),
+            validation=_validation(self.validation),
+            embedding=_embedding(self.embedding),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if hasattr(self.embedding, "to_json"):
+            d["embedding"] = self.embedding.to_json()
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)

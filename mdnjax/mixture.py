@@ -276,3 +276,26 @@ def transformed_moments_nd(inverse, logits, means, covs, nodes: int | None = Non
         m1 += w[k] * (weights @ theta)
         m2 += w[k] * np.einsum("g,gi,gj->ij", weights, theta, theta)
     return m1, m2 - np.outer(m1, m1)
+
+
+def affine(logits, means, scales, shift, scale):
+    """The mixture of u = shift + scale ⊙ z given the mixture of z (per-coordinate shift and
+    scale > 0, each (D,)): means move and stretch; the log-variances (D = 1) or the precision
+    factor's log-diagonal gain 2 log scale, and row i of the factor's off-diagonal divides by
+    scale_i (the precision of u is S⁻¹ L Lᵀ S⁻¹, S = diag(scale)). Logits are unchanged.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> _, m, lv = affine(jnp.zeros(1), jnp.ones(1), jnp.zeros(1), jnp.array([2.0]), jnp.array([3.0]))
+        >>> float(m[0]), round(float(jnp.exp(lv[0])), 4)
+        (5.0, 9.0)
+    """
+    shift, scale = jnp.asarray(shift), jnp.asarray(scale)
+    dim = shift.shape[-1]
+    log_scale = jnp.log(scale)
+    if means.ndim == logits.ndim:  # D = 1: (..., K)
+        return logits, means * scale[0] + shift[0], scales + 2.0 * log_scale[0]
+    rows, _ = np.tril_indices(dim, -1)
+    diag = scales[..., :dim] + 2.0 * log_scale
+    off = scales[..., dim:] / scale[rows]
+    return logits, means * scale + shift, jnp.concatenate([diag, off], axis=-1)

@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from mdnjax import embeddings
+
 DEFAULT_HIDDEN = (24, 25, 16)
 
 
@@ -55,6 +57,7 @@ class MDN(nnx.Module):
         hidden: widths of the ReLU backbone.
         dim: D, the number of parameters.
         inputs: M, the length of an observation.
+        embedding: an ``mdnjax.embeddings.Embedding`` that maps the M inputs first (None: none).
         rngs: Flax random streams for initialisation.
     """
 
@@ -64,9 +67,13 @@ class MDN(nnx.Module):
         hidden: Sequence[int] = DEFAULT_HIDDEN,
         dim: int = 1,
         inputs: int = 1,
+        embedding: embeddings.Embedding | None = None,
         *,
         rngs: nnx.Rngs,
     ):
+        if embedding is not None and embedding.kind != "none":  # the tree holds "embed" only when used
+            self.embed = embeddings.build(embedding, inputs, rngs=rngs)
+            inputs = embedding.output_width(inputs)
         widths = (inputs, *hidden)
         self.dim, self.components = dim, components
         self.backbone = nnx.List([_torch_linear(a, b, rngs) for a, b in zip(widths[:-1], widths[1:])])
@@ -77,6 +84,8 @@ class MDN(nnx.Module):
     def __call__(self, x: jax.Array):
         """Maps inputs x, shape (B,) for M = 1 or (B, M), to mixture parameters."""
         h = x[:, None] if x.ndim == 1 else x  # (B, M)
+        if hasattr(self, "embed"):
+            h = self.embed(h)
         for layer in self.backbone:
             h = jax.nn.relu(layer(h))
         logits, means, scales = self.logits_head(h), self.means_head(h), self.log_vars_head(h)
@@ -92,6 +101,7 @@ def init(
     hidden: Sequence[int] = DEFAULT_HIDDEN,
     dim: int = 1,
     inputs: int = 1,
+    embedding: embeddings.Embedding | None = None,
 ):
     """Builds an MDN and splits it for a functional training loop.
 
@@ -101,12 +111,13 @@ def init(
         hidden: backbone widths.
         dim: D, parameters.
         inputs: M, observation length.
+        embedding: an embedding network for y (``mdnjax.embeddings``), or None.
 
     Returns:
         graphdef: the static structure, for ``apply``.
         params: a pure dict of parameter arrays (a pytree for optax).
     """
-    model = MDN(components, tuple(hidden), dim, inputs, rngs=nnx.Rngs(params=key))
+    model = MDN(components, tuple(hidden), dim, inputs, embedding, rngs=nnx.Rngs(params=key))
     graphdef, state = nnx.split(model, nnx.Param)
     return graphdef, nnx.to_pure_dict(state)
 

@@ -1,4 +1,5 @@
-"""The objective and its reference implementation (the oracle every fast kernel is tested against).
+"""The objectives: over buckets (and its reference implementation, the oracle every fast kernel is
+tested against) and over single pairs (``sample_nll``, the per-sample layout).
 
     L(params) = Σ_rows weight_row · Σ_{i in row} −log Σ_k π_k(y) N(θ_i | μ_k(y), σ_k²(y))
 
@@ -84,3 +85,20 @@ def loss(params, graphdef, data: Data, kernel=reference_nll):
     """
     logits, means, log_vars = model.apply(graphdef, params, data.x)  # (num_y, K) each
     return kernel(logits, means, log_vars, data)
+
+
+def sample_nll(params, graphdef, x, theta):
+    """The per-sample objective: mean over pairs of −log q(θ_i | y_i), one mixture per pair.
+
+    Args:
+        params: MDN parameters (pure dict).
+        graphdef: MDN graph definition.
+        x: (B,) or (B, M) network inputs, one per pair.
+        theta: (B,) or (B, D) the pairs' θ (the network's space).
+
+    Returns:
+        Scalar loss.
+    """
+    logits, means, scales = model.apply(graphdef, params, x)
+    lp = mixture.log_prob if means.ndim == logits.ndim else mixture.mvn_log_prob
+    return -jnp.mean(lp(theta, logits, means, scales))

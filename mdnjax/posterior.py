@@ -76,9 +76,18 @@ class Posterior:
     def __init__(self, spec: PosteriorSpec, params):
         self.spec = spec
         self.params = params
-        self.graphdef, _ = model.init(jax.random.key(0), spec.components, spec.hidden, spec.dim, spec.inputs)
-        graphdef = self.graphdef
-        self._mixture = jax.jit(lambda p, x: model.apply(graphdef, p, x))
+        self.graphdef, _ = model.init(
+            jax.random.key(0), spec.components, spec.hidden, spec.dim, spec.inputs, spec.network
+        )
+        graphdef, standard = self.graphdef, spec.theta_standard
+
+        def network(p, x):
+            out = model.apply(graphdef, p, x)
+            if standard is None:
+                return out
+            return mixture.affine(*out, jnp.asarray(standard[0], jnp.float32), jnp.asarray(standard[1], jnp.float32))
+
+        self._mixture = jax.jit(network)
 
     @property
     def bound(self) -> Bound:
@@ -97,12 +106,14 @@ class Posterior:
     # ----------------------------------------------------------------- observations
 
     def check_y(self, y) -> np.ndarray:
-        """y as an int64 array (any shape; a trailing M for vector y) after the one rule;
-        ``ValueError`` otherwise."""
+        """y as an int64 array (any shape; a trailing M for vector y) after the one rule, or for a
+        continuous observation a float64 array of finite numbers; ``ValueError`` otherwise."""
         try:
             arr = np.asarray(y)
         except (TypeError, ValueError):
             arr = np.asarray(None)
+        if self.spec.y_kind == "continuous":
+            return self._check_continuous(y, arr)
         if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
             raise ValueError(f"y must be an integer or an array of integers, got {y!r}")
         if np.issubdtype(arr.dtype, np.floating):
@@ -122,6 +133,18 @@ class Posterior:
             )
         return arr.astype(np.int64)
 
+    def _check_continuous(self, y, arr: np.ndarray) -> np.ndarray:
+        if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+            raise ValueError(f"y must be a number or an array of numbers, got {y!r}")
+        m = self.spec.inputs
+        if m > 1 and (arr.ndim == 0 or arr.shape[-1] != m):
+            raise ValueError(f"y of {self.spec.name} is a sequence of {m} numbers, got shape {arr.shape}")
+        padded = self.spec.network.kind == "set"  # NaN trials are padding for a set encoder
+        bad = np.isinf(arr) if padded else ~np.isfinite(arr)
+        if bad.any():
+            raise ValueError(f"y must be finite numbers, got {arr[bad].reshape(-1)[0]!r}")
+        return arr.astype(np.float64)
+
     def _batch(self, y: np.ndarray) -> tuple[int, ...]:
         """The batch shape of checked observations (y's shape without a vector's trailing M)."""
         return y.shape[:-1] if self.spec.inputs > 1 else y.shape
@@ -138,14 +161,19 @@ class Posterior:
             ) from None
 
     def training_samples(self, y):
-        """Training samples the posterior saw at each y (0 for a y never simulated); y's batch shape."""
+        """Training samples the posterior saw at each y (0 for a y never simulated); y's batch shape.
+        None for a posterior trained per sample (no samples per y are recorded)."""
         y = self.check_y(y)
+        if self.spec.per_sample:
+            return None
         m = self.spec.inputs
         at = index_of(self.spec.y_values, y.reshape(-1, m) if m > 1 else y)
         out = np.where(at >= 0, self.spec.counts[np.maximum(at, 0)], 0).reshape(self._batch(y))
         return int(out) if out.ndim == 0 else out
 
     def _flag(self, y: np.ndarray) -> None:
+        if self.spec.per_sample:
+            return
         counts = np.asarray(self.training_samples(y)).reshape(-1)
         rare = counts < RARE_BELOW
         if rare.any():
@@ -330,10 +358,10 @@ def load(run_dir) -> Posterior:
         probe = PosteriorSpec.from_json(raw, np.zeros(0), np.zeros(0))
     except (KeyError, TypeError, ValueError, IndexError) as err:
         raise checkpoint.FormatError(f"{run_dir / checkpoint.POSTERIOR_SPEC} is not a posterior spec ({err})") from None
-    _, template = model.init(jax.random.key(0), probe.components, probe.hidden, probe.dim, probe.inputs)
+    _, template = model.init(jax.random.key(0), probe.components, probe.hidden, probe.dim, probe.inputs, probe.network)
     template = jax.tree_util.tree_map(np.asarray, template)
     params, extra = checkpoint.load_tree(run_dir / checkpoint.POSTERIOR, template, ("y_values", "counts"), finite=True)
     spec = dataclasses.replace(
-        probe, y_values=np.asarray(extra["y_values"], np.int64), counts=np.asarray(extra["counts"], np.int64)
+        probe, y_values=np.asarray(extra["y_values"], probe.y_values.dtype), counts=np.asarray(extra["counts"], np.int64)
     )
     return Posterior(spec, jax.tree_util.tree_map(jnp.asarray, params))

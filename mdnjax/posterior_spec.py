@@ -1,5 +1,6 @@
 """What a trained posterior is, as data: the network's shape, the fitting space and support, the
-input scaling and the training samples per y (``posterior.json`` beside ``posterior.npz``).
+input scaling and the training samples per y (``posterior.json`` beside ``posterior.npz``); for
+the per-sample layout also the observation's kind, θ's standardisation and the embedding network.
 
 Example:
     >>> spec = PosteriorSpec.from_json({"name": "beta", "components": 8, "hidden": [64], "space": "raw",
@@ -14,6 +15,7 @@ import dataclasses
 
 import numpy as np
 
+from mdnjax.embeddings import Embedding
 from mdnjax.task import Bound
 
 
@@ -32,6 +34,11 @@ class PosteriorSpec:
     counts: np.ndarray = dataclasses.field(repr=False)  # (num_y,) training samples at each
     dim: int = 1  # D, parameters
     inputs: int = 1  # M, the length of an observation
+    y_kind: str = "counts"  # or "continuous": any finite float y
+    # the network's θ is z = (u − shift) / scale per coordinate (None: z = u), each (D,)
+    theta_standard: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    network: Embedding = Embedding("none")  # the embedding network between y and the backbone
+    per_sample: bool = False  # trained on single pairs: no training samples per y are recorded
 
     @classmethod
     def of(cls, task, config, embedding, y_values, counts) -> PosteriorSpec:
@@ -61,6 +68,10 @@ class PosteriorSpec:
             "y_range": list(self.y_range),
             "dim": self.dim,
             "inputs": self.inputs,
+            "y_kind": self.y_kind,
+            "theta_standard": None if self.theta_standard is None else [list(v) for v in self.theta_standard],
+            "network": self.network.to_json(),
+            "per_sample": self.per_sample,
         }
 
     @classmethod
@@ -68,6 +79,10 @@ class PosteriorSpec:
         """The spec of ``posterior.json``; ``ValueError`` (one line) for a value it cannot hold."""
         if d.get("space") not in ("raw", "unconstrained"):
             raise ValueError(f"posterior.json: space must be 'raw' or 'unconstrained', got {d.get('space')!r}")
+        if d.get("y_kind", "counts") not in ("counts", "continuous"):
+            raise ValueError(f"posterior.json: y_kind must be 'counts' or 'continuous', got {d.get('y_kind')!r}")
+        standard = d.get("theta_standard")
+        y_dtype = np.float64 if d.get("y_kind") == "continuous" else np.int64
         return cls(
             name=str(d["name"]),
             components=int(d["components"]),
@@ -76,10 +91,14 @@ class PosteriorSpec:
             bounds=tuple(Bound(float(lo), float(hi)) for lo, hi in d["bounds"]),
             embedding=_embedding(d["embedding"]),
             y_range=(float(d["y_range"][0]), float(d["y_range"][1])),
-            y_values=np.asarray(y_values, np.int64),
+            y_values=np.asarray(y_values, y_dtype),
             counts=np.asarray(counts, np.int64),
             dim=int(d.get("dim", 1)),
             inputs=int(d.get("inputs", 1)),
+            y_kind=str(d.get("y_kind", "counts")),
+            theta_standard=None if standard is None else tuple(tuple(float(v) for v in s) for s in standard),
+            network=Embedding.from_json(d.get("network")),
+            per_sample=bool(d.get("per_sample", False)),
         )
 
 

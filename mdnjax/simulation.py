@@ -57,7 +57,7 @@ def _as_rows(a: np.ndarray, what: str, n: int, width: int) -> np.ndarray:
     return a
 
 
-def draw(task, rng: np.random.Generator, n: int, space: str, dtype=np.float32):
+def draw(task, rng: np.random.Generator, n: int, space: str, dtype=np.float32, allow_nan: bool = False):
     """``n`` checked simulations with θ in the fitting space.
 
     Args:
@@ -69,7 +69,9 @@ def draw(task, rng: np.random.Generator, n: int, space: str, dtype=np.float32):
     Returns:
         theta: (n,) in the fitting space, ``dtype`` (float32 unless asked); (n, D) for D parameters
             (each transformed by its own ``Bound``).
-        y: integer (n,), or (n, M) for vector observations.
+        y: integer (n,), or (n, M) for vector observations; float64 for a continuous observation
+            (float y, unless the task declares ``y_kind="counts"``), finite (``allow_nan``: NaN
+            marks the padding of a set of trials).
         stats: ``moved_to_interior`` (draws on a bound moved inside), ``warnings`` (messages the
             simulator emitted, by text), ``shape`` (the θ shape seen).
 
@@ -91,23 +93,34 @@ def draw(task, rng: np.random.Generator, n: int, space: str, dtype=np.float32):
     seen = theta.shape
     if not np.issubdtype(theta.dtype, np.floating):
         raise SimulationError(f"simulate returned theta of dtype {theta.dtype}; expected a float array")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise SimulationError(f"simulate returned y of dtype {y.dtype}; expected an integer array (counts)")
+    counts = np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)
+    declared_kind = getattr(task, "y_kind", None)
+    if not counts and not np.issubdtype(y.dtype, np.floating):
+        raise SimulationError(f"simulate returned y of dtype {y.dtype}; expected an integer or float array")
+    if not counts and declared_kind == "counts":
+        raise SimulationError(
+            f"simulate returned y of dtype {y.dtype}; the task declares integer observations (y_kind='counts'): "
+            "return integers, or declare y_kind='continuous'"
+        )
+    if declared_kind == "continuous" or not counts:
+        y = y.astype(np.float64)
     dim = len(task.support)
     theta = _as_column(theta, "theta", n) if dim == 1 else _as_rows(theta, "theta", n, dim)
     if y.ndim == 2 and y.shape[1] == 0:
         raise SimulationError(f"simulate returned y of shape {y.shape}: an observation needs at least one count")
     y = _as_column(y, "y", n) if y.ndim < 2 or y.shape[1] == 1 else _as_rows(y, "y", n, y.shape[1])
-    if y.size and (y.min() < Y_MIN or y.max() > Y_MAX):
+    if y.dtype == np.float64:
+        _check_finite_y(y, n, allow_nan)
+    elif y.size and (y.min() < Y_MIN or y.max() > Y_MAX):
         bad = y.max() if y.max() > Y_MAX else y.min()
         raise SimulationError(
             f"simulate returned y = {int(bad)}: observations must lie in {Y_MIN}..{Y_MAX} (32-bit integers); "
             "rescale or offset your counts"
         )
     lo, hi = getattr(task, "y_range", (-np.inf, np.inf))
-    if y.size and (y.min() < lo or y.max() > hi):
-        bad = y.min() if y.min() < lo else y.max()
-        raise SimulationError(f"simulate returned y = {int(bad)}, outside the task's declared y_range ({lo:g}, {hi:g})")
+    if y.size and (np.nanmin(y) < lo or np.nanmax(y) > hi):
+        bad = np.nanmin(y) if np.nanmin(y) < lo else np.nanmax(y)
+        raise SimulationError(f"simulate returned y = {bad:g}, outside the task's declared y_range ({lo:g}, {hi:g})")
     declared = getattr(task, "y_shape", None)
     if declared is not None and tuple(y.shape[1:]) != tuple(declared):
         expected = f"({n}, {declared[0]})" if declared else f"({n},)"
@@ -143,6 +156,31 @@ def draw(task, rng: np.random.Generator, n: int, space: str, dtype=np.float32):
         "shape": seen,
     }
     return theta.astype(dtype), y, stats
+
+
+def _check_finite_y(y: np.ndarray, n: int, allow_nan: bool) -> None:
+    """Refuses rows of a continuous y that hold ±inf (or NaN, unless NaN marks padding)."""
+    bad = np.isinf(y) if allow_nan else ~np.isfinite(y)
+    rows = bad.reshape(n, -1).any(axis=1)
+    if rows.any():
+        raise SimulationError(
+            f"simulate returned {int(rows.sum()):,} of {n:,} y rows holding NaN or infinite values "
+            f"(first at index {int(np.argmax(rows))}): return finite observations, or leave those simulations out"
+        )
+
+
+def observation_kind(task, seed: int = 0) -> str | None:
+    """``"counts"`` (integer y: every layout) or ``"continuous"`` (float y: the per-sample layout):
+    the task's declaration (``Task.y_kind``) when it makes one, otherwise the dtype of a few draws.
+    None when the simulator fails (``fit`` reports that)."""
+    declared = getattr(task, "y_kind", None)
+    if declared is not None:
+        return declared
+    try:
+        y = draw(task, np.random.default_rng([seed, 0xC0DE]), 16, "raw", allow_nan=True)[1]
+    except (UserCodeError, SimulationError):
+        return None
+    return "continuous" if y.dtype == np.float64 else "counts"
 
 
 def merge_stats(total: dict, stats: dict) -> None:
@@ -181,7 +219,7 @@ def observation_shape(task, seed: int = 0) -> tuple[int, ...] | None:
     if declared is not None:
         return tuple(declared)
     try:
-        y = draw(task, np.random.default_rng([seed, 0xC0DE]), 16, "raw")[1]
+        y = draw(task, np.random.default_rng([seed, 0xC0DE]), 16, "raw", allow_nan=True)[1]
     except (UserCodeError, SimulationError):
         return None
     return () if y.ndim == 1 else (int(y.shape[1]),)

@@ -156,12 +156,12 @@ def as_bounds(support) -> tuple[Bound, ...]:
 
 
 class Task:
-    """A simulation model: θ ~ p(θ), y ~ p(y | θ), with integer observations.
+    """A simulation model: θ ~ p(θ), y ~ p(y | θ); y integer counts or continuous numbers.
 
     Args:
         name: a short name for runs and figures.
         simulate: ``simulate(rng: np.random.Generator, n: int) -> (theta, y)``: θ float, (n,) or
-            (n, D) for D parameters; y integer, (n,) or (n, M) for an observation of M counts.
+            (n, D) for D parameters; y integer or float, (n,) or (n, M) for an observation of M numbers.
         support: (low, high) per parameter (D pairs), ``-inf``/``inf`` allowed; each coordinate
             gets its own transform to the fitting space.
         log_prior: optional ``θ -> log p(θ)`` (float64 numpy, vectorized; θ (..., D) for D > 1).
@@ -173,6 +173,8 @@ class Task:
         simulator: ``"numpy"`` (default: ``simulate(rng, n)`` with a ``np.random.Generator``; the
             fastest on CPU) or ``"jax"``: ``simulate(key, n)`` with ``jax.random``, jit-compiled
             with n static (what runs fast on an accelerator).
+        y_kind: ``"counts"`` (integer y), ``"continuous"`` (float y, trained per sample) or None
+            (default: integer or float, as the simulator returns).
         y_shape: the shape of one observation: ``()`` for a count, ``(M,)`` for M counts. Declared,
             it is checked against every simulation and lets ``--plot-y``/``--observed`` be checked
             before anything runs; left out, a few draws tell it.
@@ -191,8 +193,9 @@ class Task:
     #: a label for the exact posterior in figures (``"exact Beta posterior"``)
     reference_label: str = "exact posterior"
     simulator: str = "numpy"
-    #: the kind of observation (integer counts) and its shape: () or (M,); None: learnt from draws
-    y_kind: str = "counts"
+    #: the kind of observation, ``"counts"`` (integers: every layout) or ``"continuous"`` (floats:
+    #: the per-sample layout), and its shape: () or (M,); None: learnt from draws
+    y_kind: str | None = "counts"
     y_shape: tuple[int, ...] | None = None
 
     def __init__(
@@ -206,6 +209,7 @@ class Task:
         y_range: tuple[float, float] | None = None,
         simulator: str = "numpy",
         y_shape: Sequence[int] | None = None,
+        y_kind: str | None = None,
     ):
         if not isinstance(name, str) or not name:
             raise ValueError(f"Task name must be a non-empty string, got {name!r}")
@@ -216,8 +220,9 @@ class Task:
         self.support = as_bounds(support)
         self.log_prior = log_prior
         self.log_likelihood = log_likelihood
-        as_y = lambda v: tuple(int(x) for x in v) if np.ndim(v) else int(v)  # noqa: E731
-        self.plot_y = None if plot_y is None else tuple(as_y(v) for v in plot_y)  # ints, or tuples of M ints
+        number = lambda x: int(x) if y_kind != "continuous" and float(x).is_integer() else float(x)  # noqa: E731
+        as_y = lambda v: tuple(number(x) for x in v) if np.ndim(v) else number(v)  # noqa: E731
+        self.plot_y = None if plot_y is None else tuple(as_y(v) for v in plot_y)  # numbers, or tuples of M
         if y_range is not None:
             self.y_range = (float(y_range[0]), float(y_range[1]))
         if simulator not in ("numpy", "jax"):
@@ -228,6 +233,9 @@ class Task:
             if len(shape) > 1 or any(v < 1 for v in shape):
                 raise ValueError(f"Task y_shape must be () or (M,) with M >= 1, got {y_shape!r}")
             self.y_shape = () if shape == (1,) else shape
+        if y_kind not in (None, "counts", "continuous"):
+            raise ValueError(f"Task y_kind must be 'counts', 'continuous' or None (from the draws), got {y_kind!r}")
+        self.y_kind = y_kind
 
     @classmethod
     def from_numpyro(cls, model, y: str = "y", theta=None, name: str | None = None, **kwargs) -> Task:
@@ -305,7 +313,7 @@ class Task:
         if not np.all((values >= lo) & (values <= hi)):
             upper = "infinity" if math.isinf(hi) else f"{hi:g}"
             lower = "-infinity" if math.isinf(lo) else f"{lo:g}"
-            shown = int(values[0]) if values.size == 1 else [int(v) for v in values]
+            shown = f"{values[0]:g}" if values.size == 1 else [float(f"{v:g}") for v in values]
             raise ValueError(f"y = {shown} is outside the possible range {lower}..{upper} of the {self.name} task")
 
     def describe(self) -> dict:

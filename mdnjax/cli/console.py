@@ -38,7 +38,15 @@ class Printer:
                 self.tty = False
         if self.bar is not None:
             self.bar.update(p.epoch - self.last)
-            self.bar.set_postfix_str(f"loss {p.losses[-1]:.4f}, {p.ms_per_epoch:.2f} ms/epoch")
+            val = "" if p.validation is None else f", validation {p.validation:.4f}"
+            self.bar.set_postfix_str(f"loss {p.losses[-1]:.4f}{val}, {p.ms_per_epoch:.2f} ms/epoch")
+        elif p.validation is not None:  # per-sample passes: every report (early stopping ends them)
+            print(
+                f"[pass {p.epoch:5d}/{p.epochs}] loss = {p.losses[-1]:.4f}  validation = {p.validation:.4f}  "
+                f"({p.ms_per_epoch:.1f} ms/pass)",
+                flush=True,
+            )
+            self.printed = p.epoch
         elif p.epoch - self.printed >= max(1, (p.epochs - self.start) // self.LINES) or p.epoch >= p.epochs:
             print(
                 f"[epoch {p.epoch:6d}/{p.epochs}] loss = {p.losses[-1]:.4f}  ({p.ms_per_epoch:.2f} ms/epoch)",

@@ -48,6 +48,10 @@ CONFIG_FLAGS = (
     "holdout",
     "log_every",
     "devices",
+    "batch_size",
+    "patience",
+    "validation",
+    "embedding",
 )
 
 
@@ -74,6 +78,10 @@ def number(kind):
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if kind == "auto":  # an observation: an integer when integral (counts), else a float
+            if not math.isfinite(value):
+                raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+            return int(value) if value == int(value) and "." not in text and "e" not in text.lower() else value
         if kind is int:
             if not math.isfinite(value) or value != int(value):
                 raise argparse.ArgumentTypeError(f"not an integer: {text!r}")
@@ -110,7 +118,7 @@ def train_parser() -> argparse.ArgumentParser:
     t.add_argument("--rate", type=number(float), help="sir: Gamma prior rate of R0 (default 4/3)")
     t.add_argument(
         "--observed",
-        type=number(int),
+        type=number("auto"),
         nargs="+",
         help="your observed y (any task; M numbers for a vector y): its summary, training samples and "
         "observed.png; sir, bioassay and abtest also take it as their reported y",
@@ -133,7 +141,15 @@ def train_parser() -> argparse.ArgumentParser:
     c.add_argument("--weighting", help=f"objective: {' or '.join(config_lib.WEIGHTINGS)} (recipe default)")
     c.add_argument("--schedule", help=f"learning-rate schedule: {' or '.join(config_lib.SCHEDULES)}")
     c.add_argument("--space", help="raw (fit θ) or unconstrained (fit f(θ), f from the support) (recipe default)")
-    c.add_argument("--layout", help=f"layout of the draws: {', '.join(config_lib.LAYOUTS)} (default binned)")
+    c.add_argument(
+        "--layout",
+        help=f"layout of the draws: auto, {', '.join(config_lib.LAYOUTS)} (default auto: binned when the "
+        "observations repeat, per-sample otherwise)",
+    )
+    c.add_argument("--batch-size", type=number(int), help="per-sample layout: pairs per minibatch (default 256)")
+    c.add_argument("--patience", type=number(int), help="per-sample layout: passes without a better validation loss before stopping (default 20)")
+    c.add_argument("--validation", type=number(float), help="per-sample layout: share of the simulations kept for validation (default 0.1)")
+    c.add_argument("--embedding", help="per-sample layout: embedding network for y: none, mlp, set, conv (default: mlp for a vector y)")
     c.add_argument(
         "--bins",
         type=number(int),
@@ -147,7 +163,7 @@ def train_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output folder (default: runs/TASK-TIMESTAMP)")
     r.add_argument(
         "--plot-y",
-        type=number(int),
+        type=number("auto"),
         nargs="+",
         help="observations to report and plot (default: the task's); vector y: M numbers each",
     )
@@ -216,12 +232,14 @@ def _builtin_task(args: dict):
 
 
 def config_from_flags(args: dict, task):
-    """The resolved ``Config`` of the flags (``UsageError`` naming the flag)."""
+    """The ``Config`` of the flags, checked (``UsageError`` naming the flag) but not resolved:
+    settings left unset come from the recipe of the layout the run trains on."""
     from mdnjax.config import Config, ConfigError
 
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items() if k in CONFIG_FLAGS}
     try:
-        return Config(**fields).resolve(task)
+        Config(**fields).resolve(task)
+        return Config(**fields)
     except ConfigError as err:
         raise UsageError(with_flag(err)) from None
 
@@ -243,6 +261,11 @@ def check_plot_y(task, plot_y, flag: str = "--plot-y") -> None:
 
     if not plot_y:
         return
+    if simulation.observation_kind(task) == "counts":
+        odd = [v for v in plot_y if not float(v).is_integer()]
+        if odd:
+            raise UsageError(f"{flag}: the {task.name} task observes counts: {odd[0]!r} is not an integer")
+        plot_y = [int(v) for v in plot_y]
     for y in plot_y:
         try:
             task.check_y(y)
@@ -251,7 +274,7 @@ def check_plot_y(task, plot_y, flag: str = "--plot-y") -> None:
     shape = simulation.observation_shape(task)
     width = shape[0] if shape else 1
     if shape is not None and len(plot_y) % width:
-        raise UsageError(f"{flag}: the {task.name} task observes {width} counts per y; got {len(plot_y)} numbers")
+        raise UsageError(f"{flag}: the {task.name} task observes {width} numbers per y; got {len(plot_y)} numbers")
     if width > 1:  # whole observations: the task may check its counts together
         for i in range(0, len(plot_y), width):
             try:

@@ -32,6 +32,9 @@ def write_report(prog: str, t_start: float, out: Path, record: dict, task, confi
     from mdnjax.simulation import UserCodeError
 
     options = record["options"]
+    config = result.config  # the layout trained on ("auto" decided)
+    if config.layout == "per-sample":
+        return _write_sample_report(prog, t_start, out, record, task, result)
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         payload = report.build(
@@ -79,6 +82,46 @@ def write_report(prog: str, t_start: float, out: Path, record: dict, task, confi
     )
     files = ["run.json", "config.json", "task.json", "posterior.npz", "posterior.json", "checkpoint.npz"]
     files += ["metrics.json", *report.figures(payload, out)]
+    print(f"saved to {out}/ ({', '.join(f for f in files if (out / f).exists())})")
+    return 0
+
+
+def _write_sample_report(prog: str, t_start: float, out: Path, record: dict, task, result) -> int:
+    """The report of a run trained per sample (``mdnjax.report_sample``)."""
+    from mdnjax import checkpoint, report_sample
+    from mdnjax.simulation import UserCodeError
+
+    options = record["options"]
+    m = result.posterior.spec.inputs
+    flat = [*(options.get("observed") or []), *(options.get("plot_y") or [])]
+    observations = [flat[i] if m == 1 else flat[i : i + m] for i in range(0, len(flat) - m + 1, m)]
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        payload = report_sample.build(
+            result, task, observations or None, out, plots_on=not options["no_plots"], on_stage=Printer.stage
+        )
+    except (Exception, KeyboardInterrupt, _Interrupted) as err:  # noqa: BLE001 - the trained posterior is kept
+        return _failed(prog, out, record, result, err, isinstance(err, UserCodeError))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    sessions = record.get("sessions", [])
+    payload["timings"] = (sessions[-1]["timings"] if sessions else {}) | {"wall_s": time.perf_counter() - t_start}
+    payload["sessions"] = sessions
+    try:
+        checkpoint.write_json(out / checkpoint.METRICS, payload)
+    except OSError as err:
+        print(f"{prog}: error: cannot write results to {out}: {err.strerror or err}", file=sys.stderr)
+        return 1
+    for line in payload["warnings"]:
+        print(f"{prog}: warning: {line}", file=sys.stderr)
+    print(report_sample.format_table(payload))
+    t = result.timings
+    print(
+        f"simulate {t.get('simulate_s', 0):.2f} s, compile {t.get('compile_s', 0):.2f} s, train {t.get('train_s', 0):.2f} s "
+        f"({t.get('ms_per_epoch', 0):.1f} ms/pass), wall {time.perf_counter() - t_start:.1f} s"
+    )
+    files = ["run.json", "config.json", "task.json", "posterior.npz", "posterior.json", "checkpoint.npz"]
+    files += ["metrics.json", *report_sample.figures(out, len(payload["observations"]))]
     print(f"saved to {out}/ ({', '.join(f for f in files if (out / f).exists())})")
     return 0
 
@@ -164,15 +207,19 @@ def _saved_run(out: Path):
     try:
         record = checkpoint.read_json(out / checkpoint.RUN)
         task = run_task(out, record)
-        config = Config.from_dict(checkpoint.read_json(out / checkpoint.CONFIG)).resolve(task)
+        config = Config.from_dict(checkpoint.read_json(out / checkpoint.CONFIG))
         post = load(out)
-        template = jax.tree_util.tree_map(np.asarray, train.initial_state(config, post.dim, post.spec.inputs))
+        config, choice = train.chosen(task, config)
+        template = jax.tree_util.tree_map(np.asarray, train.state_template(task, config, post.spec.inputs))
         state, extra = checkpoint.load_tree(out / checkpoint.CHECKPOINT, template, ("losses",))
         Printer.stage(f"simulating the {config.samples:,} training draws again from seed {config.seed} (no training)")
-        b, sim = layout.build_layout(task, config)
-        heldout = sources.draw_heldout(task, config)
         sessions = record.get("sessions", [])
         timings = dict(sessions[-1]["timings"]) if sessions else {}
+        if config.layout == "per-sample":
+            result = train.minibatch.rebuilt(task, config, post, state, extra["losses"], timings, choice)
+            return result, record, task, config, lock
+        b, sim = layout.build_layout(task, config, min_count=choice.min_count)
+        heldout = sources.draw_heldout(task, config)
         result = train.Result(
             post, state, extra["losses"], timings, b.without_samples(), sim, config, None, None, heldout
         )

@@ -48,16 +48,14 @@ def resume_setup(args: dict, lead: bool = True):
     try:
         record = checkpoint.read_json(out / checkpoint.RUN)
         task = run_task(out, record)
-        config = Config.from_dict(checkpoint.read_json(out / checkpoint.CONFIG)).resolve(task)
+        config = Config.from_dict(checkpoint.read_json(out / checkpoint.CONFIG))
         if "epochs" in args:
-            config = dataclasses.replace(config, epochs=args["epochs"]).resolve(task)
-        from mdnjax import simulation
-
-        shape = simulation.observation_shape(task, config.seed) or ()
-        template = train.initial_state(config, len(task.support), shape[0] if shape else 1)
+            config = dataclasses.replace(config, epochs=args["epochs"])
+        decided, _ = train.chosen(task, config)
+        template = train.state_template(task, decided)
         state, extra = checkpoint.load_tree(out / checkpoint.CHECKPOINT, _numpy(template), ("losses",))
         done = int(state.epoch)
-        if done >= config.epochs:
+        if done >= decided.epochs:
             hint = ""
             metrics = out / checkpoint.METRICS
             if metrics.is_file() and checkpoint.read_json(metrics).get("status") == "report failed":

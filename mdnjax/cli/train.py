@@ -66,6 +66,17 @@ def _train(prog, t_start, lead, out, created, record, task, config, state, histo
 
     resuming = state is not None
     start = int(state.epoch) if resuming else 0
+    try:
+        config, choice = train.chosen(task, config)  # the layout decided: its settings printed
+    except (ConfigError, simulation.SimulationError) as err:
+        if not resuming and lead:
+            checkpoint.release_run_dir(out, created)
+        print(f"{prog}: error: {with_flag(err)}", file=sys.stderr)
+        return 2
+    except simulation.UserCodeError as err:
+        if not resuming and lead:
+            checkpoint.release_run_dir(out, created)
+        return user_error(prog, err)
     print(
         f"mdnjax: task={task.name} samples={config.samples:,} K={config.components} recipe={config.recipe} "
         f"(epochs={config.epochs} lr={config.lr:g} {config.weighting} {config.schedule} {config.space}) "
@@ -73,6 +84,7 @@ def _train(prog, t_start, lead, out, created, record, task, config, state, histo
         + (f" (resuming at epoch {start})" if resuming else ""),
         flush=True,
     )
+    print(f"layout {choice.layout}: {choice.reason}", flush=True)
     options = record["options"]
     stop: list[int] = []
     previous = {
@@ -87,6 +99,7 @@ def _train(prog, t_start, lead, out, created, record, task, config, state, histo
             result = train.fit(
                 task,
                 config,
+                choice=choice,
                 init_state=state,
                 history=history,
                 callback=printer,

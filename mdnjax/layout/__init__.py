@@ -8,6 +8,7 @@ The data travel one way through this package:
 * ``device``: a host layout onto the device as ``mdnjax.data.Data`` (tiles, weights, inputs).
 * ``build``: which layout a run uses (``plan``, the one place that reads a layout's name) and
   building it from a run's simulations.
+* ``choose``: ``layout="auto"``: bucketed when the observations repeat, per sample otherwise.
 
 Example:
     >>> import numpy as np
@@ -19,6 +20,7 @@ Example:
 from mdnjax.data import Data, row_mask
 from mdnjax.layout.binned import Binned, bin_nd, bin_streamed, cells_per_coordinate, merge_ranges, moment_points
 from mdnjax.layout.build import MIN_COUNT, Plan, bucket_budget, build_layout, describe_budget, plan
+from mdnjax.layout.choose import Choice, choose
 from mdnjax.layout.codebook import Codebook, index_of
 from mdnjax.layout.device import BLOCK, binned_to_data, spare_rows, tile_shape, to_data
 from mdnjax.layout.rows import (
@@ -36,6 +38,7 @@ __all__ = [
     "MIN_COUNT",
     "Binned",
     "Buckets",
+    "Choice",
     "Codebook",
     "Data",
     "Plan",
@@ -48,6 +51,7 @@ __all__ = [
     "bucket_streamed",
     "build_layout",
     "cells_per_coordinate",
+    "choose",
     "describe_budget",
     "index_of",
     "layout_ratio",

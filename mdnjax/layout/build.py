@@ -42,15 +42,15 @@ class Plan(NamedTuple):
 
 
 def plan(name: str) -> Plan:
-    """The ``Plan`` of a layout name (one of ``config.LAYOUTS``)."""
-    if name not in LAYOUTS:
+    """The ``Plan`` of a bucketed layout's name (one of ``config.LAYOUTS`` but ``"per-sample"``)."""
+    if name not in LAYOUTS or name == "per-sample":
         raise ConfigError(f"unknown layout {name!r}: choose one of {', '.join(LAYOUTS)}", "layout")
     padded, is_binned = name == "padded", name == "binned"
     # the padded reference runs on one device; the binned layout is tiny: replicated, not split
     return Plan(name, is_binned, padded, not (padded or is_binned), None if padded else BLOCK)
 
 
-def build_layout(task, config: Config, shards: int = 1):
+def build_layout(task, config: Config, shards: int = 1, min_count: int = MIN_COUNT):
     """Simulates ``config.samples`` pairs and lays them out as ``plan(config.layout)`` says.
 
     Up to ``sources.CHUNK`` samples are drawn at once from ``default_rng(seed)``; beyond that
@@ -61,7 +61,7 @@ def build_layout(task, config: Config, shards: int = 1):
     Returns:
         layout: the ``Buckets`` or ``Binned`` layout.
         report: ``samples``, ``moved_to_interior``, ``warnings`` (one summary per distinct
-            message), ``dropped`` (samples in buckets of fewer than ``MIN_COUNT``), ``buckets``
+            message), ``dropped`` (samples in buckets of fewer than ``min_count``), ``buckets``
             (``bucket_budget``), ``simulate_s``, ``bucket_s``.
 
     Raises:
@@ -78,11 +78,11 @@ def build_layout(task, config: Config, shards: int = 1):
             "samples",
         )
     if how.binned:
-        b, book = _binned(task, config, report)
+        b, book = _binned(task, config, report, min_count)
     elif n > sources.CHUNK:
         book, chunks = _encoded(sources.streamed(task, config, report), _vector_y(task, config))
         t0 = time.perf_counter()
-        b = rows.bucket_streamed(chunks, min_count=MIN_COUNT, spare_rows=spare_rows(how.block, shards))
+        b = rows.bucket_streamed(chunks, min_count=min_count, spare_rows=spare_rows(how.block, shards))
         report["simulate_s"], report["bucket_s"] = 0.0, time.perf_counter() - t0  # interleaved: one figure
     else:
         t0 = time.perf_counter()
@@ -92,17 +92,17 @@ def build_layout(task, config: Config, shards: int = 1):
         t0 = time.perf_counter()
         book, codes = Codebook.build(y) if y.ndim == 2 else (None, y)
         if how.reference:
-            b = rows.bucket(theta, codes, min_count=MIN_COUNT)
+            b = rows.bucket(theta, codes, min_count=min_count)
         else:
-            b = rows.bucket_packed(theta, codes, min_count=MIN_COUNT)
+            b = rows.bucket_packed(theta, codes, min_count=min_count)
         report["bucket_s"] = time.perf_counter() - t0
     if book is not None:  # the layouts grouped by code: give them back their observations
         b = dataclasses.replace(b, y_values=book.rows[b.y_values])
-    _apply_policy(b, report, n)
+    _apply_policy(b, report, n, min_count)
     return b, report
 
 
-def _binned(task, config: Config, report: dict):
+def _binned(task, config: Config, report: dict, min_count: int):
     """The binned layout: float64 draws into per-(y, bin) sums; up to ``sources.CHUNK`` the same
     draws as the other layouts (kept in memory for the two passes), beyond it streamed chunk by
     chunk; with several processes each streams its own chunks and the sums are added once."""
@@ -115,7 +115,7 @@ def _binned(task, config: Config, report: dict):
         report["simulate_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         book, codes = Codebook.build(y) if y.ndim == 2 else (None, y)
-        b = binned.bin_nd(theta, codes, min_count=MIN_COUNT)
+        b = binned.bin_nd(theta, codes, min_count=min_count)
         report["bucket_s"] = time.perf_counter() - t0
         return b, book
     combine = parallel.allgather_rows if share[1] > 1 else None
@@ -132,7 +132,7 @@ def _binned(task, config: Config, report: dict):
         book, chunks = _encoded(sources.streamed(task, config, report, np.float64), _vector_y(task, config))
         report["simulate_s"] = 0.0
     t0 = time.perf_counter()
-    b = binned.bin_streamed(chunks, bins=config.bins, min_count=MIN_COUNT, combine=combine)
+    b = binned.bin_streamed(chunks, bins=config.bins, min_count=min_count, combine=combine)
     if combine is not None:  # every process's draws moved off a bound
         total = combine(np.array([report["moved_to_interior"]], np.int64))
         report["moved_to_interior"] = int(sum(total).item())
@@ -159,7 +159,7 @@ def _encoded(chunks, vector: bool | None = None, combine=None):
     return book, lambda: ((theta, book.encode(y)) for theta, y in chunks())
 
 
-def _apply_policy(b, report: dict, n: int) -> None:
+def _apply_policy(b, report: dict, n: int, min_count: int = MIN_COUNT) -> None:
     """The rare-y policy: refuse when too many samples fall on y seen fewer than ``MIN_COUNT``
     times, warn when some do; the warnings summarised, the bucket budget recorded."""
     report["warnings"] = summarize_warnings(report["warnings"])
@@ -168,8 +168,8 @@ def _apply_policy(b, report: dict, n: int) -> None:
     share = report["dropped"] / n
     if b.num_y == 0 or share > DROP_ERROR:
         raise ConfigError(
-            f"{report['dropped']:,} of {n:,} samples fall on a y seen fewer than {MIN_COUNT} times and cannot be "
-            f"trained on: increase samples or use a task whose y repeat (fewer possible observations)",
+            f"{report['dropped']:,} of {n:,} samples fall on a y seen fewer than {min_count} times and cannot be "
+            f"trained on: use layout auto or per-sample (trains on every pair), or increase samples",
             "samples",
         )
     if report["buckets"]["distinct_y"] > n / 20:

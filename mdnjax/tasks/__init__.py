@@ -3,7 +3,7 @@
 Example:
     >>> from mdnjax import tasks
     >>> sorted(tasks.REGISTRY)
-    ['abtest', 'beta', 'beta-mixture', 'bioassay', 'gamma', 'reed-frost', 'sir']
+    ['abtest', 'bernoulli_glm', 'bernoulli_glm_raw', 'beta', 'beta-mixture', 'bioassay', 'gamma', 'gaussian_linear', 'gaussian_linear_uniform', 'gaussian_mixture', 'reed-frost', 'sir', 'slcp', 'slcp_distractors', 'two_moons']
     >>> tasks.from_name("gamma", trials=50).trials
     50
 """
@@ -16,6 +16,7 @@ import inspect
 from mdnjax.tasks.conjugate import BetaBinomial, BetaMixture, BetaMixtureBinomial, GammaPoisson
 from mdnjax.tasks.epidemics import ReedFrost, SIRFinalSize
 from mdnjax.tasks.logistic import ABTest, Bioassay
+from mdnjax.tasks.sbibm import TASKS as SBIBM
 
 REGISTRY = {
     "beta": BetaBinomial,
@@ -25,6 +26,7 @@ REGISTRY = {
     "sir": SIRFinalSize,
     "bioassay": Bioassay,
     "abtest": ABTest,
+    **SBIBM,
 }
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "GammaPoisson",
     "ReedFrost",
     "SIRFinalSize",
+    "SBIBM",
     "from_name",
 ]
 

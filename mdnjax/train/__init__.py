@@ -1,10 +1,10 @@
-"""Training: the loop every layout shares (``loop``) and ``fit`` on the bucketed and binned
-layouts (``bucketed``).
+"""Training: the loop the bucketed layouts share (``loop``), ``fit`` on the bucketed and binned
+layouts (``bucketed``) and on single pairs in minibatches (``minibatch``); ``run.fit`` picks one.
 
 ``python -m mdnjax.train`` runs the command line (``mdnjax.cli``).
 """
 
-from mdnjax.train.bucketed import Result, fit, input_width, make_loss, resolve_task
+from mdnjax.train.bucketed import Result, input_width, make_loss, resolve_task
 from mdnjax.train.loop import (
     Outcome,
     Progress,
@@ -17,11 +17,16 @@ from mdnjax.train.loop import (
     state_of,
     train,
 )
+from mdnjax.train.minibatch import SampleState
+from mdnjax.train.run import chosen, fit, state_template
 
 __all__ = [
     "Outcome",
     "Progress",
     "Result",
+    "chosen",
+    "state_template",
+    "SampleState",
     "TrainState",
     "fit",
     "initial_state",

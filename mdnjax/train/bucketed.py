@@ -1,5 +1,6 @@
-"""``fit`` on the bucketed and binned layouts: simulate, lay the draws out by y, train every y at
-once, and return the posterior. ``fit`` never prints: progress goes to a callback.
+"""Training on the bucketed and binned layouts: simulate, lay the draws out by y, train every y at
+once, and return the posterior. It never prints: progress goes to a callback. ``mdnjax.fit``
+(``mdnjax.train.fit``) picks this path or the per-sample one.
 
 Example:
     >>> import mdnjax
@@ -72,6 +73,8 @@ def fit(
     on_checkpoint: Callable[[TrainState, np.ndarray], None] | None = None,
     checkpoint_every: int = 0,
     should_stop: Callable[[], bool] | None = None,
+    min_count: int = layout.MIN_COUNT,
+    choice: layout.Choice | None = None,
 ) -> Result:
     """Simulates, buckets and trains an MDN posterior q(θ | y) for ``task``.
 
@@ -90,6 +93,8 @@ def fit(
             stopped, and at the end (host copies).
         checkpoint_every: epochs between checkpoints (0: only when stopped and at the end).
         should_stop: polled after every dispatch; True stops training there (``Result.stopped_at``).
+        min_count: a y needs this many samples to form a bucket (fewer: left out, and counted).
+        choice: the ``layout.Choice`` that picked this layout (recorded in ``Result.report``).
 
     Returns:
         A ``Result``; simulation warnings are also issued once each with ``warnings.warn``.
@@ -106,7 +111,7 @@ def fit(
     stage = on_stage or (lambda text: None)
     if buckets is None:
         stage(f"simulating {config.samples:,} draws and laying them out ({config.layout} layout)")
-        b, report = layout.build_layout(task, config, shards)
+        b, report = layout.build_layout(task, config, shards, min_count)
     else:
         b, report = buckets, {"samples": buckets.num_samples, "moved_to_interior": 0, "warnings": [], "dropped": 0}
     if buckets is None and config.holdout > 0:
@@ -115,6 +120,8 @@ def fit(
     for line in report["warnings"]:
         warnings.warn(line, RuntimeWarning, stacklevel=2)
     timings.update({k: report.pop(k) for k in ("simulate_s", "bucket_s") if k in report})
+    if choice is not None:
+        report["layout"] = choice.to_json()
     embedding = task.input_embedding(b.y_values, b.counts)
     if how.binned:
         data = layout.binned_to_data(b, embedding, weighting=config.weighting)

@@ -58,6 +58,7 @@ class Progress(NamedTuple):
     epochs: int  # epochs in all
     losses: np.ndarray  # the losses of the epochs just run
     ms_per_epoch: float
+    validation: float | None = None  # the per-sample layout: this pass's validation loss
 
 
 def learning_rate(config: Config):

@@ -1,0 +1,70 @@
+"""Single (θ, y) pairs for the per-sample layout: standardisation, the validation split and the
+minibatches of each pass, drawn from a key (the same key and pass give the same batches).
+
+Example:
+    >>> import numpy as np
+    >>> s = standardise(np.array([[1.0, 10.0], [3.0, 10.0]]))
+    >>> s.shift.tolist(), s.scale.tolist()
+    ([2.0, 10.0], [1.0, 1.0])
+    >>> train, val = split(10, 0.2, seed=0)
+    >>> len(train), len(val), sorted([*train, *val]) == list(range(10))
+    (8, 2, True)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SPLIT_STREAM = 0x5B17  # the validation split's own random stream
+
+
+class Standard(NamedTuple):
+    """z = (a − shift) / scale per column, each (C,) float64."""
+
+    shift: np.ndarray
+    scale: np.ndarray
+
+    def apply(self, a) -> np.ndarray:
+        a = np.asarray(a, np.float64)
+        return ((a.reshape(a.shape[0], -1) - self.shift) / self.scale).astype(np.float32)
+
+    def to_json(self) -> list:
+        return [self.shift.tolist(), self.scale.tolist()]
+
+
+def standardise(a) -> Standard:
+    """Column means and standard deviations of ``a`` (n,) or (n, C), NaN (padding) ignored; a
+    constant column keeps scale 1."""
+    a = np.asarray(a, np.float64)
+    a = a.reshape(a.shape[0], -1)
+    with np.errstate(all="ignore"):
+        shift = np.nanmean(a, axis=0) if a.size else np.zeros(a.shape[1])
+        scale = np.nanstd(a, axis=0) if a.size else np.ones(a.shape[1])
+    shift = np.where(np.isfinite(shift), shift, 0.0)
+    scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+    return Standard(shift, scale)
+
+
+def split(n: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training, validation) indices of n pairs: ``share`` of them (at least one, at most n − 1)
+    for validation, chosen by a permutation from the seed's own stream."""
+    perm = np.random.default_rng([seed, SPLIT_STREAM]).permutation(n)
+    k = min(max(1, round(share * n)), n - 1)
+    return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+def plan(n_train: int, batch_size: int) -> tuple[int, int]:
+    """(batch, steps) of one pass: full batches only (the remainder of a shuffle waits for the
+    next pass); a training set smaller than a batch is one batch."""
+    batch = min(batch_size, n_train)
+    return batch, n_train // batch
+
+
+def indices(key, epoch, n: int, batch: int, steps: int):
+    """(steps, batch) indices of pass ``epoch``: a permutation of n from ``fold_in(key, epoch)``."""
+    perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+    return perm[: steps * batch].reshape(steps, batch).astype(jnp.int32)

@@ -1,0 +1,386 @@
+"""``fit`` on the per-sample layout: every (θ, y) pair its own bucket, trained in minibatches.
+
+For observations that do not repeat (continuous y, long vectors of counts). θ is moved to the
+fitting space and standardised per coordinate, y standardised per component (both stored with the
+posterior, which answers on θ's own space). A share of the pairs (``config.validation``) is kept
+for validation. Each pass over the training pairs is one dispatch: the data stay on the device, a
+permutation from ``fold_in(key(seed), pass)`` cuts them into minibatches, and a ``lax.scan`` runs
+the Adam steps (gradients clipped to norm ``CLIP``; a step with a non-finite loss or update is
+skipped and counted). After each pass the validation loss decides: a better one keeps the
+parameters as the best; ``config.patience`` passes without one stop the run, and the posterior
+holds the best parameters. Resuming is handing the ``SampleState`` back (bitwise the same run).
+
+Example:
+    >>> import numpy as np, mdnjax
+    >>> def simulate(rng, n):
+    ...     theta = rng.normal(size=n)
+    ...     return theta, theta + 0.5 * rng.normal(size=n)
+    >>> task = mdnjax.Task("normal", simulate, support=[(-np.inf, np.inf)])
+    >>> result = fit(task, mdnjax.Config(samples=2_000, epochs=3, layout="per-sample"))
+    >>> result.losses.shape, result.validation.shape
+    ((3,), (3,))
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mdnjax import batches, model, objective, parallel, sources
+from mdnjax.config import Config, ConfigError
+from mdnjax.embeddings import Embedding
+from mdnjax.posterior import Posterior, PosteriorSpec
+from mdnjax.simulation import draw, merge_stats, summarize_warnings
+from mdnjax.train.loop import Progress
+
+CLIP = 5.0  # the global gradient norm Adam's steps are clipped to
+
+
+class SampleState(NamedTuple):
+    """Everything that continues a per-sample run exactly.
+
+    Attributes:
+        params: MDN parameters (with the embedding's).
+        opt_state: the optimiser's state.
+        best_params: the parameters with the lowest validation loss so far.
+        best_loss: that validation loss (inf before the first pass).
+        since_best: passes since the validation loss last improved.
+        epoch: passes trained so far.
+        skipped: steps skipped for a non-finite loss or update.
+    """
+
+    params: Any
+    opt_state: Any
+    best_params: Any
+    best_loss: jax.Array
+    since_best: jax.Array
+    epoch: jax.Array
+    skipped: jax.Array
+
+
+class Pairs(NamedTuple):
+    """The training and validation pairs on the device: network inputs x and standardised θ."""
+
+    x: jax.Array  # (n_train, M)
+    theta: jax.Array  # (n_train, D)
+    val_x: jax.Array  # (n_val, M)
+    val_theta: jax.Array  # (n_val, D)
+
+
+class Result(NamedTuple):
+    """What the per-sample ``fit`` returns."""
+
+    posterior: Posterior
+    state: SampleState
+    losses: np.ndarray  # (passes,) the mean training loss of each pass (standardised θ)
+    validation: np.ndarray  # (passes,) the validation loss after each pass (NLL of u, per pair)
+    timings: dict
+    report: dict  # samples, train/validation sizes, batch, steps per pass, the layout choice, warnings
+    config: Config
+    diverged_at: int | None  # pass at which every step was skipped (nothing left to learn from)
+    stopped_at: int | None  # pass at which ``should_stop`` ended training
+    best_epoch: int  # the pass whose parameters the posterior holds
+    early_stopped_at: int | None  # pass at which ``patience`` ended training
+    heldout: tuple | None = None  # the validation pairs (θ in the fitting space, y)
+
+
+def optimizer(config: Config, steps_per_pass: int) -> optax.GradientTransformation:
+    lr = config.lr
+    if config.schedule == "cosine":
+        lr = optax.cosine_decay_schedule(config.lr, config.epochs * steps_per_pass)
+    return optax.chain(optax.clip_by_global_norm(CLIP), optax.adam(lr))
+
+
+def _select(pred, new, old):
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), new, old)
+
+
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)]))
+
+
+def state_of(params, opt) -> SampleState:
+    return SampleState(
+        params=params,
+        opt_state=opt.init(params),
+        best_params=jax.tree_util.tree_map(jnp.copy, params),
+        best_loss=jnp.array(jnp.inf, jnp.float32),
+        since_best=jnp.array(0, jnp.int32),
+        epoch=jnp.array(0, jnp.int32),
+        skipped=jnp.array(0, jnp.int32),
+    )
+
+
+def make_pass(graphdef, opt, batch: int, steps: int) -> Callable:
+    """``run(state, pairs, key) -> (state, (train_loss, val_loss))``: one pass of ``steps``
+    minibatches in a ``lax.scan``, then the validation loss and the best-parameters bookkeeping."""
+    loss = functools.partial(_loss, graphdef=graphdef)
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def run(state: SampleState, pairs: Pairs, key):
+        idx = batches.indices(key, state.epoch, pairs.x.shape[0], batch, steps)
+
+        def body(carry, i):
+            params, opt_state, skipped = carry
+            value, grads = jax.value_and_grad(loss)(params, pairs.x[i], pairs.theta[i])
+            updates, new_opt = opt.update(grads, opt_state, params)
+            new_params = optax.apply_updates(params, updates)
+            ok = jnp.isfinite(value) & _all_finite(new_params) & _all_finite(new_opt)
+            carry = (_select(ok, new_params, params), _select(ok, new_opt, opt_state), skipped + (~ok).astype(jnp.int32))
+            return carry, jnp.where(ok, value, jnp.nan)
+
+        (params, opt_state, skipped), values = jax.lax.scan(body, (state.params, state.opt_state, state.skipped), idx)
+        val = _loss(params, pairs.val_x, pairs.val_theta, graphdef=graphdef)
+        better = jnp.isfinite(val) & (val < state.best_loss)
+        new = SampleState(
+            params=params,
+            opt_state=opt_state,
+            best_params=_select(better, params, state.best_params),
+            best_loss=jnp.where(better, val, state.best_loss),
+            since_best=jnp.where(better, 0, state.since_best + 1).astype(jnp.int32),
+            epoch=state.epoch + 1,
+            skipped=skipped,
+        )
+        return new, (jnp.nanmean(values), val)
+
+    return run
+
+
+def _loss(params, x, theta, *, graphdef):
+    return objective.sample_nll(params, graphdef, x, theta[:, 0] if theta.shape[1] == 1 else theta)
+
+
+def simulate_pairs(task, config: Config, allow_nan: bool, report: dict):
+    """The run's ``config.samples`` pairs (θ in the fitting space, y): the same draws the bucketed
+    layouts train on at this seed (one piece up to ``sources.CHUNK``, streamed chunks beyond)."""
+    n = config.samples
+    if n <= sources.CHUNK:
+        theta, y, stats = draw(task, np.random.default_rng(config.seed), n, config.space, np.float64, allow_nan)
+        merge_stats(report, stats)
+        return theta, y
+    parts = list(sources.streamed(task, config, report, np.float64)())
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def default_embedding(config: Config, inputs: int) -> Embedding:
+    """The embedding of ``config`` or, left unset, an MLP for a vector y and none for a scalar."""
+    if config.embedding is not None:
+        return config.embedding
+    return Embedding("mlp") if inputs > 1 else Embedding("none")
+
+
+def fit(
+    task,
+    config: Config,
+    *,
+    choice=None,
+    pairs: tuple | None = None,
+    init_state: SampleState | None = None,
+    history: np.ndarray | None = None,
+    callback: Callable[[Progress], None] | None = None,
+    on_stage: Callable[[str], None] | None = None,
+    on_checkpoint: Callable[[SampleState, np.ndarray], None] | None = None,
+    checkpoint_every: int = 0,
+    should_stop: Callable[[], bool] | None = None,
+) -> Result:
+    """Trains q(θ | y) on single pairs; arguments as ``mdnjax.fit`` (``config`` resolved, its
+    layout ``"per-sample"``), plus ``pairs``: (θ, y) to train on instead of simulating (θ on its
+    own space, (n,) or (n, D); y (n,) or (n, M)). ``history`` is the (passes, 2) training and
+    validation losses of the passes ``init_state`` trained, as ``on_checkpoint`` gets them."""
+    stage = on_stage or (lambda text: None)
+    report: dict = {"samples": config.samples, "moved_to_interior": 0, "warnings": []}
+    timings: dict = {}
+    embedding_kind = getattr(config.embedding, "kind", None)
+    t0 = time.perf_counter()
+    if pairs is None:
+        stage(f"simulating {config.samples:,} draws (per-sample layout)")
+        theta, y = simulate_pairs(task, config, embedding_kind == "set", report)
+    else:
+        theta, y = _given_pairs(task, config, *pairs, report)
+    timings["simulate_s"] = time.perf_counter() - t0
+    n, dim = theta.shape[0], len(task.support)
+    theta = theta.reshape(n, dim)
+    y_kind = "continuous" if np.issubdtype(np.asarray(y).dtype, np.floating) else "counts"
+    y_rows = np.asarray(y, np.float64).reshape(n, -1)
+    inputs = y_rows.shape[1]
+    embedding = default_embedding(config, inputs)
+    try:
+        embedding.check(inputs)
+    except ValueError as err:
+        raise ConfigError(str(err), "embedding") from None
+    if n < 2:
+        raise ConfigError("the per-sample layout needs at least 2 simulations", "samples")
+    train_idx, val_idx = batches.split(n, config.validation, config.seed)
+    theta_std = batches.standardise(theta[train_idx])
+    y_std = batches.standardise(y_rows[train_idx])
+    batch, steps = batches.plan(train_idx.size, config.batch_size)
+    report.update(
+        {
+            "layout": None if choice is None else choice.to_json(),
+            "train_pairs": int(train_idx.size),
+            "validation_pairs": int(val_idx.size),
+            "batch_size": batch,
+            "steps_per_pass": steps,
+            "embedding": embedding.to_json(),
+            "dropped": 0,
+        }
+    )
+    report["warnings"] = summarize_warnings(report["warnings"])
+    if report["moved_to_interior"]:
+        report["warnings"].append(
+            f"{report['moved_to_interior']:,} draws lay on a bound of the support and were moved to the nearest interior value"
+        )
+    import warnings
+
+    for line in report["warnings"]:
+        warnings.warn(line, RuntimeWarning, stacklevel=3)
+    x_all = (y_rows - y_std.shift) / y_std.scale
+    z_all = theta_std.apply(theta)
+    device_pairs = Pairs(
+        x=jnp.asarray(x_all[train_idx], jnp.float32),
+        theta=jnp.asarray(z_all[train_idx]),
+        val_x=jnp.asarray(x_all[val_idx], jnp.float32),
+        val_theta=jnp.asarray(z_all[val_idx]),
+    )
+    graphdef, params = model.init(jax.random.key(config.seed), config.components, config.hidden, dim, inputs, embedding)
+    opt = optimizer(config, steps)
+    state = init_state if init_state is not None else state_of(params, opt)
+    state = jax.tree_util.tree_map(jnp.asarray, state)
+    start = int(state.epoch)
+    if start > config.epochs:
+        raise ConfigError(f"the run already trained {start} passes: ask for more than that", "epochs")
+    past = np.zeros((0, 2), np.float32) if history is None else np.asarray(history, np.float32).reshape(-1, 2)
+    train_hist, val_hist = [float(v) for v in past[:, 0]], [float(v) for v in past[:, 1]]
+    stage(f"compiling the training pass ({steps:,} steps of {batch:,} pairs; {val_idx.size:,} for validation)")
+    run = make_pass(graphdef, opt, batch, steps)
+    key = jax.random.key(config.seed)
+    t0 = time.perf_counter()
+    compiled = run.lower(state, device_pairs, key).compile()
+    timings["compile_s"] = time.perf_counter() - t0
+    log_every = max(1, min(config.log_every, 10))
+    jacobian = float(np.sum(np.log(theta_std.scale)))  # the validation NLL of u, not of z
+    diverged_at = stopped_at = early = None
+    train_s, epoch, last_log = 0.0, start, start
+
+    def checkpoint():
+        if on_checkpoint is not None:
+            on_checkpoint(parallel.host(state), np.stack([train_hist, val_hist], axis=1).astype(np.float32)
+                          if train_hist else np.zeros((0, 2), np.float32))
+
+    while epoch < config.epochs:
+        t0 = time.perf_counter()
+        state, (tr, va) = compiled(state, device_pairs, key)
+        tr, va = float(tr), float(va) + jacobian
+        train_s += time.perf_counter() - t0
+        epoch += 1
+        train_hist.append(tr)
+        val_hist.append(va)
+        if callback is not None and (epoch - last_log >= log_every or epoch == config.epochs):
+            chunk = np.asarray(train_hist[-(epoch - last_log) :], np.float32)
+            callback(Progress(epoch, config.epochs, chunk, 1e3 * train_s / (epoch - start), va))
+            last_log = epoch
+        if not np.isfinite(tr):
+            diverged_at = epoch
+            break
+        if int(state.since_best) >= config.patience:
+            early = epoch
+            break
+        if epoch < config.epochs and should_stop is not None and should_stop():
+            stopped_at = epoch
+            checkpoint()
+            break
+        if checkpoint_every and epoch % checkpoint_every == 0 and epoch < config.epochs:
+            checkpoint()
+    if stopped_at is None:
+        checkpoint()
+    host = parallel.host(state)
+    passes = max(epoch - start, 1)
+    timings.update({"train_s": train_s, "epochs_per_s": passes / train_s if train_s > 0 else float("nan"),
+                    "ms_per_epoch": 1e3 * train_s / passes})
+    report["skipped_steps"] = int(host.skipped)
+    best_epoch = int(np.nanargmin(np.asarray(val_hist, np.float64))) + 1 if np.isfinite(val_hist).any() else 0
+    report["best_validation"] = float(host.best_loss) + jacobian
+    spec = PosteriorSpec(
+        name=task.name,
+        components=config.components,
+        hidden=tuple(config.hidden),
+        space=config.space,
+        bounds=tuple(task.support),
+        embedding=_as_embedding(y_std),
+        y_range=tuple(float(v) for v in getattr(task, "y_range", (-np.inf, np.inf))),
+        y_values=np.zeros((0,) if inputs == 1 else (0, inputs), np.float64 if y_kind == "continuous" else np.int64),
+        counts=np.zeros(0, np.int64),
+        dim=dim,
+        inputs=inputs,
+        y_kind=y_kind,
+        theta_standard=(tuple(theta_std.shift.tolist()), tuple(theta_std.scale.tolist())),
+        network=embedding,
+        per_sample=True,
+    )
+    post = Posterior(spec, jax.tree_util.tree_map(jnp.asarray, host.best_params))
+    heldout = (theta[val_idx].astype(np.float32), np.asarray(y)[val_idx])
+    return Result(
+        post, host, np.asarray(train_hist, np.float32), np.asarray(val_hist, np.float32), timings, report, config,
+        diverged_at, stopped_at, best_epoch, early, heldout,
+    )
+
+
+def template(task, config: Config, inputs: int) -> SampleState:
+    """A state of the shapes a per-sample run of ``config`` checkpoints (to read one back)."""
+    embedding = default_embedding(config, inputs)
+    _, params = model.init(jax.random.key(config.seed), config.components, config.hidden, len(task.support),
+                           inputs, embedding)
+    return state_of(params, optimizer(config, 1))
+
+
+def rebuilt(task, config: Config, post, state, losses, timings: dict, choice=None) -> Result:
+    """A saved per-sample run as ``fit``'s ``Result`` (for its report): its validation pairs
+    simulated again from the seed, its losses from the checkpoint."""
+    report: dict = {"samples": config.samples, "moved_to_interior": 0, "warnings": []}
+    theta, y = simulate_pairs(task, config, post.spec.network.kind == "set", report)
+    n = theta.shape[0]
+    train_idx, val_idx = batches.split(n, config.validation, config.seed)
+    batch, steps = batches.plan(train_idx.size, config.batch_size)
+    losses = np.asarray(losses, np.float32).reshape(-1, 2)
+    val = losses[:, 1]
+    best = int(np.nanargmin(val)) + 1 if np.isfinite(val).any() else 0
+    report.update({
+        "layout": None if choice is None else choice.to_json(), "train_pairs": int(train_idx.size),
+        "validation_pairs": int(val_idx.size), "batch_size": batch, "steps_per_pass": steps,
+        "embedding": post.spec.network.to_json(), "dropped": 0, "skipped_steps": int(state.skipped),
+        "best_validation": float(np.nanmin(val)) if best else None,
+    })
+    report["warnings"] = summarize_warnings(report["warnings"])
+    early = len(val) if int(state.since_best) >= config.patience else None
+    heldout = (theta.reshape(n, -1)[val_idx].astype(np.float32).reshape((-1,) + theta.shape[1:]), np.asarray(y)[val_idx])
+    return Result(post, state, losses[:, 0], val, timings, report, config, None, None, best, early, heldout)
+
+
+def _as_embedding(std: batches.Standard):
+    """(shift, scale) of the network input: floats for a scalar y, tuples for a vector."""
+    if std.shift.size == 1:
+        return float(std.shift[0]), float(std.scale[0])
+    return tuple(std.shift.tolist()), tuple(std.scale.tolist())
+
+
+def _given_pairs(task, config: Config, theta, y, report: dict):
+    """Pairs handed in: θ checked against the support and moved to the fitting space."""
+    theta, y = np.asarray(theta, np.float64), np.asarray(y)
+    n = theta.shape[0]
+    if y.shape[0] != n:
+        raise ConfigError(f"theta holds {n:,} rows and y {y.shape[0]:,}: give one y per theta", "samples")
+    dim = len(task.support)
+    cols = theta.reshape(n, dim)
+    out = np.empty_like(cols)
+    for d, bound in enumerate(task.support):
+        inside, moved = bound.interior(cols[:, d]) if config.space == "unconstrained" else (cols[:, d], 0)
+        out[:, d] = bound.forward(inside) if config.space == "unconstrained" else inside
+        report["moved_to_interior"] += moved
+    return out, y
