@@ -39,6 +39,7 @@ def c2st(reference, draws, seed: int = 1, folds: int = 5) -> float:
     )
     data = np.concatenate([x, y]).astype(np.float32)
     target = np.concatenate([np.zeros(x.shape[0]), np.ones(y.shape[0])])
-    scores = cross_val_score(clf, data, target, cv=KFold(n_splits=folds, shuffle=True, random_state=seed),
-                             scoring="accuracy")
+    scores = cross_val_score(
+        clf, data, target, cv=KFold(n_splits=folds, shuffle=True, random_state=seed), scoring="accuracy"
+    )
     return float(np.mean(scores))

@@ -77,15 +77,25 @@ class Embedding:
             )
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "widths": list(self.widths), "out": self.out, "features": self.features,
-                "kernel": self.kernel}
+        return {
+            "kind": self.kind,
+            "widths": list(self.widths),
+            "out": self.out,
+            "features": self.features,
+            "kernel": self.kernel,
+        }
 
     @classmethod
     def from_json(cls, d: dict | None) -> Embedding:
         if d is None:
             return cls("none")
-        return cls(str(d["kind"]), tuple(int(w) for w in d["widths"]), int(d["out"]), int(d.get("features", 1)),
-                   int(d.get("kernel", 5)))
+        return cls(
+            str(d["kind"]),
+            tuple(int(w) for w in d["widths"]),
+            int(d["out"]),
+            int(d.get("features", 1)),
+            int(d.get("kernel", 5)),
+        )
 
     @classmethod
     def of(cls, value) -> Embedding:
@@ -110,8 +120,9 @@ def _linear(fan_in: int, fan_out: int, rngs: nnx.Rngs) -> nnx.Linear:
     def uniform(key, shape, dtype=jnp.float32):
         return jax.random.uniform(key, shape, dtype, -bound, bound)
 
-    return nnx.Linear(fan_in, fan_out, kernel_init=uniform, bias_init=uniform,
-                      precision=jax.lax.Precision.HIGHEST, rngs=rngs)
+    return nnx.Linear(
+        fan_in, fan_out, kernel_init=uniform, bias_init=uniform, precision=jax.lax.Precision.HIGHEST, rngs=rngs
+    )
 
 
 class MLP(nnx.Module):
@@ -153,10 +164,12 @@ class Conv1D(nnx.Module):
         self.channels = channels
         self.steps = inputs // channels
         sizes = (channels, *widths)
-        self.convs = nnx.List([
-            nnx.Conv(a, b, kernel_size=(kernel,), padding="SAME", precision=jax.lax.Precision.HIGHEST, rngs=rngs)
-            for a, b in zip(sizes[:-1], sizes[1:])
-        ])
+        self.convs = nnx.List(
+            [
+                nnx.Conv(a, b, kernel_size=(kernel,), padding="SAME", precision=jax.lax.Precision.HIGHEST, rngs=rngs)
+                for a, b in zip(sizes[:-1], sizes[1:])
+            ]
+        )
         length = self.steps
         for _ in widths:
             length = max(length // 2, 1)

@@ -296,6 +296,7 @@ def affine(logits, means, scales, shift, scale):
     if means.ndim == logits.ndim:  # D = 1: (..., K)
         return logits, means * scale[0] + shift[0], scales + 2.0 * log_scale[0]
     rows, _ = np.tril_indices(dim, -1)
-    diag = scales[..., :dim] + 2.0 * log_scale
-    off = scales[..., dim:] / scale[rows]
-    return logits, means * scale + shift, jnp.concatenate([diag, off], axis=-1)
+    lift = lambda a: _lift(a, means.ndim)  # noqa: E731
+    diag = scales[..., :dim] + lift(2.0 * log_scale)
+    off = scales[..., dim:] / lift(scale[rows])
+    return logits, means * lift(scale) + lift(shift), jnp.concatenate([diag, off], axis=-1)

@@ -362,6 +362,8 @@ def load(run_dir) -> Posterior:
     template = jax.tree_util.tree_map(np.asarray, template)
     params, extra = checkpoint.load_tree(run_dir / checkpoint.POSTERIOR, template, ("y_values", "counts"), finite=True)
     spec = dataclasses.replace(
-        probe, y_values=np.asarray(extra["y_values"], probe.y_values.dtype), counts=np.asarray(extra["counts"], np.int64)
+        probe,
+        y_values=np.asarray(extra["y_values"], probe.y_values.dtype),
+        counts=np.asarray(extra["counts"], np.int64),
     )
     return Posterior(spec, jax.tree_util.tree_map(jnp.asarray, params))

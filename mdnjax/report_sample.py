@@ -34,7 +34,9 @@ DRAWS = 10_000  # posterior draws per summary
 
 
 def names_of(task, dim: int) -> list[str]:
-    return list(getattr(task, "parameter_names", None) or (["theta"] if dim == 1 else [f"theta{d}" for d in range(dim)]))
+    return list(
+        getattr(task, "parameter_names", None) or (["theta"] if dim == 1 else [f"theta{d}" for d in range(dim)])
+    )
 
 
 def calibration(post, heldout_pairs, most: int = PIT_PAIRS) -> dict:
@@ -156,7 +158,14 @@ def format_table(payload: dict) -> str:
         lines.append(f"calibration on {cal['pairs']:,} validation pairs: PIT p {pit}")
     for s in payload.get("observations", []):
         y = s["y"]
-        lines.append(f"at y = {y[0]:.4g}" if len(y) == 1 else f"at y = [{', '.join(f'{v:.3g}' for v in y[:6])}{', …' if len(y) > 6 else ''}]:")
+        lines.append(
+            f"at y = {y[0]:.4g}"
+            if len(y) == 1
+            else f"at y = [{', '.join(f'{v:.3g}' for v in y[:6])}{', …' if len(y) > 6 else ''}]:"
+        )
         for q in s["parameters"]:
-            lines.append(f"  {q['name']:>10}: mean {q['mean']:.4g}, sd {q['sd']:.3g}, 90% interval [{q['q05']:.4g}, {q['q95']:.4g}]")
+            lines.append(
+                f"  {q['name']:>10}: mean {q['mean']:.4g}, sd {q['sd']:.3g}, "
+                f"90% interval [{q['q05']:.4g}, {q['q95']:.4g}]"
+            )
     return "\n".join(lines)

@@ -14,7 +14,7 @@ from mdnjax import kernels, layout, model, objective, tasks, train, xla
 @pytest.fixture(scope="module")
 def setup():
     task = tasks.GammaPoisson()
-    cfg = mdnjax.Config(samples=20_000, epochs=10).resolve(task)
+    cfg = mdnjax.Config(samples=20_000, epochs=10, layout="binned").resolve(task)
     b, _ = layout.build_layout(task, cfg)
     graphdef, _ = model.init(jax.random.key(0), cfg.components, cfg.hidden)
     return cfg, b, graphdef

@@ -30,7 +30,7 @@ MULTI_IDS = [f"{t.name}-{i}" for i, t in enumerate(MULTI)]
 
 
 def test_registry_covers_every_builtin_class():
-    assert set(tasks.REGISTRY.values()) == {type(t) for t in BUILTIN + MULTI}
+    assert set(tasks.REGISTRY.values()) == {type(t) for t in BUILTIN + MULTI} | set(tasks.SBIBM.values())
     for name, cls in tasks.REGISTRY.items():
         assert cls().name == name
 

@@ -173,9 +173,12 @@ def test_numpy_scalars_and_a_dict_config_are_accepted_and_wrong_types_name_the_f
 
 def test_samples_that_cannot_be_trained_on_are_refused_or_warned():
     with pytest.raises(mdnjax.ConfigError, match="19,9.. of 20,000 samples"):
-        mdnjax.fit(tasks.BetaBinomial(trials=10**9), Config(samples=20_000, epochs=2))
+        mdnjax.fit(tasks.BetaBinomial(trials=10**9), Config(samples=20_000, epochs=2, layout="binned"))
     with pytest.warns(RuntimeWarning, match="fall on a y seen once"):
-        mdnjax.fit(tasks.GammaPoisson(), Config(samples=3000, epochs=2, log_every=2))
+        mdnjax.fit(tasks.GammaPoisson(), Config(samples=3000, epochs=2, log_every=2, layout="binned"))
+    # on auto nothing is refused or left out: y that never repeat train per sample
+    thin = mdnjax.fit(tasks.BetaBinomial(trials=10**9), Config(samples=2_000, epochs=2))
+    assert thin.config.layout == "per-sample" and thin.report["dropped"] == 0
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         mdnjax.fit(tasks.BetaBinomial(), Config(samples=20_000, epochs=2, log_every=2))

@@ -80,7 +80,10 @@ def test_resume_and_calibrate_refuse_a_changed_or_missing_task_file(model_file, 
 
 BROKEN = {
     "shape": ("theta = rng.uniform(size=(n, 2))\n    return theta, rng.binomial(5, theta[:, 0])", "of shape"),
-    "float_y": ("theta = rng.uniform(size=n)\n    return theta, rng.binomial(5, theta) * 1.0", "integer array"),
+    "nan_y": (
+        "theta = rng.uniform(size=n)\n    y = theta * 2.0\n    y[2] = np.nan\n    return theta, y",
+        "NaN or infinite",
+    ),
     "int_theta": ("theta = rng.integers(0, 2, size=n)\n    return theta, theta", "float array"),
     "nan": (
         "theta = rng.uniform(size=n)\n    theta[3] = np.nan\n    return theta, rng.binomial(5, 0.5, n)",
@@ -146,7 +149,8 @@ def test_many_distinct_y_warn_that_the_design_does_not_pay_off():
 
     task = mdnjax.Task("wide", simulate, support=[(0.0, 1.0)])
     with pytest.warns(RuntimeWarning, match="distinct y"):
-        mdnjax.fit(task, mdnjax.Config(samples=50_000, epochs=2, log_every=2))
+        mdnjax.fit(task, mdnjax.Config(samples=50_000, epochs=2, log_every=2, layout="binned"))
+    assert mdnjax.train.chosen(task, mdnjax.Config(samples=50_000))[0].layout == "per-sample"  # auto: no buckets
 
 
 def test_a_jax_key_simulator_is_jitted_and_seeded():
@@ -234,9 +238,9 @@ import mdnjax
 CALLS = [0]
 
 
-def simulate(rng, n):  # keeps state: the second call draws other θ than the first
-    CALLS[0] += 1
-    theta = rng.beta(2.0, 5.0, n) if CALLS[0] == 1 else rng.beta(5.0, 2.0, n)
+def simulate(rng, n):  # keeps state: the second call for all 20,000 draws gives other θ than the first
+    CALLS[0] += n == 20_000
+    theta = rng.beta(2.0, 5.0, n) if CALLS[0] <= 1 else rng.beta(5.0, 2.0, n)
     return theta, rng.binomial(20, theta)
 
 

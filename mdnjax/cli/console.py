@@ -38,9 +38,9 @@ class Printer:
                 self.tty = False
         if self.bar is not None:
             self.bar.update(p.epoch - self.last)
-            val = "" if p.validation is None else f", validation {p.validation:.4f}"
+            val = "" if getattr(p, "validation", None) is None else f", validation {p.validation:.4f}"
             self.bar.set_postfix_str(f"loss {p.losses[-1]:.4f}{val}, {p.ms_per_epoch:.2f} ms/epoch")
-        elif p.validation is not None:  # per-sample passes: every report (early stopping ends them)
+        elif getattr(p, "validation", None) is not None:  # per-sample passes: every report (early stopping ends them)
             print(
                 f"[pass {p.epoch:5d}/{p.epochs}] loss = {p.losses[-1]:.4f}  validation = {p.validation:.4f}  "
                 f"({p.ms_per_epoch:.1f} ms/pass)",

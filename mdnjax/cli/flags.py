@@ -147,9 +147,20 @@ def train_parser() -> argparse.ArgumentParser:
         "observations repeat, per-sample otherwise)",
     )
     c.add_argument("--batch-size", type=number(int), help="per-sample layout: pairs per minibatch (default 256)")
-    c.add_argument("--patience", type=number(int), help="per-sample layout: passes without a better validation loss before stopping (default 20)")
-    c.add_argument("--validation", type=number(float), help="per-sample layout: share of the simulations kept for validation (default 0.1)")
-    c.add_argument("--embedding", help="per-sample layout: embedding network for y: none, mlp, set, conv (default: mlp for a vector y)")
+    c.add_argument(
+        "--patience",
+        type=number(int),
+        help="per-sample layout: passes without a better validation loss before stopping (default 20)",
+    )
+    c.add_argument(
+        "--validation",
+        type=number(float),
+        help="per-sample layout: share of the simulations kept for validation (default 0.1)",
+    )
+    c.add_argument(
+        "--embedding",
+        help="per-sample layout: embedding network for y: none, mlp, set, conv (default: mlp for a vector y)",
+    )
     c.add_argument(
         "--bins",
         type=number(int),
@@ -274,7 +285,8 @@ def check_plot_y(task, plot_y, flag: str = "--plot-y") -> None:
     shape = simulation.observation_shape(task)
     width = shape[0] if shape else 1
     if shape is not None and len(plot_y) % width:
-        raise UsageError(f"{flag}: the {task.name} task observes {width} numbers per y; got {len(plot_y)} numbers")
+        unit = "counts" if simulation.observation_kind(task) == "counts" else "numbers"
+        raise UsageError(f"{flag}: the {task.name} task observes {width} {unit} per y; got {len(plot_y)} numbers")
     if width > 1:  # whole observations: the task may check its counts together
         for i in range(0, len(plot_y), width):
             try:

@@ -117,7 +117,8 @@ def _write_sample_report(prog: str, t_start: float, out: Path, record: dict, tas
     print(report_sample.format_table(payload))
     t = result.timings
     print(
-        f"simulate {t.get('simulate_s', 0):.2f} s, compile {t.get('compile_s', 0):.2f} s, train {t.get('train_s', 0):.2f} s "
+        f"simulate {t.get('simulate_s', 0):.2f} s, compile {t.get('compile_s', 0):.2f} s, "
+        f"train {t.get('train_s', 0):.2f} s "
         f"({t.get('ms_per_epoch', 0):.1f} ms/pass), wall {time.perf_counter() - t_start:.1f} s"
     )
     files = ["run.json", "config.json", "task.json", "posterior.npz", "posterior.json", "checkpoint.npz"]

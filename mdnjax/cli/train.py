@@ -84,7 +84,7 @@ def _train(prog, t_start, lead, out, created, record, task, config, state, histo
         + (f" (resuming at epoch {start})" if resuming else ""),
         flush=True,
     )
-    print(f"layout {choice.layout}: {choice.reason}", flush=True)
+    print(f"mdnjax: layout {choice.layout}: {choice.reason}", file=sys.stderr, flush=True)
     options = record["options"]
     stop: list[int] = []
     previous = {

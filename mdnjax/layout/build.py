@@ -172,7 +172,7 @@ def _apply_policy(b, report: dict, n: int, min_count: int = MIN_COUNT) -> None:
             f"trained on: use layout auto or per-sample (trains on every pair), or increase samples",
             "samples",
         )
-    if report["buckets"]["distinct_y"] > n / 20:
+    if report["buckets"]["distinct_y"] > n / 20 and min_count > 1:  # on auto the choice said how they repeat
         report["warnings"].append(
             f"{report['buckets']['distinct_y']:,} distinct y for {n:,} samples (more than N/20): the buckets are thin "
             "and the network must interpolate between y; this design pays off when observations repeat"

@@ -42,8 +42,13 @@ class Choice(NamedTuple):
     dense_share: float | None = None  # ... and in buckets of >= DENSE
 
     def to_json(self) -> dict:
-        return {"layout": self.layout, "reason": self.reason, "min_count": self.min_count,
-                "repeat_share": self.repeat_share, "dense_share": self.dense_share}
+        return {
+            "layout": self.layout,
+            "reason": self.reason,
+            "min_count": self.min_count,
+            "repeat_share": self.repeat_share,
+            "dense_share": self.dense_share,
+        }
 
 
 def choose(task, config: Config) -> Choice:

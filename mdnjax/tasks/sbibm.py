@@ -196,7 +196,7 @@ def _sta_matrix(stimulus: np.ndarray) -> np.ndarray:
     return s
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _constants(name: str) -> dict:
     with np.load(FILES / f"{name}.npz") as f:
         return {k: f[k] for k in f.files}

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable
 from typing import NamedTuple
@@ -103,7 +104,10 @@ def fit(
         ConfigError: a setting out of range or data that cannot be trained on.
     """
     task = resolve_task(task)
-    config = Config.of(config).resolve(task)
+    config = Config.of(config)
+    if config.layout == "auto":  # this path's own choice: binned (packed above MAX_BINNED_DIM parameters)
+        config = dataclasses.replace(config, layout="binned")
+    config = config.resolve(task)
     how = layout.plan(config.layout)
     mesh = parallel.device_mesh(config.devices if how.sharded else 1)
     shards = 1 if mesh is None else mesh.size

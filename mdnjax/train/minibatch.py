@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Callable
@@ -133,7 +134,11 @@ def make_pass(graphdef, opt, batch: int, steps: int) -> Callable:
             updates, new_opt = opt.update(grads, opt_state, params)
             new_params = optax.apply_updates(params, updates)
             ok = jnp.isfinite(value) & _all_finite(new_params) & _all_finite(new_opt)
-            carry = (_select(ok, new_params, params), _select(ok, new_opt, opt_state), skipped + (~ok).astype(jnp.int32))
+            carry = (
+                _select(ok, new_params, params),
+                _select(ok, new_opt, opt_state),
+                skipped + (~ok).astype(jnp.int32),
+            )
             return carry, jnp.where(ok, value, jnp.nan)
 
         (params, opt_state, skipped), values = jax.lax.scan(body, (state.params, state.opt_state, state.skipped), idx)
@@ -190,10 +195,12 @@ def fit(
     checkpoint_every: int = 0,
     should_stop: Callable[[], bool] | None = None,
 ) -> Result:
-    """Trains q(θ | y) on single pairs; arguments as ``mdnjax.fit`` (``config`` resolved, its
-    layout ``"per-sample"``), plus ``pairs``: (θ, y) to train on instead of simulating (θ on its
+    """Trains q(θ | y) on single pairs; arguments as ``mdnjax.fit`` (``config``'s unset settings
+    from ``config.PER_SAMPLE``), plus ``pairs``: (θ, y) to train on instead of simulating (θ on its
     own space, (n,) or (n, D); y (n,) or (n, M)). ``history`` is the (passes, 2) training and
     validation losses of the passes ``init_state`` trained, as ``on_checkpoint`` gets them."""
+    config = Config.of(config)
+    config = dataclasses.replace(config, layout="per-sample").resolve(task)
     stage = on_stage or (lambda text: None)
     report: dict = {"samples": config.samples, "moved_to_interior": 0, "warnings": []}
     timings: dict = {}
@@ -235,7 +242,8 @@ def fit(
     report["warnings"] = summarize_warnings(report["warnings"])
     if report["moved_to_interior"]:
         report["warnings"].append(
-            f"{report['moved_to_interior']:,} draws lay on a bound of the support and were moved to the nearest interior value"
+            f"{report['moved_to_interior']:,} draws lay on a bound of the support and were moved to the nearest "
+            "interior value"
         )
     import warnings
 
@@ -271,8 +279,12 @@ def fit(
 
     def checkpoint():
         if on_checkpoint is not None:
-            on_checkpoint(parallel.host(state), np.stack([train_hist, val_hist], axis=1).astype(np.float32)
-                          if train_hist else np.zeros((0, 2), np.float32))
+            on_checkpoint(
+                parallel.host(state),
+                np.stack([train_hist, val_hist], axis=1).astype(np.float32)
+                if train_hist
+                else np.zeros((0, 2), np.float32),
+            )
 
     while epoch < config.epochs:
         t0 = time.perf_counter()
@@ -302,8 +314,13 @@ def fit(
         checkpoint()
     host = parallel.host(state)
     passes = max(epoch - start, 1)
-    timings.update({"train_s": train_s, "epochs_per_s": passes / train_s if train_s > 0 else float("nan"),
-                    "ms_per_epoch": 1e3 * train_s / passes})
+    timings.update(
+        {
+            "train_s": train_s,
+            "epochs_per_s": passes / train_s if train_s > 0 else float("nan"),
+            "ms_per_epoch": 1e3 * train_s / passes,
+        }
+    )
     report["skipped_steps"] = int(host.skipped)
     best_epoch = int(np.nanargmin(np.asarray(val_hist, np.float64))) + 1 if np.isfinite(val_hist).any() else 0
     report["best_validation"] = float(host.best_loss) + jacobian
@@ -327,16 +344,27 @@ def fit(
     post = Posterior(spec, jax.tree_util.tree_map(jnp.asarray, host.best_params))
     heldout = (theta[val_idx].astype(np.float32), np.asarray(y)[val_idx])
     return Result(
-        post, host, np.asarray(train_hist, np.float32), np.asarray(val_hist, np.float32), timings, report, config,
-        diverged_at, stopped_at, best_epoch, early, heldout,
+        post,
+        host,
+        np.asarray(train_hist, np.float32),
+        np.asarray(val_hist, np.float32),
+        timings,
+        report,
+        config,
+        diverged_at,
+        stopped_at,
+        best_epoch,
+        early,
+        heldout,
     )
 
 
 def template(task, config: Config, inputs: int) -> SampleState:
     """A state of the shapes a per-sample run of ``config`` checkpoints (to read one back)."""
     embedding = default_embedding(config, inputs)
-    _, params = model.init(jax.random.key(config.seed), config.components, config.hidden, len(task.support),
-                           inputs, embedding)
+    _, params = model.init(
+        jax.random.key(config.seed), config.components, config.hidden, len(task.support), inputs, embedding
+    )
     return state_of(params, optimizer(config, 1))
 
 
@@ -351,15 +379,25 @@ def rebuilt(task, config: Config, post, state, losses, timings: dict, choice=Non
     losses = np.asarray(losses, np.float32).reshape(-1, 2)
     val = losses[:, 1]
     best = int(np.nanargmin(val)) + 1 if np.isfinite(val).any() else 0
-    report.update({
-        "layout": None if choice is None else choice.to_json(), "train_pairs": int(train_idx.size),
-        "validation_pairs": int(val_idx.size), "batch_size": batch, "steps_per_pass": steps,
-        "embedding": post.spec.network.to_json(), "dropped": 0, "skipped_steps": int(state.skipped),
-        "best_validation": float(np.nanmin(val)) if best else None,
-    })
+    report.update(
+        {
+            "layout": None if choice is None else choice.to_json(),
+            "train_pairs": int(train_idx.size),
+            "validation_pairs": int(val_idx.size),
+            "batch_size": batch,
+            "steps_per_pass": steps,
+            "embedding": post.spec.network.to_json(),
+            "dropped": 0,
+            "skipped_steps": int(state.skipped),
+            "best_validation": float(np.nanmin(val)) if best else None,
+        }
+    )
     report["warnings"] = summarize_warnings(report["warnings"])
     early = len(val) if int(state.since_best) >= config.patience else None
-    heldout = (theta.reshape(n, -1)[val_idx].astype(np.float32).reshape((-1,) + theta.shape[1:]), np.asarray(y)[val_idx])
+    heldout = (
+        theta.reshape(n, -1)[val_idx].astype(np.float32).reshape((-1,) + theta.shape[1:]),
+        np.asarray(y)[val_idx],
+    )
     return Result(post, state, losses[:, 0], val, timings, report, config, None, None, best, early, heldout)
 
 

@@ -1,0 +1,338 @@
+"""The per-sample layout: the layout choice, the loss and gradients against the bucketed reference
+objective, early stopping, bitwise resume, embeddings, float y end to end, the CUDA lowering."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from scipy import special, stats
+
+import mdnjax
+from mdnjax import batches, embeddings, layout, mixture, model, objective, simulation, tasks
+from mdnjax.config import Config, ConfigError
+from mdnjax.data import Data
+from mdnjax.train import minibatch
+
+SMALL = dict(samples=3_000, components=3, hidden=(16, 16), batch_size=128, epochs=6, patience=50)
+
+
+def _normal_task(dim=1, noise=0.5):
+    def simulate(rng, n):
+        theta = rng.normal(size=(n, dim)) if dim > 1 else rng.normal(size=n)
+        return theta, theta + noise * rng.normal(size=theta.shape)
+
+    return mdnjax.Task(f"normal{dim}", simulate, support=[(-np.inf, np.inf)] * dim)
+
+
+@pytest.fixture(scope="module")
+def run():
+    """One small per-sample run (D = 2, float y), shared by the tests that read a result."""
+    return mdnjax.fit(_normal_task(2), Config(**SMALL))
+
+
+# ----------------------------------------------------------------- the layout choice
+
+
+def test_auto_picks_binned_for_repeating_y_and_per_sample_for_thin_or_continuous_y():
+    beta = layout.choose(tasks.BetaBinomial(), Config(samples=100_000))
+    assert beta.layout == "binned" and beta.min_count == 1 and beta.repeat_share > 0.99
+    thin = layout.choose(tasks.ABTest(), Config(samples=4_000))  # 2 counts of 100s: ~2,400 distinct y
+    assert thin.layout == "per-sample" and thin.repeat_share < 0.8 and "rarely repeat" in thin.reason
+    cont = layout.choose(_normal_task(), Config(samples=1_000))
+    assert cont.layout == "per-sample" and "continuous" in cont.reason
+    assert layout.choose(tasks.BetaBinomial(), Config(layout="packed")).layout == "packed"
+
+
+def test_on_auto_no_rare_y_is_dropped_from_the_bucketed_layout():
+    task = tasks.GammaPoisson()
+    auto = mdnjax.fit(task, Config(samples=20_000, epochs=2))
+    binned = mdnjax.fit(task, Config(samples=20_000, epochs=2, layout="binned"))
+    assert auto.config.layout == "binned" and auto.report["dropped"] == 0
+    assert binned.report["dropped"] > 0  # the named layout keeps its rule: y seen once are left out
+    assert auto.report["layout"]["reason"].startswith("observations repeat")
+
+
+# ----------------------------------------------------------------- the objective
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_the_per_sample_loss_and_gradients_equal_the_bucketed_reference_with_one_pair_per_bucket(dim, x64):
+    """Each pair its own bucket (weight 1/N): the reference objective (vmapped logsumexp) must give
+    the per-sample loss and its gradients."""
+    n, m = 37, 3
+    rng = np.random.default_rng(0)
+    theta = rng.normal(size=(n, dim)) if dim > 1 else rng.normal(size=n)
+    x = rng.normal(size=(n, m))
+    graphdef, params = model.init(jax.random.key(1), 4, (8,), dim, m, embeddings.Embedding("mlp", (8,), 5))
+    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
+    data = Data(
+        x=jnp.asarray(x),
+        theta=jnp.asarray(theta).reshape((1, n, 1) + ((dim,) if dim > 1 else ())),
+        row_count=jnp.ones((1, n), jnp.int32),
+        row_y=jnp.arange(n, dtype=jnp.int32).reshape(1, n),
+        weight=jnp.full((1, n), 1.0 / n),
+    )
+    v_ref, g_ref = jax.value_and_grad(lambda p: objective.loss(p, graphdef, data))(params)
+    v, g = jax.value_and_grad(lambda p: objective.sample_nll(p, graphdef, jnp.asarray(x), jnp.asarray(theta)))(params)
+    np.testing.assert_allclose(float(v), float(v_ref), rtol=1e-12)
+    chex.assert_trees_all_close(g, g_ref, rtol=1e-10, atol=1e-13)
+    # and the value against scipy in float64, component by component
+    logits, means, scales = (np.asarray(a) for a in model.apply(graphdef, params, jnp.asarray(x)))
+    if dim == 1:
+        comp = stats.norm.logpdf(theta[:, None], means, np.exp(0.5 * scales))
+    else:
+        covs = np.asarray(mixture.mvn_covariances(jnp.asarray(scales), dim))
+        comp = np.array(
+            [[stats.multivariate_normal(means[i, k], covs[i, k]).logpdf(theta[i]) for k in range(4)] for i in range(n)]
+        )
+    expected = -np.mean(special.logsumexp(comp + special.log_softmax(logits, axis=-1), axis=-1))
+    np.testing.assert_allclose(float(v), expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("dim", [1, 3])
+def test_the_standardisation_moves_the_mixture_exactly(dim, x64):
+    """q_u(u) = q_z((u − shift)/scale) / Π scale for the affine image of the mixture."""
+    rng = np.random.default_rng(2)
+    k = 4
+    shift, scale = rng.normal(size=dim), rng.uniform(0.2, 3.0, size=dim)
+    logits = jnp.asarray(rng.normal(size=k))
+    if dim == 1:
+        means, scales = jnp.asarray(rng.normal(size=k)), jnp.asarray(rng.normal(size=k))
+        lp = mixture.log_prob
+        z = rng.normal(size=50)
+        u = shift[0] + scale[0] * z
+    else:
+        means, scales = jnp.asarray(rng.normal(size=(k, dim))), jnp.asarray(rng.normal(size=(k, dim * (dim + 1) // 2)))
+        lp = mixture.mvn_log_prob
+        z = rng.normal(size=(50, dim))
+        u = shift + scale * z
+    moved = mixture.affine(logits, means, scales, jnp.asarray(shift), jnp.asarray(scale))
+    np.testing.assert_allclose(
+        np.asarray(lp(jnp.asarray(u), *moved)),
+        np.asarray(lp(jnp.asarray(z), logits, means, scales)) - np.log(scale).sum(),
+        rtol=1e-10,
+    )
+
+
+# ----------------------------------------------------------------- training
+
+
+def test_early_stopping_keeps_the_best_validation_parameters():
+    task = _normal_task(1)
+    result = mdnjax.fit(task, Config(**{**SMALL, "epochs": 200, "patience": 2, "lr": 3e-2}))
+    assert result.early_stopped_at is not None and result.early_stopped_at < 200
+    assert result.best_epoch == int(np.argmin(result.validation)) + 1
+    assert result.early_stopped_at - result.best_epoch == 2
+    chex.assert_trees_all_equal(result.posterior.params, result.state.best_params)
+    # the posterior's own validation NLL (fitting space) is the best one recorded
+    theta, y = result.heldout
+    lp = np.asarray(result.posterior.log_prob(theta, y), np.float64)
+    np.testing.assert_allclose(-lp.mean(), np.min(result.validation), rtol=1e-4)
+
+
+def test_resume_is_bitwise_the_uninterrupted_run(run):
+    task = _normal_task(2)
+    saved = []
+    first = mdnjax.fit(task, Config(**{**SMALL, "epochs": 3}), on_checkpoint=lambda s, h: saved.append((s, h)))
+    state, history = saved[-1]
+    resumed = mdnjax.fit(task, Config(**SMALL), init_state=state, history=history)
+    chex.assert_trees_all_equal(resumed.state.params, run.state.params)
+    chex.assert_trees_all_equal(resumed.posterior.params, run.posterior.params)
+    np.testing.assert_array_equal(resumed.validation, run.validation)
+    assert int(first.state.epoch) == 3 and int(resumed.state.epoch) == SMALL["epochs"]
+
+
+def test_a_result_answers_for_float_y_in_batches(run):
+    post = run.posterior
+    y = np.array([[0.3, -0.1], [1.0, 2.0], [0.0, 0.0]])
+    draws = post.sample(jax.random.key(0), y, 7)
+    assert draws.shape == (3, 7, 2)
+    assert post.mean(y).shape == (3, 2) and post.cov(y).shape == (3, 2, 2)
+    assert post.log_prob(np.zeros((3, 2)), y).shape == (3,)
+    assert post.quantile(np.array([0.1, 0.9]), y[0]).shape == (2, 2)
+    assert post.training_samples(y[0]) is None
+    with pytest.raises(ValueError, match="sequence of 2 numbers"):
+        post.mean([1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="finite"):
+        post.mean([np.nan, 1.0])
+
+
+def test_validation_split_and_batches_are_fixed_by_the_seed():
+    a, b = batches.split(1000, 0.1, 3), batches.split(1000, 0.1, 3)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert len(a[1]) == 100 and not set(a[0]) & set(a[1])
+    idx = np.asarray(batches.indices(jax.random.key(0), 4, 100, 32, 3))
+    assert idx.shape == (3, 32) and len(set(idx.ravel())) == 96
+    np.testing.assert_array_equal(idx, np.asarray(batches.indices(jax.random.key(0), 4, 100, 32, 3)))
+
+
+# ----------------------------------------------------------------- embeddings
+
+
+def test_each_embedding_maps_to_its_width():
+    rngs = nnx.Rngs(0)
+    y = jnp.asarray(np.random.default_rng(0).normal(size=(5, 24)))
+    assert embeddings.build(embeddings.Embedding("mlp", (16,), 7), 24, rngs=rngs)(y).shape == (5, 7)
+    assert embeddings.build(embeddings.Embedding("set", (16, 16), 6, features=3), 24, rngs=rngs)(y).shape == (5, 6)
+    assert embeddings.build(embeddings.Embedding("conv", (4, 8), 9, features=2, kernel=3), 24, rngs=rngs)(y).shape == (
+        5,
+        9,
+    )
+    assert embeddings.build(embeddings.Embedding("none"), 24, rngs=rngs) is None
+    with pytest.raises(ValueError, match="not a multiple"):
+        embeddings.Embedding("set", features=5).check(24)
+    assert embeddings.Embedding.from_json(
+        embeddings.Embedding("conv", (3,), 4, 2, 7).to_json()
+    ) == embeddings.Embedding("conv", (3,), 4, 2, 7)
+
+
+def test_the_set_encoder_is_invariant_to_the_order_and_to_padding():
+    net = embeddings.build(embeddings.Embedding("set", (16, 16), 6, features=2), 20, rngs=nnx.Rngs(1))
+    rng = np.random.default_rng(0)
+    trials = rng.normal(size=(4, 6, 2))  # 6 real trials of 2 numbers
+    padded = np.full((4, 10, 2), np.nan)
+    padded[:, :6] = trials
+    shuffled = np.full((4, 10, 2), np.nan)
+    shuffled[:, [9, 0, 4, 2, 7, 5]] = trials[:, ::-1]  # other order, padding between
+    a, b = net(jnp.asarray(padded.reshape(4, 20))), net(jnp.asarray(shuffled.reshape(4, 20)))
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    fewer = padded.copy()
+    fewer[:, 5] = np.nan  # one trial fewer: a different set
+    assert np.abs(np.asarray(net(jnp.asarray(fewer.reshape(4, 20)))) - np.asarray(a)).max() > 1e-4
+
+
+def test_a_set_of_a_variable_number_of_trials_trains_and_answers():
+    def simulate(rng, n):
+        theta = rng.normal(size=n)
+        y = theta[:, None] + rng.normal(size=(n, 8))
+        y[rng.random((n, 8)) < 0.3] = np.nan  # 0-8 trials observed
+        return theta, y
+
+    task = mdnjax.Task("iid", simulate, support=[(-np.inf, np.inf)])
+    result = mdnjax.fit(task, Config(**{**SMALL, "embedding": {"kind": "set", "widths": (16, 16), "out": 8}}))
+    assert result.posterior.spec.network.kind == "set"
+    y = np.array([0.5, 0.4, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan])
+    assert np.isfinite(float(result.posterior.mean(y)))
+
+
+# ----------------------------------------------------------------- bad input
+
+
+def test_nan_or_infinite_y_rows_are_counted_and_refused_in_one_line():
+    def simulate(rng, n):
+        theta = rng.normal(size=n)
+        y = theta + rng.normal(size=n)
+        y[:5] = np.inf
+        y[7] = np.nan
+        return theta, y
+
+    task = mdnjax.Task("bad", simulate, support=[(-np.inf, np.inf)])
+    with pytest.raises(
+        simulation.SimulationError, match=r"^simulate returned 6 of 1,000 y rows holding NaN or infinite"
+    ):
+        mdnjax.fit(task, Config(samples=1_000, epochs=1))
+
+
+def test_y_whose_shape_differs_from_the_declared_one_is_refused():
+    def simulate(rng, n):
+        return rng.normal(size=n), rng.normal(size=(n, 3 if n > 100 else 2))
+
+    task = mdnjax.Task("shifty", simulate, support=[(-np.inf, np.inf)], y_shape=(2,))
+    with pytest.raises(simulation.SimulationError, match="declares"):
+        mdnjax.fit(task, Config(samples=1_000, epochs=1))
+
+
+def test_float_y_of_a_counts_task_and_bad_settings_are_refused():
+    def simulate(rng, n):
+        return rng.random(n), rng.random(n)
+
+    task = mdnjax.Task("c", simulate, support=[(0.0, 1.0)], y_kind="counts")
+    with pytest.raises(simulation.SimulationError, match="y_kind='continuous'"):
+        mdnjax.fit(task, Config(samples=100, epochs=1))
+    for bad in ({"validation": 1.0}, {"batch_size": 0}, {"embedding": "transformer"}):
+        with pytest.raises(ConfigError):
+            Config(**bad).resolve()
+
+
+# ----------------------------------------------------------------- accelerator and processes
+
+
+def test_the_per_sample_pass_lowers_for_cuda_without_host_syncs():
+    cfg = Config(**SMALL, layout="per-sample").resolve()
+    graphdef, params = model.init(jax.random.key(0), 3, (16, 16), 2, 5, embeddings.Embedding("mlp", (8,), 4))
+    opt = minibatch.optimizer(cfg, 10)
+    state = minibatch.state_of(params, opt)
+    pairs = minibatch.Pairs(jnp.zeros((640, 5)), jnp.zeros((640, 2)), jnp.zeros((64, 5)), jnp.zeros((64, 2)))
+    run = minibatch.make_pass(graphdef, opt, 64, 10)
+    text = run.trace(state, pairs, jax.random.key(0)).lower(lowering_platforms=("cuda",)).as_text()
+    assert text.count("stablehlo.while") == 1  # the steps' scan
+    assert "stablehlo.case" not in text and "stablehlo.if" not in text and "custom_call @host" not in text
+    assert "precision = [HIGHEST, HIGHEST]" in text or "<HIGHEST>" in text
+
+
+TASK_FILE = """
+import numpy as np
+import mdnjax
+
+def simulate(rng, n):
+    theta = rng.normal(size=(n, 2))
+    return theta, theta + 0.3 * rng.normal(size=(n, 2))
+
+TASK = mdnjax.Task("float-y", simulate, support=[(-np.inf, np.inf)] * 2)
+"""
+
+
+def test_a_float_y_task_file_trains_through_the_command_and_loads_in_a_fresh_process(tmp_path):
+    (tmp_path / "ftask.py").write_text(TASK_FILE)
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "mdnjax.train",
+        "--task",
+        f"{tmp_path / 'ftask.py'}:TASK",
+        "--samples",
+        "3000",
+        "--epochs",
+        "4",
+        "--hidden",
+        "16",
+        "--components",
+        "3",
+        "--observed",
+        "0.5",
+        "-0.25",
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "layout per-sample: continuous observations" in done.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["layout"]["layout"] == "per-sample" and len(metrics["validation_loss"]) == 4
+    assert metrics["observations"][0]["y"] == [0.5, -0.25]
+    for name in ("loss.png", "validation.png", "pairs_0.png"):
+        assert (out / name).stat().st_size > 1000
+    probe = textwrap.dedent(f"""
+        import jax, numpy as np, mdnjax
+        post = mdnjax.load({str(out)!r})
+        print(post.spec.y_kind, post.sample(jax.random.key(0), np.array([0.5, -0.25]), 5).shape)
+    """)
+    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd="/")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.split() == ["continuous", "(5,", "2)"]
+    again = subprocess.run(
+        [sys.executable, "-m", "mdnjax.train", "--resume", str(out), "--epochs", "6"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert again.returncode == 0, again.stderr
+    assert len(json.loads((out / "metrics.json").read_text())["validation_loss"]) == 6
