@@ -314,7 +314,7 @@ def test_a_float_y_task_file_trains_through_the_command_and_loads_in_a_fresh_pro
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "layout per-sample: continuous observations" in done.stderr
+    assert "layout=per-sample (continuous observations" in done.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["layout"]["layout"] == "per-sample" and len(metrics["validation_loss"]) == 4
     assert metrics["observations"][0]["y"] == [0.5, -0.25]

@@ -80,11 +80,10 @@ def _train(prog, t_start, lead, out, created, record, task, config, state, histo
     print(
         f"mdnjax: task={task.name} samples={config.samples:,} K={config.components} recipe={config.recipe} "
         f"(epochs={config.epochs} lr={config.lr:g} {config.weighting} {config.schedule} {config.space}) "
-        f"layout={config.layout} device={jax.devices()[0].platform} -> {out}"
-        + (f" (resuming at epoch {start})" if resuming else ""),
+        f"layout={config.layout}{'' if choice.reason.startswith('layout ') else f' ({choice.reason})'} "
+        f"device={jax.devices()[0].platform} -> {out}" + (f" (resuming at epoch {start})" if resuming else ""),
         flush=True,
     )
-    print(f"mdnjax: layout {choice.layout}: {choice.reason}", file=sys.stderr, flush=True)
     options = record["options"]
     stop: list[int] = []
     previous = {

@@ -342,7 +342,8 @@ def fit(
         per_sample=True,
     )
     post = Posterior(spec, jax.tree_util.tree_map(jnp.asarray, host.best_params))
-    heldout = (theta[val_idx].astype(np.float32), np.asarray(y)[val_idx])
+    held_theta = theta[val_idx].astype(np.float32)
+    heldout = (held_theta[:, 0] if dim == 1 else held_theta, np.asarray(y)[val_idx])
     return Result(
         post,
         host,
