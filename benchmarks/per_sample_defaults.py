@@ -36,6 +36,28 @@ VARIANTS = {
     "K 4": {"components": 4},
     "K 16": {"components": 16},
     "embedding none": {"embedding": "none"},
+    "plateau": {"schedule": "plateau"},
+    "plateau batch 128": {"schedule": "plateau", "batch_size": 128},
+    "plateau lr 3e-3": {"schedule": "plateau", "lr": 3e-3},
+    "plateau 64x2": {"schedule": "plateau", "hidden": (64, 64)},
+    "plateau 64x2 batch 128": {"schedule": "plateau", "hidden": (64, 64), "batch_size": 128},
+    "plateau 64x2 none": {"schedule": "plateau", "hidden": (64, 64), "embedding": "none"},
+    "plateau 64x2 none batch 128": {"schedule": "plateau", "hidden": (64, 64), "embedding": "none", "batch_size": 128},
+    "plateau 128x2 none batch 128": {
+        "schedule": "plateau",
+        "hidden": (128, 128),
+        "embedding": "none",
+        "batch_size": 128,
+    },
+    "plateau 64x2 none lr 3e-3 batch 128": {
+        "schedule": "plateau",
+        "hidden": (64, 64),
+        "embedding": "none",
+        "batch_size": 128,
+        "lr": 3e-3,
+    },
+    "base seed 1": {"seed": 1},
+    "plateau seed 1": {"schedule": "plateau", "seed": 1},
 }
 
 

@@ -24,7 +24,7 @@ import numpy as np
 LAYOUTS = ("packed", "padded", "binned", "per-sample")  # what a run trains on ("auto" picks one)
 AUTO = "auto"
 WEIGHTINGS = ("per-y", "per-sample")
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "plateau")  # plateau: the per-sample layout's step size halved on plateaus
 SPACES = ("raw", "unconstrained")
 # A recipe fills every training setting left unset; a task may adjust it (``Task.recommended``).
 RECIPES = {
@@ -54,9 +54,9 @@ PER_SAMPLE = {
     "epochs": 1000,
     "lr": 1e-3,
     "weighting": "per-sample",
-    "schedule": "constant",
+    "schedule": "plateau",
     "space": "unconstrained",
-    "hidden": (64, 64, 64),
+    "hidden": (64, 64),
 }
 DEFAULT_RECIPE = "fast"
 MAX_EPOCHS = 1_000_000
@@ -143,7 +143,9 @@ class Config:
         lr: Adam (peak) learning rate.
         weighting: ``"per-y"`` (the notebook: Σ_y of each y's mean NLL) or ``"per-sample"``
             (the mean NLL over all (θ, y) pairs, the standard NPE objective).
-        schedule: ``"constant"`` or ``"cosine"`` (decay to 0 at ``epochs``).
+        schedule: ``"constant"``, ``"cosine"`` (decay to 0 at ``epochs``) or ``"plateau"`` (the
+            per-sample layout halves the step size after every ``patience // 4`` passes without a
+            better validation loss; constant on the bucketed layouts).
         space: ``"raw"`` fits the mixture to θ; ``"unconstrained"`` to u = f(θ), f from θ's
             support (``mdnjax.task.Bound``), with the Jacobian in the density.
         layout: ``"binned"`` (the default: each y's draws as ``bins`` bins, two points per bin,
@@ -185,7 +187,7 @@ class Config:
     holdout: float = 0.1
     log_every: int = 50
     devices: int | None = None
-    batch_size: int = 256
+    batch_size: int = 128
     patience: int = 20
     validation: float = 0.1
     embedding: Any = None

@@ -137,6 +137,16 @@ def test_early_stopping_keeps_the_best_validation_parameters():
     np.testing.assert_allclose(-lp.mean(), np.min(result.validation), rtol=1e-4)
 
 
+def test_the_plateau_schedule_halves_the_step_after_each_plateau_of_the_validation_loss():
+    result = mdnjax.fit(_normal_task(1), Config(**{**SMALL, "epochs": 60, "patience": 8, "schedule": "plateau"}))
+    best, since, scale = np.inf, 0, 1.0  # the rule, replayed on the recorded validation losses
+    for v in result.validation:
+        since = 0 if v < best else since + 1
+        best = min(best, v)
+        scale *= 0.5 if since and since % 2 == 0 else 1.0
+    assert float(result.state.lr_scale) == scale < 1.0
+
+
 def test_resume_is_bitwise_the_uninterrupted_run(run):
     task = _normal_task(2)
     saved = []

@@ -55,6 +55,8 @@ class SampleState(NamedTuple):
         since_best: passes since the validation loss last improved.
         epoch: passes trained so far.
         skipped: steps skipped for a non-finite loss or update.
+        lr_scale: the factor on Adam's steps (``schedule="plateau"`` halves it after every
+            ``patience // 4`` passes without a better validation loss).
     """
 
     params: Any
@@ -64,6 +66,7 @@ class SampleState(NamedTuple):
     since_best: jax.Array
     epoch: jax.Array
     skipped: jax.Array
+    lr_scale: jax.Array
 
 
 class Pairs(NamedTuple):
@@ -116,12 +119,14 @@ def state_of(params, opt) -> SampleState:
         since_best=jnp.array(0, jnp.int32),
         epoch=jnp.array(0, jnp.int32),
         skipped=jnp.array(0, jnp.int32),
+        lr_scale=jnp.array(1.0, jnp.float32),
     )
 
 
-def make_pass(graphdef, opt, batch: int, steps: int) -> Callable:
+def make_pass(graphdef, opt, batch: int, steps: int, plateau: int = 0) -> Callable:
     """``run(state, pairs, key) -> (state, (train_loss, val_loss))``: one pass of ``steps``
-    minibatches in a ``lax.scan``, then the validation loss and the best-parameters bookkeeping."""
+    minibatches in a ``lax.scan``, then the validation loss and the best-parameters bookkeeping;
+    ``plateau`` > 0 halves the step size after every ``plateau`` passes without improvement."""
     loss = functools.partial(_loss, graphdef=graphdef)
 
     @functools.partial(jax.jit, donate_argnums=0)
@@ -132,6 +137,7 @@ def make_pass(graphdef, opt, batch: int, steps: int) -> Callable:
             params, opt_state, skipped = carry
             value, grads = jax.value_and_grad(loss)(params, pairs.x[i], pairs.theta[i])
             updates, new_opt = opt.update(grads, opt_state, params)
+            updates = jax.tree_util.tree_map(lambda u: u * state.lr_scale, updates)
             new_params = optax.apply_updates(params, updates)
             ok = jnp.isfinite(value) & _all_finite(new_params) & _all_finite(new_opt)
             carry = (
@@ -144,14 +150,17 @@ def make_pass(graphdef, opt, batch: int, steps: int) -> Callable:
         (params, opt_state, skipped), values = jax.lax.scan(body, (state.params, state.opt_state, state.skipped), idx)
         val = _loss(params, pairs.val_x, pairs.val_theta, graphdef=graphdef)
         better = jnp.isfinite(val) & (val < state.best_loss)
+        since = jnp.where(better, 0, state.since_best + 1).astype(jnp.int32)
+        decay = (~better) & (since % max(plateau, 1) == 0) if plateau else jnp.array(False)
         new = SampleState(
             params=params,
             opt_state=opt_state,
             best_params=_select(better, params, state.best_params),
             best_loss=jnp.where(better, val, state.best_loss),
-            since_best=jnp.where(better, 0, state.since_best + 1).astype(jnp.int32),
+            since_best=since,
             epoch=state.epoch + 1,
             skipped=skipped,
+            lr_scale=jnp.where(decay, 0.5 * state.lr_scale, state.lr_scale),
         )
         return new, (jnp.nanmean(values), val)
 
@@ -267,7 +276,7 @@ def fit(
     past = np.zeros((0, 2), np.float32) if history is None else np.asarray(history, np.float32).reshape(-1, 2)
     train_hist, val_hist = [float(v) for v in past[:, 0]], [float(v) for v in past[:, 1]]
     stage(f"compiling the training pass ({steps:,} steps of {batch:,} pairs; {val_idx.size:,} for validation)")
-    run = make_pass(graphdef, opt, batch, steps)
+    run = make_pass(graphdef, opt, batch, steps, config.patience // 4 if config.schedule == "plateau" else 0)
     key = jax.random.key(config.seed)
     t0 = time.perf_counter()
     compiled = run.lower(state, device_pairs, key).compile()
