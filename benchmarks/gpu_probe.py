@@ -146,6 +146,43 @@ def probe_2d(epochs: int, repeats: int) -> dict:
     return out
 
 
+def probe_per_sample(n: int, repeats: int, batches=(128, 512, 4096)) -> dict:
+    """The per-sample layout on slcp (D = 5, M = 8) and slcp_distractors (M = 100, MLP embedding):
+    ms per pass over n pairs, and pairs per second, at several batch sizes (the data resident)."""
+    from mdnjax.train import minibatch
+
+    out = {"N": n, "tasks": {}}
+    for name in ("slcp", "slcp_distractors"):
+        task = tasks.from_name(name)
+        theta, y = task.simulate(np.random.default_rng(0), n)
+        rows = {}
+        for batch in batches:
+            cfg = Config(samples=n, layout="per-sample", batch_size=batch).resolve(task)
+            emb = minibatch.default_embedding(cfg, y.shape[1])
+            graphdef, params = model.init(jax.random.key(0), cfg.components, cfg.hidden, 5, y.shape[1], emb)
+            steps = n // batch
+            opt = minibatch.optimizer(cfg, steps)
+            pairs = minibatch.Pairs(
+                jnp.asarray(y, jnp.float32),
+                jnp.asarray(theta / 3.0, jnp.float32),
+                jnp.asarray(y[:1000], jnp.float32),
+                jnp.asarray(theta[:1000] / 3.0, jnp.float32),
+            )
+            run = minibatch.make_pass(graphdef, opt, batch, steps)
+            state = [minibatch.state_of(params, opt)]
+            key = jax.random.key(0)
+            compiled = run.lower(state[0], pairs, key).compile()
+
+            def once(state=state, compiled=compiled, pairs=pairs, key=key):
+                state[0], losses = compiled(state[0], pairs, key)
+                jax.block_until_ready(losses)
+
+            t = _timed(once, repeats)
+            rows[str(batch)] = {"ms_per_pass": 1e3 * t["median_s"], "pairs_per_s": n / t["median_s"], "steps": steps}
+        out["tasks"][name] = rows
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="N = 1e5, 1e6 with few epochs: check the script")
@@ -167,6 +204,10 @@ def main() -> None:
     result["two_parameters"] = probe_2d(20 if args.quick else 200, args.repeats)
     line = ", ".join(f"{k} {v['ms_per_epoch']:.3f} ms" for k, v in result["two_parameters"]["paths"].items())
     print(f"bioassay (D = 2, M = 4), N=1e6: {line}", flush=True)
+    result["per_sample"] = probe_per_sample(10**5 if args.quick else 10**6, args.repeats)
+    for name, rows in result["per_sample"]["tasks"].items():
+        line = ", ".join(f"batch {b}: {r['ms_per_pass']:.1f} ms/pass" for b, r in rows.items())
+        print(f"per-sample {name}, N={result['per_sample']['N']:.0e}: {line}", flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
     name = "gpu_probe_quick.json" if args.quick else "gpu_probe.json"
     (OUT / name).write_text(json.dumps(result, indent=2))

@@ -146,7 +146,7 @@ def train_parser() -> argparse.ArgumentParser:
         help=f"layout of the draws: auto, {', '.join(config_lib.LAYOUTS)} (default auto: binned when the "
         "observations repeat, per-sample otherwise)",
     )
-    c.add_argument("--batch-size", type=number(int), help="per-sample layout: pairs per minibatch (default 256)")
+    c.add_argument("--batch-size", type=number(int), help="per-sample layout: pairs per minibatch (default 128)")
     c.add_argument(
         "--patience",
         type=number(int),
