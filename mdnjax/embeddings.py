@@ -11,7 +11,11 @@ An ``Embedding`` is a small frozen record (kind and widths) stored in ``posterio
   hold different numbers of trials. φ maps each trial, a masked mean pools them, and ρ maps the
   pooled vector and the share of trials present;
 * ``"conv"``: a 1-D convolutional encoder for a series of M steps (``channels`` numbers per step):
-  convolutions of width ``kernel``, each followed by ReLU and a max-pool of 2, then a linear map.
+  convolutions of width ``kernel``, each followed by ReLU and a max-pool of 2, then a linear map;
+* ``"user"``: your own Flax NNX module, named ``path/to/file.py:NAME`` (``Embedding.of`` takes the
+  string): ``NAME(inputs, out, *, rngs)`` maps (B, inputs) to (B, out). Like a task file, the spec
+  records the file's SHA-256: loading a posterior re-imports it and refuses in one line when the
+  file is gone or has changed.
 
 Weights start as PyTorch's ``nn.Linear`` (uniform in ±1/√fan_in), like the MDN's.
 
@@ -34,7 +38,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-KINDS = ("none", "mlp", "set", "conv")
+KINDS = ("none", "mlp", "set", "conv", "user")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +52,8 @@ class Embedding:
         out: the length of the embedding (the backbone's input).
         features: ``set``: numbers per trial (F); ``conv``: channels per step of the series.
         kernel: ``conv``: the convolution's width.
+        source: ``user``: ``path/to/file.py:NAME`` (the file's absolute path).
+        sha256: ``user``: the file's SHA-256 when the spec was made.
     """
 
     kind: str = "mlp"
@@ -55,14 +61,18 @@ class Embedding:
     out: int = 32
     features: int = 1
     kernel: int = 5
+    source: str | None = None
+    sha256: str | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"unknown embedding {self.kind!r}: choose one of {', '.join(KINDS)}")
         if self.out < 1 or self.features < 1 or self.kernel < 1 or any(w < 1 for w in self.widths):
             raise ValueError(f"embedding widths, out, features and kernel must be >= 1, got {self}")
-        if self.kind != "none" and not self.widths:
+        if self.kind not in ("none", "user") and not self.widths:
             raise ValueError(f"a {self.kind} embedding needs at least one width")
+        if self.kind == "user" and not self.source:
+            raise ValueError("a user embedding needs its source: path/to/file.py:NAME")
 
     def output_width(self, inputs: int) -> int:
         """The backbone's input width for observations of length ``inputs``."""
@@ -77,13 +87,16 @@ class Embedding:
             )
 
     def to_json(self) -> dict:
-        return {
+        d = {
             "kind": self.kind,
             "widths": list(self.widths),
             "out": self.out,
             "features": self.features,
             "kernel": self.kernel,
         }
+        if self.kind == "user":
+            d.update({"source": self.source, "sha256": self.sha256})
+        return d
 
     @classmethod
     def from_json(cls, d: dict | None) -> Embedding:
@@ -95,6 +108,8 @@ class Embedding:
             int(d["out"]),
             int(d.get("features", 1)),
             int(d.get("kernel", 5)),
+            d.get("source"),
+            d.get("sha256"),
         )
 
     @classmethod
@@ -104,6 +119,8 @@ class Embedding:
             return value
         if value is None:
             return cls("none")
+        if isinstance(value, str) and ":" in value:  # path/to/file.py:NAME, the user's module
+            return user(value)
         if isinstance(value, str):
             return cls(value)
         if isinstance(value, dict):
@@ -184,11 +201,55 @@ class Conv1D(nnx.Module):
         return self.head(h.reshape(h.shape[0], -1))
 
 
+def user(source: str, out: int = 32) -> Embedding:
+    """The spec of the user's module ``path/to/file.py:NAME`` (its file hashed now)."""
+    from pathlib import Path
+
+    from mdnjax.userspec import file_hash
+
+    where, _, name = source.rpartition(":")
+    path = Path(where).resolve()
+    if not where.endswith(".py") or not name.isidentifier():
+        raise ValueError(f"a user embedding is path/to/file.py:NAME, got {source!r}")
+    if not path.is_file():
+        raise ValueError(f"the embedding file {path} does not exist")
+    return Embedding("user", (), out, source=f"{path}:{name}", sha256=file_hash(path))
+
+
+def _user_module(spec: Embedding, inputs: int, rngs: nnx.Rngs):
+    """The user's module, from the recorded file, refused in one line when it changed."""
+    from pathlib import Path
+
+    from mdnjax.simulation import UserCodeError
+    from mdnjax.userspec import _import_file, file_hash
+
+    where, _, name = spec.source.rpartition(":")
+    path = Path(where)
+    if not path.is_file():
+        raise ValueError(f"the embedding file {path} is gone: the posterior cannot rebuild its embedding")
+    if spec.sha256 and file_hash(path) != spec.sha256:
+        raise ValueError(f"the embedding file {path} has changed since training (SHA-256 differs): restore it")
+    module = _import_file(path)
+    cls = getattr(module, name, None)
+    if cls is None:
+        raise ValueError(f"the embedding file {path} defines no {name!r}")
+    try:
+        net = cls(inputs, spec.out, rngs=rngs)
+        shape = net(jnp.zeros((2, inputs), jnp.float32)).shape
+    except Exception as err:  # noqa: BLE001 - the user's code: re-raised with its name
+        raise UserCodeError(f"embedding {name}", err) from err
+    if shape != (2, spec.out):
+        raise ValueError(f"the embedding {name} maps (2, {inputs}) to {shape}; expected (2, {spec.out})")
+    return net
+
+
 def build(spec: Embedding, inputs: int, *, rngs: nnx.Rngs):
     """The module of ``spec`` for observations of length ``inputs`` (None for ``"none"``)."""
     spec.check(inputs)
     if spec.kind == "none":
         return None
+    if spec.kind == "user":
+        return _user_module(spec, inputs, rngs)
     if spec.kind == "mlp":
         return MLP(inputs, spec.widths, spec.out, rngs=rngs)
     if spec.kind == "set":

@@ -346,3 +346,36 @@ def test_a_float_y_task_file_trains_through_the_command_and_loads_in_a_fresh_pro
     )
     assert again.returncode == 0, again.stderr
     assert len(json.loads((out / "metrics.json").read_text())["validation_loss"]) == 6
+
+
+EMBEDDING_FILE = """
+import jax
+from flax import nnx
+
+
+class Encoder(nnx.Module):
+    def __init__(self, inputs, out, *, rngs):
+        self.a = nnx.Linear(inputs, 8, rngs=rngs)
+        self.b = nnx.Linear(8, out, rngs=rngs)
+
+    def __call__(self, x):
+        return self.b(jax.nn.tanh(self.a(x)))
+"""
+
+
+def test_a_users_own_embedding_module_trains_and_is_refused_on_load_once_changed(tmp_path):
+    path = tmp_path / "emb.py"
+    path.write_text(EMBEDDING_FILE)
+    result = mdnjax.fit(_normal_task(2), Config(**{**SMALL, "epochs": 2, "embedding": f"{path}:Encoder"}))
+    assert result.posterior.spec.network.kind == "user" and "embed" in result.posterior.params
+    result.posterior.save(tmp_path)
+    loaded = mdnjax.load(tmp_path)
+    np.testing.assert_allclose(np.asarray(loaded.mean([0.1, 0.2])), np.asarray(result.posterior.mean([0.1, 0.2])))
+    path.write_text(EMBEDDING_FILE + "# changed\n")
+    with pytest.raises(ValueError, match="has changed since training"):
+        mdnjax.load(tmp_path)
+    path.unlink()
+    with pytest.raises(ValueError, match="is gone"):
+        mdnjax.load(tmp_path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        Config(embedding=f"{tmp_path}/nothing.py:Encoder").resolve()
