@@ -73,7 +73,8 @@ def _files(name: str, i: int):
 def train(args) -> None:
     import torch
     from sbi.inference import SNPE
-    from sbi.utils import BoxUniform, posterior_nn
+    from sbi.neural_nets import posterior_nn
+    from sbi.utils import BoxUniform
 
     sys.path.insert(0, str(Path(__file__).parents[1] / "mdnjax"))
     from c2st import c2st  # the same definition, without importing mdnjax (no jax here)

@@ -121,6 +121,35 @@ def figure(data: dict, path: Path) -> None:
     fig.savefig(path, dpi=90)
 
 
+def table(data: dict) -> str:
+    """The markdown table of the results, beside the published NPE and sbi's MDN (sbi_mdn.json)."""
+    sbi_path = RESULTS / "sbi_mdn.json"
+    sbi = json.loads(sbi_path.read_text())["runs"] if sbi_path.is_file() else {}
+    lines = [
+        "| task | simulations | mdnjax C2ST (obs) | published NPE | sbi MDN C2ST (same obs) | mdnjax train wall s "
+        "| sbi MDN train CPU s (1 thread) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, v in sorted(data["runs"].items(), key=lambda kv: (int(kv[0].split("/")[1]), kv[0])):
+        name, budget = key.split("/")
+        if not v.get("c2st"):
+            continue
+        pub = PUBLISHED_NPE.get(name, {}).get(int(budget))
+        s = sbi.get(key, {})
+        shared = [i for i in v["c2st"] if i in s.get("c2st", {})]
+        sbi_text = "–"
+        if shared:
+            ours = np.mean([v["c2st"][i] for i in shared])
+            theirs = np.mean([s["c2st"][i] for i in shared])
+            sbi_text = f"{theirs:.3f} (mdnjax {ours:.3f} on obs {', '.join(shared)})"
+        obs = ", ".join(sorted(v["c2st"], key=int))
+        lines.append(
+            f"| {name} | {int(budget):,} | **{v['mean_c2st']:.3f}** ({obs}) | {pub if pub else '–'} | {sbi_text} "
+            f"| {v['train_wall_s']:.0f} | {s.get('train_cpu_s', float('nan')):.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", nargs="+", default=list(PUBLISHED_NPE))
@@ -129,6 +158,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="two_moons and gaussian_linear at 10^3, observations 1–2")
     p.add_argument("--out", default=str(RESULTS / "sbibm.json"))
     p.add_argument("--figure-only", action="store_true")
+    p.add_argument("--table", action="store_true", help="print the results as a markdown table")
     args = p.parse_args(argv)
     xla.configure_cpu()
     if args.quick:
@@ -140,7 +170,7 @@ def main(argv=None) -> int:
         f"{jax.devices()[0].platform} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
     )
     data["published_npe"] = PUBLISHED_NPE
-    if not args.figure_only:
+    if not (args.figure_only or args.table):
         cache: dict = {}
         for i in args.observations:  # every task's observation 1 first: a partial grid covers every task
             for budget in args.budgets:
@@ -150,6 +180,9 @@ def main(argv=None) -> int:
         data["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         _save(path, data)
     figure(data, path.with_suffix(".png"))
+    if args.table:
+        print(table(data))
+        return 0
     for key, v in sorted(data["runs"].items()):
         name, budget = key.split("/")
         pub = PUBLISHED_NPE.get(name, {}).get(int(budget))

@@ -104,7 +104,7 @@ def build(result, task, observations=None, out: Path | None = None, plots_on: bo
             for n, r in zip(names_of(task, post.dim), payload["calibration"]["pit"])
             if r["fails"]
         ]
-    ys = list(observations) if observations else default_observations(result)
+    ys = list(observations) if observations else default_observations(result, 3 if post.dim <= 5 else 1)
     stage(f"report: q(θ | y) at {len(ys)} observation(s)")
     payload["observations"] = [summary(post, task, y, seed=i) for i, y in enumerate(ys)]
     if out is not None and plots_on:
@@ -123,11 +123,15 @@ def validation_curve(result, path, name: str):
     fig = Figure(figsize=(6.5, 4))
     ax = fig.subplots()
     passes = np.arange(1, len(result.losses) + 1)
-    ax.plot(passes, result.losses, label="training (standardised θ)")
-    ax.plot(passes, result.validation, label="validation NLL of θ (fitting space)")
+    ax.plot(passes, result.losses, label="training (mean over the pass)")
+    ax.plot(passes, result.validation, label="validation")
     if result.best_epoch:
         ax.axvline(result.best_epoch, color="k", ls=":", lw=1, label=f"kept: pass {result.best_epoch}")
-    ax.set(xlabel="pass over the training pairs", ylabel="loss", title=f"{name}: per-sample training")
+    ax.set(
+        xlabel="pass over the training pairs",
+        ylabel="NLL per pair (θ in the fitting space)",
+        title=f"{name}: per-sample training",
+    )
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

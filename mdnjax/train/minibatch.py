@@ -83,7 +83,7 @@ class Result(NamedTuple):
 
     posterior: Posterior
     state: SampleState
-    losses: np.ndarray  # (passes,) the mean training loss of each pass (standardised θ)
+    losses: np.ndarray  # (passes,) the mean training NLL of each pass (per pair, θ in the fitting space)
     validation: np.ndarray  # (passes,) the validation loss after each pass (NLL of u, per pair)
     timings: dict
     report: dict  # samples, train/validation sizes, batch, steps per pass, the layout choice, warnings
@@ -298,7 +298,7 @@ def fit(
     while epoch < config.epochs:
         t0 = time.perf_counter()
         state, (tr, va) = compiled(state, device_pairs, key)
-        tr, va = float(tr), float(va) + jacobian
+        tr, va = float(tr) + jacobian, float(va) + jacobian
         train_s += time.perf_counter() - t0
         epoch += 1
         train_hist.append(tr)
