@@ -88,6 +88,17 @@ def run_one(name: str, budget: int, i: int, data: dict, path: Path, cache: dict)
     entry.setdefault("c2st_s", {})[str(i)] = time.perf_counter() - t0
     entry["mean_c2st"] = float(np.mean(list(entry["c2st"].values())))
     _save(path, data)
+    if i == 1 and len(task.support) <= 5:  # what the score means: q against the reference, drawn
+        from mdnjax import plots
+
+        plots.pair_plot(
+            post,
+            task,
+            y_o,
+            path.parent / f"sbibm_{name}_{budget}_obs1.png",
+            exact_draws=ref,
+            title=f"{name}, {budget:,} simulations, observation 1: C2ST {entry['c2st']['1']:.3f}",
+        )
     print(f"{key} observation {i}: C2ST {entry['c2st'][str(i)]:.3f}", flush=True)
 
 

@@ -81,6 +81,7 @@ def _run_summary(result) -> dict:
             "num_y": b.num_y,
             "samples": b.num_samples,
             "slots_per_sample": layout_ratio(b),
+            "choice": result.report.get("layout"),  # which layout and why (layout auto)
         },
     }
 
