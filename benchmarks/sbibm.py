@@ -138,7 +138,7 @@ def table(data: dict) -> str:
     sbi = json.loads(sbi_path.read_text())["runs"] if sbi_path.is_file() else {}
     lines = [
         "| task | simulations | mdnjax C2ST (obs) | published NPE | sbi MDN C2ST (same obs) | mdnjax train wall s "
-        "| sbi MDN train CPU s (1 thread) |",
+        "(CPU s) | sbi MDN train CPU s (1 thread) |",
         "|---|---|---|---|---|---|---|",
     ]
     for key, v in sorted(data["runs"].items(), key=lambda kv: (int(kv[0].split("/")[1]), kv[0])):
@@ -154,9 +154,10 @@ def table(data: dict) -> str:
             theirs = np.mean([s["c2st"][i] for i in shared])
             sbi_text = f"{theirs:.3f} (mdnjax {ours:.3f} on obs {', '.join(shared)})"
         obs = ", ".join(sorted(v["c2st"], key=int))
+        sbi_cpu = f"{s['train_cpu_s']:.0f}" if s else "–"
         lines.append(
             f"| {name} | {int(budget):,} | **{v['mean_c2st']:.3f}** ({obs}) | {pub if pub else '–'} | {sbi_text} "
-            f"| {v['train_wall_s']:.0f} | {s.get('train_cpu_s', float('nan')):.0f} |"
+            f"| {v['train_wall_s']:.0f} ({v['train_cpu_s']:.0f}) | {sbi_cpu} |"
         )
     return "\n".join(lines)
 
@@ -170,6 +171,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(RESULTS / "sbibm.json"))
     p.add_argument("--figure-only", action="store_true")
     p.add_argument("--table", action="store_true", help="print the results as a markdown table")
+    p.add_argument("--with", dest="others", nargs="+", default=[], help="more result files for --table/--figure-only")
     args = p.parse_args(argv)
     xla.configure_cpu()
     if args.quick:
@@ -177,6 +179,8 @@ def main(argv=None) -> int:
         args.out = str(RESULTS / "sbibm_quick.json")
     path = Path(args.out)
     data = _load(path)
+    for other in args.others:  # results of runs written to other files (run side by side)
+        data["runs"].update(_load(Path(other))["runs"])
     data["device"] = (
         f"{jax.devices()[0].platform} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
     )
