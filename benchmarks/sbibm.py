@@ -54,7 +54,7 @@ def _save(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def run_one(name: str, budget: int, i: int, data: dict, path: Path, cache: dict) -> None:
+def run_one(name: str, budget: int, i: int, data: dict, path: Path, cache: dict, settings: dict | None = None) -> None:
     """Trains (once per task and budget, default settings, seed 0) and scores observation i."""
     key = f"{name}/{budget}"
     entry = data["runs"].get(key)
@@ -63,7 +63,7 @@ def run_one(name: str, budget: int, i: int, data: dict, path: Path, cache: dict)
         return
     if key not in cache:  # trained again when resumed: the same seed gives the same posterior
         t0, c0 = time.perf_counter(), time.process_time()
-        result = mdnjax.fit(task, mdnjax.Config(samples=budget))
+        result = mdnjax.fit(task, mdnjax.Config(samples=budget, **(settings or {})))
         cache[key] = result.posterior
         if entry is None:
             entry = {
@@ -171,6 +171,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(RESULTS / "sbibm.json"))
     p.add_argument("--figure-only", action="store_true")
     p.add_argument("--table", action="store_true", help="print the results as a markdown table")
+    p.add_argument("--components", type=int, help="K instead of the default (write to another --out)")
+    p.add_argument("--hidden", type=int, nargs="+", help="backbone widths instead of the default (another --out)")
     p.add_argument("--with", dest="others", nargs="+", default=[], help="more result files for --table/--figure-only")
     args = p.parse_args(argv)
     xla.configure_cpu()
@@ -190,7 +192,8 @@ def main(argv=None) -> int:
         for i in args.observations:  # every task's observation 1 first: a partial grid covers every task
             for budget in args.budgets:
                 for name in args.tasks:
-                    run_one(name, budget, i, data, path, cache)
+                    settings = {k: v for k, v in (("components", args.components), ("hidden", args.hidden)) if v}
+                    run_one(name, budget, i, data, path, cache, settings)
                     figure(data, path.with_suffix(".png"))
         data["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         _save(path, data)
