@@ -131,7 +131,9 @@ class Embedding:
         raise ValueError(f"embedding must be a kind name ({', '.join(KINDS)}), a dict or an Embedding, got {value!r}")
 
 
-def _linear(fan_in: int, fan_out: int, rngs: nnx.Rngs) -> nnx.Linear:
+def torch_linear(fan_in: int, fan_out: int, rngs: nnx.Rngs) -> nnx.Linear:
+    """A linear layer initialised as PyTorch's ``nn.Linear`` (uniform in ±1/√fan_in), full float32
+    matmuls on every backend (recent GPUs default to TF32)."""
     bound = 1.0 / math.sqrt(fan_in)
 
     def uniform(key, shape, dtype=jnp.float32):
@@ -147,8 +149,8 @@ class MLP(nnx.Module):
 
     def __init__(self, inputs: int, widths, out: int, *, rngs: nnx.Rngs):
         sizes = (inputs, *widths)
-        self.layers = nnx.List([_linear(a, b, rngs) for a, b in zip(sizes[:-1], sizes[1:])])
-        self.head = _linear(sizes[-1], out, rngs)
+        self.layers = nnx.List([torch_linear(a, b, rngs) for a, b in zip(sizes[:-1], sizes[1:])])
+        self.head = torch_linear(sizes[-1], out, rngs)
 
     def __call__(self, x):
         for layer in self.layers:
@@ -190,7 +192,7 @@ class Conv1D(nnx.Module):
         length = self.steps
         for _ in widths:
             length = max(length // 2, 1)
-        self.head = _linear(length * sizes[-1], out, rngs)
+        self.head = torch_linear(length * sizes[-1], out, rngs)
 
     def __call__(self, x):
         h = x.reshape(x.shape[0], self.steps, self.channels)

@@ -17,29 +17,15 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from mdnjax import embeddings
+from mdnjax.embeddings import torch_linear as _torch_linear
 
 DEFAULT_HIDDEN = (24, 25, 16)
-
-
-def _torch_linear(fan_in: int, fan_out: int, rngs: nnx.Rngs) -> nnx.Linear:
-    bound = 1.0 / math.sqrt(fan_in)
-
-    def uniform(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    # "highest": full float32 matmuls on every backend (recent GPUs default to TF32, which would
-    # break the parity tolerances); on CPU this changes nothing
-    return nnx.Linear(
-        fan_in, fan_out, kernel_init=uniform, bias_init=uniform, precision=jax.lax.Precision.HIGHEST, rngs=rngs
-    )
 
 
 class MDN(nnx.Module):

@@ -28,7 +28,7 @@ def write_report(prog: str, t_start: float, out: Path, record: dict, task, confi
     """Builds, writes and prints the report of a trained run; returns the exit code."""
     import jax
 
-    from mdnjax import checkpoint, layout, metrics, report, sources
+    from mdnjax import layout, metrics, report, sources
     from mdnjax.simulation import UserCodeError
 
     options = record["options"]
@@ -58,16 +58,8 @@ def write_report(prog: str, t_start: float, out: Path, record: dict, task, confi
         return _failed(prog, out, record, result, err, isinstance(err, UserCodeError))
     finally:
         signal.signal(signal.SIGTERM, previous)
-    sessions = record.get("sessions", [])
-    payload["timings"] = (sessions[-1]["timings"] if sessions else {}) | {"wall_s": time.perf_counter() - t_start}
-    payload["sessions"] = sessions
-    try:
-        checkpoint.write_json(out / checkpoint.METRICS, payload)
-    except OSError as err:
-        print(f"{prog}: error: cannot write results to {out}: {err.strerror or err}", file=sys.stderr)
+    if not _saved(prog, t_start, out, record, payload):
         return 1
-    for line in payload["warnings"]:
-        print(f"{prog}: warning: {line}", file=sys.stderr)
     if "per_sample_loss" in payload:
         print(f"per-sample loss on the training draws: {payload['per_sample_loss']:.6f} (comparable across layouts)")
     print(layout.describe_budget(result.report["buckets"]))
@@ -88,7 +80,7 @@ def write_report(prog: str, t_start: float, out: Path, record: dict, task, confi
 
 def _write_sample_report(prog: str, t_start: float, out: Path, record: dict, task, result) -> int:
     """The report of a run trained per sample (``mdnjax.report_sample``)."""
-    from mdnjax import checkpoint, report_sample
+    from mdnjax import report_sample
     from mdnjax.simulation import UserCodeError
 
     options = record["options"]
@@ -104,16 +96,8 @@ def _write_sample_report(prog: str, t_start: float, out: Path, record: dict, tas
         return _failed(prog, out, record, result, err, isinstance(err, UserCodeError))
     finally:
         signal.signal(signal.SIGTERM, previous)
-    sessions = record.get("sessions", [])
-    payload["timings"] = (sessions[-1]["timings"] if sessions else {}) | {"wall_s": time.perf_counter() - t_start}
-    payload["sessions"] = sessions
-    try:
-        checkpoint.write_json(out / checkpoint.METRICS, payload)
-    except OSError as err:
-        print(f"{prog}: error: cannot write results to {out}: {err.strerror or err}", file=sys.stderr)
+    if not _saved(prog, t_start, out, record, payload):
         return 1
-    for line in payload["warnings"]:
-        print(f"{prog}: warning: {line}", file=sys.stderr)
     print(report_sample.format_table(payload))
     t = result.timings
     print(
@@ -125,6 +109,24 @@ def _write_sample_report(prog: str, t_start: float, out: Path, record: dict, tas
     files += ["metrics.json", *report_sample.figures(out, len(payload["observations"]))]
     print(f"saved to {out}/ ({', '.join(f for f in files if (out / f).exists())})")
     return 0
+
+
+def _saved(prog: str, t_start: float, out: Path, record: dict, payload: dict) -> bool:
+    """The sessions and timings added, ``metrics.json`` written and the warnings printed; False
+    (after one line) when the file cannot be written."""
+    from mdnjax import checkpoint
+
+    sessions = record.get("sessions", [])
+    payload["timings"] = (sessions[-1]["timings"] if sessions else {}) | {"wall_s": time.perf_counter() - t_start}
+    payload["sessions"] = sessions
+    try:
+        checkpoint.write_json(out / checkpoint.METRICS, payload)
+    except OSError as err:
+        print(f"{prog}: error: cannot write results to {out}: {err.strerror or err}", file=sys.stderr)
+        return False
+    for line in payload["warnings"]:
+        print(f"{prog}: warning: {line}", file=sys.stderr)
+    return True
 
 
 def _raise_interrupted(signum, frame):
