@@ -8,11 +8,12 @@ Example:
     (2,)
 """
 
-from mdnjax import tasks
+from mdnjax import datasets, tasks
 from mdnjax.config import Config, ConfigError
+from mdnjax.datasets import simulate
 from mdnjax.posterior import Posterior, RareObservationWarning, load
 from mdnjax.task import Bound, Task
-from mdnjax.train import Result, TrainState, fit
+from mdnjax.train import Result, TrainState, fit, fit_arrays
 
 __all__ = [
     "Bound",
@@ -23,8 +24,11 @@ __all__ = [
     "Result",
     "Task",
     "TrainState",
+    "datasets",
     "fit",
+    "fit_arrays",
     "load",
+    "simulate",
     "tasks",
 ]
 __version__ = "0.2.0"

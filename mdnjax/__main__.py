@@ -1,4 +1,4 @@
-"""``python -m mdnjax train ...`` and ``python -m mdnjax calibrate RUN`` (see ``mdnjax.cli``)."""
+"""``python -m mdnjax COMMAND``: train, calibrate, report, simulate, import, export (see ``mdnjax.cli``)."""
 
 import sys
 
@@ -10,10 +10,14 @@ commands:
   train       train an MDN posterior for a task and write a run folder (python -m mdnjax train --help)
   calibrate   SBC ranks and coverage of a trained run (python -m mdnjax calibrate --help)
   report      write the report of a trained run again, without training (python -m mdnjax report RUN)
+  simulate    simulate a task once into a dataset folder (python -m mdnjax simulate --help)
+  import      store simulations made by any program (.npz, .csv, .parquet) as a dataset folder
+  export      write a dataset folder as one Parquet file
 
 examples:
   python -m mdnjax train --prior beta
   python -m mdnjax calibrate runs/beta-20260101-120000
+  python -m mdnjax simulate beta --samples 1e6 --out data/beta && python -m mdnjax train --data data/beta
 """
 
 
@@ -29,7 +33,15 @@ def main(argv=None) -> int:
         return cli.main(rest)
     if command == "report":
         return cli.report_main(rest)
-    print(f"python -m mdnjax: error: unknown command {command!r}: choose train, calibrate or report", file=sys.stderr)
+    if command in ("simulate", "import", "export"):
+        from mdnjax.cli import data
+
+        return {"simulate": data.simulate_main, "import": data.import_main, "export": data.export_main}[command](rest)
+    print(
+        f"python -m mdnjax: error: unknown command {command!r}: "
+        "choose train, calibrate, report, simulate, import or export",
+        file=sys.stderr,
+    )
     return 2
 
 

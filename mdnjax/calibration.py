@@ -64,10 +64,25 @@ def sbc_ranks(posterior: Posterior, key, theta, y, num: int) -> np.ndarray:
     return np.asarray(jnp.sum(draws < _fitting_space(posterior, theta)[:, None], axis=1))
 
 
+def fresh_draws(task, draws: int, seed: int):
+    """Prior-predictive draws the posterior never trained on: simulated from ``seed``, or for a
+    run trained from stored simulations (``sources.StoredTask``) the first ``draws`` of its
+    held-out rows."""
+    if getattr(task, "data", None) is None or not hasattr(task, "train_rows"):
+        return task.simulate(np.random.default_rng(seed), draws)
+    available = task.data.count - task.train_rows
+    if available < 10:
+        raise ValueError(
+            f"the run trained on stored simulations and held out {available} of them: calibrating needs at least "
+            "10 (train with --holdout above 0)"
+        )
+    return task.data.read(task.train_rows, task.train_rows + min(draws, available))
+
+
 def run(posterior: Posterior, task, draws: int = 4000, per_draw: int = 99, seed: int = 1) -> dict:
     """Fresh prior-predictive draws → SBC ranks, the coverage curve, and the exact posterior's
     coverage on the same draws when the task has one."""
-    theta, y = task.simulate(np.random.default_rng(seed), draws)
+    theta, y = fresh_draws(task, draws, seed)
     theta, y = np.asarray(theta, np.float64).reshape(-1), np.asarray(y).reshape(-1)
     posterior.check_y(y)
     u = pit(posterior, theta, y)
@@ -102,7 +117,7 @@ def run_nd(posterior: Posterior, task, draws: int = 4000, per_draw: int = 99, se
     """``run`` for θ ∈ ℝ^D: per coordinate the marginal PIT, coverage curve and SBC ranks, and the
     SBC ranks of log q (the rank of log q(θ* | y*) among log q of q's own draws; uniform when q is
     calibrated jointly, not only coordinate by coordinate)."""
-    theta, y = task.simulate(np.random.default_rng(seed), draws)
+    theta, y = fresh_draws(task, draws, seed)
     theta, y = np.asarray(theta, np.float64), np.asarray(y)
     posterior.check_y(y)
     dim = posterior.dim

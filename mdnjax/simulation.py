@@ -89,17 +89,28 @@ def draw(task, rng: np.random.Generator, n: int, space: str, dtype=np.float32, a
         theta, y = out
     except (TypeError, ValueError):
         raise SimulationError(f"simulate must return a pair (theta, y), got {type(out).__name__}") from None
+    theta, y, stats = check(task, theta, y, n, space, dtype, allow_nan)
+    stats["warnings"] = [f"{w.category.__name__}: {w.message}" for w in caught]
+    return theta, y, stats
+
+
+def check(
+    task, theta, y, n: int, space: str, dtype=np.float32, allow_nan: bool = False, origin: str = "simulate returned"
+):
+    """``draw``'s checks and transform on pairs already made (a simulator's output, or stored
+    simulations): the same (θ, y, stats) as ``draw`` gives for the same arrays, ``warnings`` empty.
+    ``origin`` opens each error message (``"simulate returned"``, ``"the data hold"``)."""
     theta, y = np.asarray(theta), np.asarray(y)
     seen = theta.shape
     if not np.issubdtype(theta.dtype, np.floating):
-        raise SimulationError(f"simulate returned theta of dtype {theta.dtype}; expected a float array")
+        raise SimulationError(f"{origin} theta of dtype {theta.dtype}; expected a float array")
     counts = np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)
     declared_kind = getattr(task, "y_kind", None)
     if not counts and not np.issubdtype(y.dtype, np.floating):
-        raise SimulationError(f"simulate returned y of dtype {y.dtype}; expected an integer or float array")
+        raise SimulationError(f"{origin} y of dtype {y.dtype}; expected an integer or float array")
     if not counts and declared_kind == "counts":
         raise SimulationError(
-            f"simulate returned y of dtype {y.dtype}; the task declares integer observations (y_kind='counts'): "
+            f"{origin} y of dtype {y.dtype}; the task declares integer observations (y_kind='counts'): "
             "return integers, or declare y_kind='continuous'"
         )
     if declared_kind == "continuous" or not counts:
@@ -107,28 +118,28 @@ def draw(task, rng: np.random.Generator, n: int, space: str, dtype=np.float32, a
     dim = len(task.support)
     theta = _as_column(theta, "theta", n) if dim == 1 else _as_rows(theta, "theta", n, dim)
     if y.ndim == 2 and y.shape[1] == 0:
-        raise SimulationError(f"simulate returned y of shape {y.shape}: an observation needs at least one count")
+        raise SimulationError(f"{origin} y of shape {y.shape}: an observation needs at least one count")
     y = _as_column(y, "y", n) if y.ndim < 2 or y.shape[1] == 1 else _as_rows(y, "y", n, y.shape[1])
     if y.dtype == np.float64:
-        _check_finite_y(y, n, allow_nan)
+        _check_finite_y(y, n, allow_nan, origin)
     elif y.size and (y.min() < Y_MIN or y.max() > Y_MAX):
         bad = y.max() if y.max() > Y_MAX else y.min()
         raise SimulationError(
-            f"simulate returned y = {int(bad)}: observations must lie in {Y_MIN}..{Y_MAX} (32-bit integers); "
+            f"{origin} y = {int(bad)}: observations must lie in {Y_MIN}..{Y_MAX} (32-bit integers); "
             "rescale or offset your counts"
         )
     lo, hi = getattr(task, "y_range", (-np.inf, np.inf))
     if y.size and (np.nanmin(y) < lo or np.nanmax(y) > hi):
         bad = np.nanmin(y) if np.nanmin(y) < lo else np.nanmax(y)
-        raise SimulationError(f"simulate returned y = {bad:g}, outside the task's declared y_range ({lo:g}, {hi:g})")
+        raise SimulationError(f"{origin} y = {bad:g}, outside the task's declared y_range ({lo:g}, {hi:g})")
     declared = getattr(task, "y_shape", None)
     if declared is not None and tuple(y.shape[1:]) != tuple(declared):
         expected = f"({n}, {declared[0]})" if declared else f"({n},)"
-        raise SimulationError(f"simulate returned y of shape {y.shape}; the task declares {expected} (y_shape)")
+        raise SimulationError(f"{origin} y of shape {y.shape}; the task declares {expected} (y_shape)")
     bad = ~np.isfinite(theta)
     if bad.any():
         raise SimulationError(
-            f"simulate returned {int(bad.sum())} non-finite theta of {n} "
+            f"{origin} {int(bad.sum())} non-finite theta of {n} "
             f"(first at index {int(np.argmax(bad.reshape(n, -1).any(axis=1)))})"
         )
     columns = theta.reshape(n, dim)
@@ -141,7 +152,7 @@ def draw(task, rng: np.random.Generator, n: int, space: str, dtype=np.float32, a
             first = float(col[np.argmax(outside)])
             which = f"theta[:, {d}]" if dim > 1 else "theta"
             raise SimulationError(
-                f"simulate returned {int(outside.sum())} {which} of {n} outside the declared support "
+                f"{origin} {int(outside.sum())} {which} of {n} outside the declared support "
                 f"{bound.describe()} (e.g. {first:g})"
             )
         if space == "unconstrained":
@@ -150,21 +161,17 @@ def draw(task, rng: np.random.Generator, n: int, space: str, dtype=np.float32, a
         else:
             out[:, d] = col
     theta = out[:, 0] if dim == 1 else out
-    stats = {
-        "moved_to_interior": moved,
-        "warnings": [f"{w.category.__name__}: {w.message}" for w in caught],
-        "shape": seen,
-    }
+    stats = {"moved_to_interior": moved, "warnings": [], "shape": seen}
     return theta.astype(dtype), y, stats
 
 
-def _check_finite_y(y: np.ndarray, n: int, allow_nan: bool) -> None:
+def _check_finite_y(y: np.ndarray, n: int, allow_nan: bool, origin: str) -> None:
     """Refuses rows of a continuous y that hold ±inf (or NaN, unless NaN marks padding)."""
     bad = np.isinf(y) if allow_nan else ~np.isfinite(y)
     rows = bad.reshape(n, -1).any(axis=1)
     if rows.any():
         raise SimulationError(
-            f"simulate returned {int(rows.sum()):,} of {n:,} y rows holding NaN or infinite values "
+            f"{origin} {int(rows.sum()):,} of {n:,} y rows holding NaN or infinite values "
             f"(first at index {int(np.argmax(rows))}): return finite observations, or leave those simulations out"
         )
 

@@ -10,7 +10,7 @@ import numpy as np
 from mdnjax import xla
 from mdnjax.cli.console import user_error
 from mdnjax.cli.flags import CALIBRATE, Parser, UsageError, number
-from mdnjax.cli.rundir import run_task
+from mdnjax.cli.rundir import reattach, run_task
 
 
 def calibrate_main(argv=None) -> int:
@@ -26,6 +26,7 @@ def calibrate_main(argv=None) -> int:
     prog = CALIBRATE
     xla.configure_cpu()
     from mdnjax import calibration, checkpoint, plots, resources
+    from mdnjax.config import Config
     from mdnjax.heldout import fails
     from mdnjax.posterior import load
     from mdnjax.simulation import UserCodeError
@@ -40,7 +41,10 @@ def calibrate_main(argv=None) -> int:
         # draws × (samples per draw + 1) values per coordinate in float64, a few temporaries each
         needed = 8.0 * 4 * args.draws * (args.samples_per_draw + 1) * (post.dim + post.spec.inputs)
         resources.fits(needed, f"--draws {args.draws:,} × --samples-per-draw {args.samples_per_draw}", "lower --draws")
-        task = run_task(out, checkpoint.read_json(out / checkpoint.RUN))
+        record = checkpoint.read_json(out / checkpoint.RUN)
+        task, _ = reattach(
+            run_task(out, record), record, Config.from_dict(checkpoint.read_json(out / checkpoint.CONFIG))
+        )
         multivariate = post.dim > 1 or post.spec.inputs > 1
         calibrate = calibration.run_nd if multivariate else calibration.run
         result = calibrate(post, task, args.draws, args.samples_per_draw, args.seed)

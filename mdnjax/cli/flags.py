@@ -103,6 +103,12 @@ def train_parser() -> argparse.ArgumentParser:
     )
     t = p.add_argument_group("task")
     t.add_argument("--task", metavar="FILE.py:NAME", help="your own task: path/to/file.py:NAME or package.module:NAME")
+    t.add_argument(
+        "--data",
+        metavar="DATA",
+        help="train on stored simulations (a folder from python -m mdnjax simulate or import) instead of "
+        "simulating; the task is the data's unless --task/--prior names it; --holdout's share of the rows is held out",
+    )
     t.add_argument("--prior", help=f"built-in task: {', '.join(tasks.REGISTRY)} (default beta)")
     t.add_argument("--alpha", type=number(float), help="prior α (default 2)")
     t.add_argument("--beta", type=number(float), help="prior β (beta 5, gamma: rate 3, reed-frost 38)")

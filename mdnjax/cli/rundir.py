@@ -51,6 +51,7 @@ def resume_setup(args: dict, lead: bool = True):
         config = Config.from_dict(checkpoint.read_json(out / checkpoint.CONFIG))
         if "epochs" in args:
             config = dataclasses.replace(config, epochs=args["epochs"])
+        task, config = reattach(task, record, config)
         decided, _ = train.chosen(task, config)
         template = train.state_template(task, decided)
         state, extra = checkpoint.load_tree(out / checkpoint.CHECKPOINT, _numpy(template), ("losses",))
@@ -73,6 +74,43 @@ def resume_setup(args: dict, lead: bool = True):
     return out, lock, record, task, config, state, extra["losses"]
 
 
+def _data_run(args: dict):
+    """``--data``: the task (the data's, or the one named), its record with the dataset's, and the
+    config with ``samples`` the data's training rows."""
+    from mdnjax import datasets, train
+
+    if "samples" in args:
+        raise UsageError("--samples does not apply with --data: training uses the data's rows (less --holdout)")
+    base, record = task_from_flags(args) if ("task" in args or "prior" in args) else (None, {})
+    try:
+        data = datasets.open_dataset(args["data"])
+        task = datasets.task_for(data, base)
+        config = config_from_flags(args, task)
+        task, config = train.with_data(task, data, config)
+    except ValueError as err:
+        raise UsageError(f"--data {err}") from None
+    return task, {**record, "data": data.describe()}, config
+
+
+def reattach(task, record: dict, config):
+    """A resumed run trained from data: the dataset opened again, refused when it changed."""
+    from mdnjax import datasets, train
+
+    recorded = record.get("task", {}).get("data")
+    if recorded is None:
+        return task, config
+    try:
+        data = datasets.open_dataset(recorded["path"])
+    except ValueError as err:
+        raise UsageError(f"the run's data: {err}") from None
+    if data.fingerprint != recorded["fingerprint"]:
+        raise UsageError(
+            f"the data at {recorded['path']} changed since the run trained on them (their fingerprint differs): "
+            "restore them to continue"
+        )
+    return train.with_data(datasets.task_for(data, task), data, config)
+
+
 def run_task(out: Path, record: dict):
     """The task of a run folder: a built-in one from task.json, or the user's, re-imported from
     its recorded file (refused when gone or changed)."""
@@ -81,6 +119,8 @@ def run_task(out: Path, record: dict):
     spec = record.get("task", {})
     if "spec" in spec:
         return userspec.reload(spec)
+    if "data" in spec and "builtin" not in spec:
+        return None  # the data's own task: ``reattach`` finds it
     return tasks.from_record(checkpoint.read_json(out / checkpoint.TASK))
 
 
@@ -94,8 +134,11 @@ def _numpy(tree):
 def new_run(args: dict, lead: bool):
     from mdnjax import checkpoint, parallel
 
-    task, task_record = task_from_flags(args)
-    config = config_from_flags(args, task)
+    if "data" in args:
+        task, task_record, config = _data_run(args)
+    else:
+        task, task_record = task_from_flags(args)
+        config = config_from_flags(args, task)
     check_plot_y(task, args.get("plot_y"))
     check_plot_y(task, args.get("observed"), "--observed")
     checkpoint_every = args.get("checkpoint_every", DEFAULTS["checkpoint_every"])

@@ -24,7 +24,7 @@ from mdnjax.config import LAYOUTS, Config, ConfigError
 from mdnjax.layout import binned, rows
 from mdnjax.layout.codebook import Codebook
 from mdnjax.layout.device import BLOCK, spare_rows
-from mdnjax.simulation import draw, merge_stats, observation_shape, summarize_warnings
+from mdnjax.simulation import merge_stats, observation_shape, summarize_warnings
 
 MIN_COUNT = 2  # a y needs this many samples to form a bucket
 DROP_WARN = 0.01  # warn when more than this share of the samples falls in buckets too small to train
@@ -86,7 +86,7 @@ def build_layout(task, config: Config, shards: int = 1, min_count: int = MIN_COU
         report["simulate_s"], report["bucket_s"] = 0.0, time.perf_counter() - t0  # interleaved: one figure
     else:
         t0 = time.perf_counter()
-        theta, y, stats = draw(task, np.random.default_rng(config.seed), n, config.space)
+        theta, y, stats = sources.whole(task, config)
         merge_stats(report, stats)
         report["simulate_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -110,7 +110,7 @@ def _binned(task, config: Config, report: dict, min_count: int):
     t0 = time.perf_counter()
     share = parallel.process_share()
     if len(task.support) > 1:  # θ ∈ ℝ^D: in memory, cell by cell (every process the same)
-        theta, y, stats = draw(task, np.random.default_rng(config.seed), n, config.space, np.float64)
+        theta, y, stats = sources.whole(task, config, np.float64)
         merge_stats(report, stats)
         report["simulate_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -124,7 +124,7 @@ def _binned(task, config: Config, report: dict, min_count: int):
         book, chunks = _encoded(chunks, _vector_y(task, config), combine)
         report["simulate_s"] = 0.0
     elif n <= sources.CHUNK:
-        theta, y, stats = draw(task, np.random.default_rng(config.seed), n, config.space, np.float64)
+        theta, y, stats = sources.whole(task, config, np.float64)
         merge_stats(report, stats)
         report["simulate_s"] = time.perf_counter() - t0
         book, chunks = _encoded(sources.in_memory(theta, y))

@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from mdnjax import sources
 from mdnjax.config import AUTO, MAX_BINNED_DIM, Config
 from mdnjax.simulation import draw, observation_kind
 
@@ -61,7 +62,10 @@ def choose(task, config: Config) -> Choice:
         return Choice("per-sample", "continuous observations never repeat: each (θ, y) pair is its own bucket", 1, None)
     n = config.samples
     pilot = int(min(n, max(PILOT_MIN, min(PILOT_MAX, n // 10))))
-    _, y, _ = draw(task, np.random.default_rng([config.seed, PILOT_STREAM]), pilot, "raw")
+    if sources.stored(task) is not None:  # stored rows are in random order: the first ones are a pilot
+        y = np.asarray(task.data.read(0, pilot)[1])
+    else:
+        _, y, _ = draw(task, np.random.default_rng([config.seed, PILOT_STREAM]), pilot, "raw")
     _, counts = np.unique(y.reshape(pilot, -1), axis=0, return_counts=True)
     expected = counts * (n / pilot)  # samples each y seen in the pilot should get in the run
     share = float(counts[expected >= REPEAT].sum() / pilot)

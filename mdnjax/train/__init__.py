@@ -18,7 +18,7 @@ from mdnjax.train.loop import (
     train,
 )
 from mdnjax.train.minibatch import SampleState
-from mdnjax.train.run import chosen, fit, state_template
+from mdnjax.train.run import chosen, fit, fit_arrays, state_template, with_data
 
 __all__ = [
     "Outcome",
@@ -29,6 +29,8 @@ __all__ = [
     "SampleState",
     "TrainState",
     "fit",
+    "fit_arrays",
+    "with_data",
     "initial_state",
     "input_width",
     "learning_rate",

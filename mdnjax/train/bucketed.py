@@ -114,12 +114,13 @@ def fit(
     timings: dict = {}
     stage = on_stage or (lambda text: None)
     if buckets is None:
-        stage(f"simulating {config.samples:,} draws and laying them out ({config.layout} layout)")
+        verb = "reading" if sources.stored(task) else "simulating"
+        stage(f"{verb} {config.samples:,} draws and laying them out ({config.layout} layout)")
         b, report = layout.build_layout(task, config, shards, min_count)
     else:
         b, report = buckets, {"samples": buckets.num_samples, "moved_to_interior": 0, "warnings": [], "dropped": 0}
     if buckets is None and config.holdout > 0:
-        stage("simulating the held-out draws")
+        stage("reading the held-out rows" if sources.stored(task) else "simulating the held-out draws")
     heldout = sources.draw_heldout(task, config) if buckets is None else None
     for line in report["warnings"]:
         warnings.warn(line, RuntimeWarning, stacklevel=2)

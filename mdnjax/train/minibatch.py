@@ -38,7 +38,7 @@ from mdnjax import batches, model, objective, parallel, sources
 from mdnjax.config import Config, ConfigError
 from mdnjax.embeddings import Embedding
 from mdnjax.posterior import Posterior, PosteriorSpec
-from mdnjax.simulation import draw, merge_stats, summarize_warnings
+from mdnjax.simulation import merge_stats, summarize_warnings
 from mdnjax.train.loop import Progress
 
 CLIP = 5.0  # the global gradient norm Adam's steps are clipped to
@@ -176,7 +176,7 @@ def simulate_pairs(task, config: Config, allow_nan: bool, report: dict):
     layouts train on at this seed (one piece up to ``sources.CHUNK``, streamed chunks beyond)."""
     n = config.samples
     if n <= sources.CHUNK:
-        theta, y, stats = draw(task, np.random.default_rng(config.seed), n, config.space, np.float64, allow_nan)
+        theta, y, stats = sources.whole(task, config, np.float64, allow_nan)
         merge_stats(report, stats)
         return theta, y
     parts = list(sources.streamed(task, config, report, np.float64)())
@@ -216,7 +216,7 @@ def fit(
     embedding_kind = getattr(config.embedding, "kind", None)
     t0 = time.perf_counter()
     if pairs is None:
-        stage(f"simulating {config.samples:,} draws (per-sample layout)")
+        stage(f"{'reading' if sources.stored(task) else 'simulating'} {config.samples:,} draws (per-sample layout)")
         theta, y = simulate_pairs(task, config, embedding_kind == "set", report)
     else:
         theta, y = _given_pairs(task, config, *pairs, report)

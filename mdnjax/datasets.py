@@ -1,0 +1,513 @@
+"""A dataset folder of stored simulations: a manifest and shards of (θ, y), written atomically,
+opened with every shard verified, appended to with new seeds.
+
+The folder (readable without mdnjax: JSON and NumPy ``.npy`` files)::
+
+    DATA/
+      manifest.json        format, version, the task's record, θ's support, θ and y dtypes and shapes,
+                           and one "part" per simulation run (seed, samples, shard size, seeding)
+      shards/00000.json    one record per complete shard: rows, seed, SHA-256 of both arrays
+      shards/00000.theta.npy   θ as the simulator drew it (float64, (rows,) or (rows, D))
+      shards/00000.y.npy       y (int64 or float64, (rows,) or (rows, M))
+
+A shard's arrays are written first, its record last (each through a temporary file and a rename),
+so a shard without a record is incomplete and is drawn again; a record whose checksums do not match
+its arrays names the shard. Shard i of a part with seed s draws from ``default_rng([s, i])``; a part
+of one shard of at most ``sources.CHUNK`` draws from ``default_rng(s)``: exactly the draws a run
+with that seed trains on inline, so training from the dataset is bitwise training inline.
+
+Example:
+    >>> import tempfile, numpy as np
+    >>> from mdnjax import tasks
+    >>> path = tempfile.mkdtemp() + "/beta"
+    >>> data = simulate(tasks.BetaBinomial(), 1_000, path, seed=0)
+    >>> data.count, data.y_kind, data.read(0, 3)[1].dtype
+    (1000, 'counts', dtype('int64'))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from mdnjax import simulation
+from mdnjax.checkpoint import atomic_write
+from mdnjax.task import Task, as_bounds
+
+FORMAT, VERSION = "mdnjax-dataset", 1
+MANIFEST, SHARDS = "manifest.json", "shards"
+ONE_SHARD_MAX = 10_000_000  # sources.CHUNK: up to this many draws, one shard from default_rng(seed)
+SHARD_SIZE = 2_000_000  # sources.STREAM_CHUNK: beyond it, shards of the chunks a run streams
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be written or read as asked; the message is one line."""
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _npy(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _shape(a: np.ndarray) -> list[int]:
+    return [int(v) for v in a.shape[1:]]
+
+
+class Dataset:
+    """An opened dataset folder: ``count`` rows of (θ, y) over its shards, in order."""
+
+    def __init__(self, path: Path, manifest: dict, records: list[dict]):
+        self.path, self.manifest, self.records = path, manifest, records
+        self.starts = np.cumsum([0] + [r["rows"] for r in records])
+        self.count = int(self.starts[-1])
+
+    @property
+    def y_kind(self) -> str:
+        return self.manifest["y"]["kind"]
+
+    @property
+    def y_shape(self) -> tuple[int, ...]:
+        return tuple(self.manifest["y"]["shape"])
+
+    @property
+    def support(self):
+        return as_bounds([tuple(b) for b in self.manifest["support"]]) if self.manifest.get("support") else None
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 over the shards' checksums, in order: equal exactly when the rows are."""
+        text = "".join(r["theta_sha256"] + r["y_sha256"] for r in self.records)
+        return _sha(text.encode())
+
+    def describe(self) -> dict:
+        """The dataset's record in a run folder: where it is and what it held."""
+        task = self.manifest.get("task") or {}
+        return {
+            "path": str(self.path.resolve()),
+            "rows": self.count,
+            "fingerprint": self.fingerprint,
+            "task": task.get("name"),
+        }
+
+    def read(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``lo:hi`` as (θ, y) arrays in memory."""
+        thetas, ys = [], []
+        for i, r in enumerate(self.records):
+            a, b = max(lo, int(self.starts[i])), min(hi, int(self.starts[i + 1]))
+            if a >= b:
+                continue
+            base = self.path / SHARDS / f"{r['index']:05d}"
+            s = int(self.starts[i])
+            thetas.append(np.load(f"{base}.theta.npy", mmap_mode="r")[a - s : b - s])
+            ys.append(np.load(f"{base}.y.npy", mmap_mode="r")[a - s : b - s])
+        if not thetas:
+            m = self.manifest
+            return np.empty((0, *m["theta"]["shape"])), np.empty((0, *m["y"]["shape"]), m["y"]["dtype"])
+        return np.concatenate(thetas), np.concatenate(ys)
+
+    def chunks(self, lo: int, hi: int, size: int):
+        """(θ, y) of rows ``lo:hi`` in pieces of at most ``size`` rows."""
+        for a in range(lo, hi, size):
+            yield self.read(a, min(hi, a + size))
+
+
+class Arrays:
+    """Arrays in memory with a dataset's reading interface (``mdnjax.fit_arrays``)."""
+
+    def __init__(self, theta, y, support=None):
+        theta, y = np.asarray(theta), np.asarray(y)
+        _check_pair(theta, y)
+        self.theta, self.y, self.count = theta, y, len(theta)
+        counts = np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)
+        self.y_kind, self.y_shape = ("counts" if counts else "continuous"), tuple(y.shape[1:])
+        self.support = None if support is None else as_bounds(support)
+        self.fingerprint = _sha(_npy(theta) + _npy(y))
+        self.path = None
+
+    def describe(self) -> dict:
+        return {"path": None, "rows": self.count, "fingerprint": self.fingerprint, "task": None}
+
+    def read(self, lo: int, hi: int):
+        return self.theta[lo:hi], self.y[lo:hi]
+
+    def chunks(self, lo: int, hi: int, size: int):
+        for a in range(lo, hi, size):
+            yield self.read(a, min(hi, a + size))
+
+
+def _check_pair(theta: np.ndarray, y: np.ndarray) -> None:
+    if theta.ndim == 0 or y.ndim == 0:
+        raise DatasetError("theta and y must be arrays with one row per simulation")
+    if len(theta) != len(y):
+        raise DatasetError(f"theta has {len(theta):,} rows and y {len(y):,}: one row of each per simulation")
+    if len(theta) == 0:
+        raise DatasetError("the data hold no simulations")
+    if not np.issubdtype(theta.dtype, np.number):
+        raise DatasetError(f"theta has dtype {theta.dtype}; expected numbers")
+    if not np.issubdtype(y.dtype, np.number) and not np.issubdtype(y.dtype, np.bool_):
+        raise DatasetError(f"y has dtype {y.dtype}; expected numbers")
+
+
+def task_record(task, spec: dict | None = None) -> dict:
+    """The task's record in a manifest: ``describe()`` and, for a user's file, its spec and hash."""
+    record = dict(task.describe())
+    if spec is not None:
+        record["spec"] = spec
+    return record
+
+
+def _manifest(task_rec, support, theta: np.ndarray, y: np.ndarray, kind: str) -> dict:
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "task": task_rec,
+        "support": None if support is None else [[b.low, b.high] for b in support],
+        "theta": {"dtype": "float64", "shape": _shape(theta)},
+        "y": {"dtype": str(y.dtype), "shape": _shape(y), "kind": kind},
+        "parts": [],
+    }
+
+
+def _read_manifest(path: Path) -> dict:
+    file = path / MANIFEST
+    if not file.is_file():
+        what = "does not exist" if not path.exists() else f"holds no {MANIFEST}"
+        raise DatasetError(f"{path} {what}: not a dataset (write one with python -m mdnjax simulate)")
+    try:
+        m = json.loads(file.read_text())
+    except (OSError, ValueError) as err:
+        raise DatasetError(f"{file} cannot be read: {err}") from None
+    if m.get("format") != FORMAT or not isinstance(m.get("version"), int):
+        raise DatasetError(f"{file} is not a {FORMAT} manifest")
+    if m["version"] > VERSION:
+        raise DatasetError(f"{file} is format version {m['version']}; this mdnjax reads up to {VERSION}: upgrade it")
+    return m
+
+
+def _shard_record(path: Path, index: int) -> dict | None:
+    file = path / SHARDS / f"{index:05d}.json"
+    return json.loads(file.read_text()) if file.is_file() else None
+
+
+def _verify(path: Path, record: dict) -> str | None:
+    """None when the shard's arrays match its record, else what is wrong (one phrase)."""
+    base = path / SHARDS / f"{record['index']:05d}"
+    for part in ("theta", "y"):
+        file = Path(f"{base}.{part}.npy")
+        if not file.is_file():
+            return f"{file.name} is missing"
+        if _sha(file.read_bytes()) != record[f"{part}_sha256"]:
+            return f"{file.name} is corrupted or truncated (its SHA-256 differs from the record)"
+    return None
+
+
+def open_dataset(path, verify: bool = True) -> Dataset:
+    """Opens a dataset folder; with ``verify`` every shard is checked against its record.
+
+    Raises:
+        DatasetError: no manifest, a shard missing, incomplete, corrupted or truncated (named), or
+            no simulations at all.
+    """
+    path = Path(path)
+    m = _read_manifest(path)
+    records = []
+    for part in m["parts"]:
+        for index in range(part["first"], part["first"] + part["shards"]):
+            r = _shard_record(path, index)
+            if r is None:
+                raise DatasetError(
+                    f"{path}: shard {index} of the part with seed {part['seed']} is incomplete: "
+                    "run the same simulate command again to finish it"
+                )
+            problem = _verify(path, r) if verify else None
+            if problem:
+                raise DatasetError(f"{path}: shard {index}: {problem}; delete it and simulate again to redo it")
+            records.append(r)
+    if not records:
+        raise DatasetError(f"{path} holds no simulations")
+    return Dataset(path, m, records)
+
+
+def _sizes(samples: int, shard_size: int | None) -> tuple[list[int], str]:
+    if shard_size is None:
+        if samples <= ONE_SHARD_MAX:
+            return [samples], "run"
+        shard_size = SHARD_SIZE
+    return [min(shard_size, samples - s) for s in range(0, samples, shard_size)], "shard"
+
+
+def _write_shard(path: Path, index: int, seed, theta: np.ndarray, y: np.ndarray) -> dict:
+    base = path / SHARDS / f"{index:05d}"
+    t, v = _npy(theta.astype(np.float64)), _npy(y)
+    atomic_write(f"{base}.theta.npy", t)
+    atomic_write(f"{base}.y.npy", v)
+    record = {"index": index, "rows": int(len(theta)), "seed": seed, "theta_sha256": _sha(t), "y_sha256": _sha(v)}
+    atomic_write(f"{base}.json", json.dumps(record).encode())
+    return record
+
+
+def _simulate_shard(task, path: Path, index: int, seed, rows: int) -> dict:
+    rng = np.random.default_rng(seed)
+    theta, y, _ = simulation.draw(task, rng, rows, "raw", np.float64)
+    return _write_shard(path, index, seed, theta, y)
+
+
+def _worker(args):  # a process of --workers: the task rebuilt from its record
+    task_spec, path, index, seed, rows = args
+    return _simulate_shard(_task_of(task_spec), Path(path), index, seed, rows)
+
+
+def _no_simulator(rng, n):
+    raise RuntimeError("this task has no simulator: it was made from stored simulations")
+
+
+def task_for(data, task=None):
+    """The task that stored simulations train: ``task`` when given (checked against the data's
+    record and shapes), else the one the manifest records (a built-in, or a user's file found by
+    its spec and hash), else a task of the recorded support without a simulator.
+
+    Raises:
+        DatasetError: the task differs from the data's, or neither names θ's support.
+    """
+    from mdnjax import tasks
+
+    m = getattr(data, "manifest", {})
+    recorded = m.get("task")
+    if task is not None:
+        task = tasks.from_name(task) if isinstance(task, str) else task
+        mine = {k: v for k, v in task_record(task).items() if k != "spec"}
+        theirs = {k: v for k, v in (recorded or {}).items() if k not in ("spec", "names")}
+        if recorded is not None and mine != theirs:
+            raise DatasetError(f"the data hold simulations of {json.dumps(theirs)}, not of {json.dumps(mine)}")
+    elif recorded is not None and (recorded.get("spec") or recorded.get("name") in tasks.REGISTRY):
+        task = _task_of(recorded)
+    elif data.support is not None:
+        name = (recorded or {}).get("name") or (Path(data.path).name if data.path else "arrays")
+        task = Task(name, _no_simulator, support=data.support, y_kind=data.y_kind)
+    else:
+        raise DatasetError("the data record no task and no support for theta: name the task, or give support=")
+    theta, _ = data.read(0, 1)
+    dim = 1 if theta.ndim == 1 else theta.shape[1]
+    if dim != len(task.support):
+        raise DatasetError(f"the data hold theta with {dim} parameters; the {task.name} task has {len(task.support)}")
+    declared = getattr(task, "y_shape", None)
+    if declared is not None and tuple(declared) != tuple(data.y_shape):
+        raise DatasetError(f"the data hold y of shape {data.y_shape}; the {task.name} task declares {tuple(declared)}")
+    return task
+
+
+def _task_of(spec):
+    from mdnjax import tasks, userspec
+
+    if isinstance(spec, Task):
+        return spec
+    if spec.get("spec"):
+        return userspec.reload(spec["spec"])  # the file as it was when simulated
+    return tasks.from_record({k: v for k, v in spec.items() if k != "support"})
+
+
+def simulate(
+    task,
+    samples: int,
+    out,
+    seed: int = 0,
+    shard_size: int | None = None,
+    workers: int = 1,
+    share: tuple[int, int] = (0, 1),
+    spec: dict | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> Dataset | None:
+    """Simulates ``samples`` pairs of ``task`` into the dataset folder ``out`` (created, resumed
+    or appended to: a new seed adds a part; the same seed and size finish what is missing).
+
+    Args:
+        share: ``(i, n)``: this process writes shards i, i + n, … only (any scheduler can run the n
+            shares, on one shared folder); the dataset opens once every share is done.
+        workers: local processes (the task must be a built-in or a user's file: ``spec``).
+        spec: the user's task-file record (``userspec.load``), so workers and readers find the task.
+        progress: called with (rows done, rows planned, seconds) after each shard.
+
+    Returns:
+        The opened ``Dataset``, or None when shards of other shares are still missing.
+    """
+    if isinstance(task, str):
+        from mdnjax import tasks
+
+        task = tasks.from_name(task)
+    out = Path(out)
+    if samples < 1:
+        raise DatasetError(f"--samples must be at least 1, got {samples}")
+    sizes, seeding = _sizes(int(samples), shard_size)
+    rec = task_record(task, spec)
+    (out / SHARDS).mkdir(parents=True, exist_ok=True)
+    manifest = _read_manifest(out) if (out / MANIFEST).is_file() else None
+    if manifest is None:
+        probe_t, probe_y, _ = simulation.draw(task, np.random.default_rng([seed, 0xC0DE]), 4, "raw", np.float64)
+        kind = "continuous" if probe_y.dtype == np.float64 else "counts"
+        manifest = _manifest(rec, task.support, probe_t, probe_y, kind)
+    elif manifest.get("task") != rec:
+        raise DatasetError(
+            f"{out} holds simulations of {json.dumps(manifest.get('task'))}; this run simulates {json.dumps(rec)}: "
+            "write to another folder"
+        )
+    part = next((p for p in manifest["parts"] if p["seed"] == seed), None)
+    if part is not None and (part["samples"], part["sizes"]) != (samples, sizes):
+        raise DatasetError(
+            f"{out} already holds seed {seed} with {part['samples']:,} samples in {part['shards']} shards; "
+            f"this run asks {samples:,} in {len(sizes)}: the same settings finish it, another --seed appends"
+        )
+    if part is None:
+        first = sum(p["shards"] for p in manifest["parts"])
+        part = {"seed": seed, "samples": samples, "shards": len(sizes), "first": first, "seeding": seeding}
+        part["sizes"] = sizes
+        manifest["parts"].append(part)
+        atomic_write(out / MANIFEST, json.dumps(manifest, indent=1).encode())
+    todo = []
+    for k, rows in enumerate(sizes):
+        index = part["first"] + k
+        if k % share[1] != share[0]:
+            continue
+        r = _shard_record(out, index)
+        if r is not None and _verify(out, r) is None:
+            continue  # complete: kept
+        todo.append((index, seed if seeding == "run" else [seed, k], rows))
+    planned, done, t0 = sum(rows for _, _, rows in todo), 0, time.perf_counter()
+    if workers > 1 and len(todo) > 1:
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        task_spec = rec if (spec or _registered(task)) else task
+        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            jobs = [pool.submit(_worker, (task_spec, str(out), i, s, rows)) for i, s, rows in todo]
+            for job in cf.as_completed(jobs):
+                done += job.result()["rows"]
+                if progress:
+                    progress(done, planned, time.perf_counter() - t0)
+    else:
+        for index, s, rows in todo:
+            done += _simulate_shard(task, out, index, s, rows)["rows"]
+            if progress:
+                progress(done, planned, time.perf_counter() - t0)
+    try:
+        return open_dataset(out)
+    except DatasetError:
+        if share[1] > 1:
+            return None  # other shares still running
+        raise
+
+
+def _registered(task) -> bool:
+    from mdnjax import tasks
+
+    return task.name in tasks.REGISTRY and type(task) is tasks.REGISTRY[task.name]
+
+
+def write_arrays(theta, y, out, support=None, task=None, names=None) -> Dataset:
+    """Stores simulations made anywhere (arrays θ (n,) or (n, D), y (n,) or (n, M)) as a new
+    dataset folder ``out`` of one shard; ``support`` ((low, high) per parameter) lets it train
+    without a task. Refuses a folder that already holds a dataset."""
+    out = Path(out)
+    theta, y = np.asarray(theta), np.asarray(y)
+    _check_pair(theta, y)
+    if (out / MANIFEST).exists():
+        raise DatasetError(f"{out} already holds a dataset: import into a new folder")
+    bounds = as_bounds(support) if support is not None else (task.support if task is not None else None)
+    counts = np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)
+    y = y.astype(np.int64) if counts else y.astype(np.float64)
+    bad = ~np.isfinite(theta.reshape(len(theta), -1)).all(axis=1)
+    if not counts:
+        bad |= ~np.isfinite(y.reshape(len(y), -1)).all(axis=1)
+    if bad.any():
+        raise DatasetError(
+            f"{int(bad.sum()):,} of {len(theta):,} rows hold NaN or infinite values "
+            f"(first at row {int(np.argmax(bad))})"
+        )
+    rec = task_record(task) if task is not None else None
+    if rec is not None and names:
+        rec["names"] = list(names)
+    m = _manifest(rec, bounds, theta, y, "counts" if counts else "continuous")
+    m["parts"].append({"seed": None, "samples": len(theta), "shards": 1, "first": 0, "seeding": "imported"})
+    m["parts"][0]["sizes"] = [len(theta)]
+    if names:
+        m["names"] = list(names)
+    (out / SHARDS).mkdir(parents=True, exist_ok=True)
+    _write_shard(out, 0, None, theta, y)
+    atomic_write(out / MANIFEST, json.dumps(m, indent=1).encode())
+    return open_dataset(out)
+
+
+def read_table(path, theta_columns=None, y_columns=None) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    """(θ, y, θ's names) from ``.npz`` (arrays ``theta`` and ``y``, or the names given), ``.csv``
+    or ``.parquet`` (named columns: ``theta_columns`` and ``y_columns``; by default the columns
+    named ``theta*``/``y*``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            t, v = (theta_columns or ["theta"])[0], (y_columns or ["y"])[0]
+            missing = [k for k in (t, v) if k not in z.files]
+            if missing:
+                raise DatasetError(f"{path} has no array {missing[0]!r} (it holds {', '.join(z.files)})")
+            return np.asarray(z[t]), np.asarray(z[v]), None
+    if suffix == ".csv":
+        with open(path) as f:
+            header = f.readline().strip().split(",")
+        table = np.genfromtxt(path, delimiter=",", skip_header=1, ndmin=2)
+        columns = {name.strip(): table[:, i] for i, name in enumerate(header)}
+    elif suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise DatasetError("reading Parquet needs pyarrow: pip install 'mdnjax[data]'") from None
+        t = pq.read_table(path)
+        columns = {name: t.column(name).to_numpy() for name in t.column_names}
+    else:
+        raise DatasetError(f"{path}: read .npz, .csv or .parquet, not {suffix or 'a file without a suffix'}")
+    theta_columns = theta_columns or [c for c in columns if c.startswith("theta")]
+    y_columns = y_columns or [c for c in columns if c.startswith("y")]
+    for c in [*theta_columns, *y_columns]:
+        if c not in columns:
+            raise DatasetError(f"{path} has no column {c!r} (it has {', '.join(columns)})")
+    if not theta_columns or not y_columns:
+        raise DatasetError(f"{path}: name the θ and y columns (it has {', '.join(columns)})")
+    theta = np.stack([np.asarray(columns[c], np.float64) for c in theta_columns], axis=1)
+    y = np.stack([np.asarray(columns[c]) for c in y_columns], axis=1)
+    if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        y = y.astype(np.int64)  # a CSV writes counts as numbers: integers they are
+    return theta[:, 0] if theta.shape[1] == 1 else theta, y[:, 0] if y.shape[1] == 1 else y, theta_columns
+
+
+def write_parquet(data: Dataset | Arrays, out) -> None:
+    """Exports a dataset to one Parquet file: columns theta_0.., y_0.. (or ``theta``/``y``)."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DatasetError("writing Parquet needs pyarrow: pip install 'mdnjax[data]'") from None
+    theta, y = data.read(0, data.count)
+    cols = {}
+    for name, a in (("theta", np.asarray(theta)), ("y", np.asarray(y))):
+        if a.ndim == 1:
+            cols[name] = a
+        else:
+            cols.update({f"{name}_{i}": a[:, i] for i in range(a.shape[1])})
+    pq.write_table(pa.table(cols), str(out))
+
+
+def heldout_rows(count: int, share: float, cap: int) -> int:
+    """Rows at the end of a dataset held out of training: ``share`` of them, at most ``cap``."""
+    return min(math.floor(share * count), cap)

@@ -1,0 +1,169 @@
+"""Stored simulations: a dataset folder written, resumed, shared and verified; training from it
+bitwise equal to training inline; arrays from any program; one line for each bad input."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+import mdnjax
+from mdnjax import cli, datasets, sources, tasks
+from mdnjax.__main__ import main as mdnjax_main
+from mdnjax.simulation import SimulationError
+
+
+def _same_params(a, b) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+def _rows(path):
+    theta, y = datasets.open_dataset(path).read(0, 10**9)
+    return np.asarray(theta), np.asarray(y)
+
+
+def test_training_from_a_simulated_dataset_is_bitwise_training_inline(tmp_path):
+    data = mdnjax.simulate("beta", 20_000, tmp_path / "beta", seed=3)
+    assert data.count == 20_000 and data.y_kind == "counts" and data.y_shape == ()
+    config = mdnjax.Config(samples=20_000, epochs=20, holdout=0.0, layout="binned", seed=3)
+    inline, stored = mdnjax.fit("beta", config), mdnjax.fit(None, config, data=tmp_path / "beta")
+    assert _same_params(inline.state.params, stored.state.params)
+    np.testing.assert_array_equal(inline.losses, stored.losses)
+    # the per-sample path too (continuous y): the same pairs, split and minibatches
+    mdnjax.simulate("two_moons", 3_000, tmp_path / "moons", seed=0)
+    config = mdnjax.Config(samples=3_000, epochs=2, holdout=0.0)
+    inline, stored = mdnjax.fit("two_moons", config), mdnjax.fit("two_moons", config, data=tmp_path / "moons")
+    assert stored.config.layout == "per-sample"
+    assert _same_params(inline.state.params, stored.state.params)
+
+
+def test_the_held_out_rows_are_the_last_ones_and_never_trained_on(tmp_path):
+    data = mdnjax.simulate("gamma", 5_000, tmp_path / "g")
+    task, config = mdnjax.train.with_data(None, data, mdnjax.Config(holdout=0.1, space="unconstrained"))
+    assert (task.train_rows, config.samples) == (4_500, 4_500)
+    theta, y, _ = sources.whole(task, config, np.float64)
+    heldout_theta, heldout_y = sources.draw_heldout(task, config)
+    raw_theta, raw_y = data.read(0, 5_000)
+    np.testing.assert_array_equal(y, raw_y[:4_500])
+    np.testing.assert_array_equal(heldout_y, raw_y[4_500:])
+    np.testing.assert_allclose(np.exp(theta), raw_theta[:4_500], rtol=1e-12)  # the fitting space: log θ
+    np.testing.assert_allclose(np.exp(heldout_theta), raw_theta[4_500:], rtol=1e-6)
+    with pytest.raises(SimulationError, match="no simulator for new draws"):
+        task.simulate(np.random.default_rng(0), 10)
+
+
+def test_shards_are_seeded_per_shard_and_shares_merge_into_one_dataset(tmp_path):
+    whole = mdnjax.simulate("beta", 10_000, tmp_path / "one", shard_size=3_000, seed=5)
+    assert [r["rows"] for r in whole.records] == [3_000, 3_000, 3_000, 1_000]
+    assert [r["seed"] for r in whole.records] == [[5, 0], [5, 1], [5, 2], [5, 3]]
+    # shard i is default_rng([seed, i]) drawn through the task's simulator
+    theta, y = tasks.BetaBinomial().simulate(np.random.default_rng([5, 2]), 3_000)
+    np.testing.assert_array_equal(whole.read(6_000, 9_000)[1], y)
+    # two shares (two jobs of an array, say) write one folder; the dataset opens when both are done
+    assert mdnjax.simulate("beta", 10_000, tmp_path / "two", shard_size=3_000, seed=5, share=(1, 2)) is None
+    with pytest.raises(datasets.DatasetError, match="shard 0 .* is incomplete"):
+        datasets.open_dataset(tmp_path / "two")
+    merged = mdnjax.simulate("beta", 10_000, tmp_path / "two", shard_size=3_000, seed=5, share=(0, 2))
+    assert merged.fingerprint == whole.fingerprint
+    # and two local worker processes write the same rows again
+    workers = mdnjax.simulate("beta", 10_000, tmp_path / "w", shard_size=3_000, seed=5, workers=2)
+    assert workers.fingerprint == whole.fingerprint
+
+
+def test_an_interrupted_dataset_resumes_redoing_only_incomplete_or_damaged_shards(tmp_path):
+    path = tmp_path / "d"
+    first = mdnjax.simulate("gamma", 8_000, path, shard_size=2_000)
+    theta0, y0 = _rows(path)
+    (path / "shards" / "00001.json").unlink()  # killed before the record: incomplete
+    with open(path / "shards" / "00002.y.npy", "r+b") as f:  # a flipped byte
+        f.seek(200)
+        byte = f.read(1)
+        f.seek(200)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(datasets.DatasetError, match="shard 1 .* incomplete"):
+        datasets.open_dataset(path)
+    (path / "shards" / "00001.json").write_text(json.dumps(first.records[1]))
+    with pytest.raises(datasets.DatasetError, match="shard 2: 00002.y.npy is corrupted or truncated"):
+        datasets.open_dataset(path)
+    (path / "shards" / "00001.json").unlink()
+    stamp = os.stat(path / "shards" / "00000.y.npy").st_mtime_ns
+    again = mdnjax.simulate("gamma", 8_000, path, shard_size=2_000)
+    assert again.fingerprint == first.fingerprint
+    assert os.stat(path / "shards" / "00000.y.npy").st_mtime_ns == stamp  # a complete shard is kept
+    theta1, y1 = _rows(path)
+    np.testing.assert_array_equal(theta0, theta1)
+    np.testing.assert_array_equal(y0, y1)
+
+
+def test_appending_another_seed_and_refusing_what_does_not_belong(tmp_path):
+    path = tmp_path / "d"
+    mdnjax.simulate("beta", 2_000, path, seed=0)
+    both = mdnjax.simulate("beta", 1_000, path, seed=1)
+    assert both.count == 3_000 and [p["seed"] for p in both.manifest["parts"]] == [0, 1]
+    np.testing.assert_array_equal(
+        both.read(2_000, 3_000)[1], tasks.BetaBinomial().simulate(np.random.default_rng(1), 1_000)[1]
+    )
+    with pytest.raises(datasets.DatasetError, match="holds simulations of .*beta.* this run simulates .*gamma"):
+        mdnjax.simulate("gamma", 1_000, path)
+    with pytest.raises(datasets.DatasetError, match="already holds seed 0 with 2,000 samples"):
+        mdnjax.simulate("beta", 5_000, path, seed=0)
+    with pytest.raises(datasets.DatasetError, match="data hold simulations of .*beta.*, not of .*gamma"):
+        mdnjax.fit("gamma", {"epochs": 1}, data=path)
+    with pytest.raises(datasets.DatasetError, match="not a dataset"):
+        datasets.open_dataset(tmp_path / "nothing")
+
+
+def test_arrays_from_any_program_train_and_refuse_bad_rows(tmp_path):
+    rng = np.random.default_rng(0)
+    theta = rng.uniform(0.0, 1.0, size=3_000)
+    y = rng.binomial(30, theta)
+    np.savez(tmp_path / "sims.npz", p=theta, counts=y)
+    t, v, _ = datasets.read_table(tmp_path / "sims.npz", ["p"], ["counts"])
+    data = datasets.write_arrays(t, v, tmp_path / "d", support=[(0.0, 1.0)])
+    assert (data.count, data.y_kind, data.support[0].high) == (3_000, "counts", 1.0)
+    result = mdnjax.fit(None, {"epochs": 3}, data=tmp_path / "d")
+    assert result.config.samples == 2_700 and result.posterior.dim == 1
+    # CSV with named columns; counts written as numbers come back as integers
+    lines = ["a,b,y"] + [f"{x:.17g},{1 - x:.17g},{k}" for x, k in zip(theta[:50], y[:50], strict=True)]
+    (tmp_path / "sims.csv").write_text("\n".join(lines) + "\n")
+    t, v, names = datasets.read_table(tmp_path / "sims.csv", ["a", "b"], ["y"])
+    assert t.shape == (50, 2) and v.dtype == np.int64 and names == ["a", "b"]
+    np.testing.assert_array_equal(t[:, 0], theta[:50])
+    bad = [
+        (lambda: datasets.write_arrays(theta, y[:10], tmp_path / "x"), "theta has 3,000 rows and y 10"),
+        (lambda: datasets.write_arrays(theta[:0], y[:0], tmp_path / "x"), "hold no simulations"),
+        (lambda: datasets.write_arrays(np.r_[theta[:5], np.nan], y[:6], tmp_path / "x"), "1 of 6 rows hold NaN"),
+        (lambda: datasets.write_arrays(theta, y, tmp_path / "d"), "already holds a dataset"),
+        (lambda: datasets.read_table(tmp_path / "sims.csv", ["c"], ["y"]), "has no column 'c'"),
+        (lambda: datasets.read_table(tmp_path / "sims.npz"), "has no array 'theta'"),
+    ]
+    for call, message in bad:
+        with pytest.raises(datasets.DatasetError, match=message):
+            call()
+    result = mdnjax.fit_arrays(theta, y.astype(np.float64) + rng.normal(size=3_000), {"epochs": 2}, support=[(0, 1)])
+    assert result.config.layout == "per-sample"
+
+
+def test_the_command_line_simulates_trains_resumes_and_refuses_changed_data(tmp_path, capsys):
+    data, run = tmp_path / "data", tmp_path / "run"
+    assert mdnjax_main(["simulate", "gamma", "--samples", "6000", "--out", str(data), "--shard-size", "2000"]) == 0
+    out = capsys.readouterr().out
+    assert "6,000 of 6,000 simulations (100%)" in out and "3 shards, verified" in out
+    assert cli.main(["--data", str(data), "--epochs", "10", "--no-plots", "--out", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "task=gamma samples=5,400" in out and "reading 5,400 draws" in out
+    assert json.loads((run / "run.json").read_text())["task"]["data"]["rows"] == 6_000
+    assert mdnjax_main(["calibrate", str(run), "--draws", "100"]) == 0  # SBC on the held-out rows
+    assert json.loads((run / "calibration.json").read_text())["draws"] == 100
+    mdnjax.simulate("gamma", 1_000, data, seed=9)  # the data changed: resuming refuses
+    assert cli.main(["--resume", str(run), "--epochs", "20"]) == 2
+    assert "changed since the run trained on them" in capsys.readouterr().err
+    assert cli.main(["--data", str(data), "--samples", "100", "--out", str(tmp_path / "r2")]) == 2
+    assert "--samples does not apply with --data" in capsys.readouterr().err
+    assert not (tmp_path / "r2").exists()
+    assert mdnjax_main(["simulate", "gamma", "--samples", "10", "--out", str(data), "--shard", "3/2"]) == 2
+    assert "--shard 3/2: i must be in 0..N-1" in capsys.readouterr().err
+    np.savez(tmp_path / "s.npz", theta=np.linspace(0.1, 0.9, 100), y=np.arange(100))
+    assert mdnjax_main(["import", str(tmp_path / "s.npz"), "--out", str(tmp_path / "imp"), "--support", "0,1"]) == 0
+    assert datasets.open_dataset(tmp_path / "imp").support[0] == (0.0, 1.0)
