@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -55,8 +56,10 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` through a temporary file, fsync and rename.
+@contextlib.contextmanager
+def atomic_writer(path):
+    """A binary file that becomes ``path`` (fsync and rename) when the block ends without an
+    error, and is removed when it raises: ``path`` is never half-written.
 
     The file gets mode 0666 minus the umask, as ``open`` would give it (``mkstemp`` alone: 0600).
     """
@@ -65,7 +68,7 @@ def atomic_write(path, data: bytes) -> None:
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -73,6 +76,12 @@ def atomic_write(path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write(path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` through a temporary file, fsync and rename (``atomic_writer``)."""
+    with atomic_writer(path) as f:
+        f.write(data)
 
 
 def write_json(path, payload) -> None:

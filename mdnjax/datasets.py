@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from mdnjax import simulation
-from mdnjax.checkpoint import atomic_write
+from mdnjax.checkpoint import atomic_write, atomic_writer
 from mdnjax.task import Task, as_bounds
 
 FORMAT, VERSION = "mdnjax-dataset", 1
@@ -53,6 +53,44 @@ class DatasetError(ValueError):
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+class _Hashing:
+    """A file object that hashes what is written through it."""
+
+    def __init__(self, f):
+        self.f, self.hash = f, hashlib.sha256()
+
+    def write(self, b) -> int:
+        self.hash.update(b)
+        return self.f.write(b)
+
+
+def _save(path, a: np.ndarray) -> str:
+    """Writes ``a`` as ``.npy`` at ``path`` atomically; returns the file's SHA-256 (hashed as written)."""
+    with atomic_writer(path) as f:
+        w = _Hashing(f)
+        np.lib.format.write_array(w, np.ascontiguousarray(a), allow_pickle=False)
+    return w.hash.hexdigest()
+
+
+def _file_sha(path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _read_rows(path, lo: int, hi: int, out: np.ndarray) -> None:
+    """Rows ``lo:hi`` of the ``.npy`` at ``path`` into ``out``, read straight from the file."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = header(f)
+        if fortran or dtype != out.dtype or tuple(shape[1:]) != out.shape[1:]:
+            raise DatasetError(f"{path}: an array of {dtype} {shape}, not the {out.dtype} rows the manifest records")
+        row = out[0].nbytes if len(out) else 0
+        f.seek(f.tell() + lo * row)
+        if f.readinto(memoryview(out).cast("B")) != (hi - lo) * row:
+            raise DatasetError(f"{path} is truncated")
 
 
 def _npy(a: np.ndarray) -> bytes:
@@ -102,20 +140,19 @@ class Dataset:
         }
 
     def read(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-        """Rows ``lo:hi`` as (θ, y) arrays in memory."""
-        thetas, ys = [], []
+        """Rows ``lo:hi`` as (θ, y) arrays in memory (read into them: no other copy)."""
+        lo, hi = max(0, lo), min(hi, self.count)
+        m = self.manifest
+        theta = np.empty((max(hi - lo, 0), *m["theta"]["shape"]), m["theta"]["dtype"])
+        y = np.empty((max(hi - lo, 0), *m["y"]["shape"]), m["y"]["dtype"])
         for i, r in enumerate(self.records):
             a, b = max(lo, int(self.starts[i])), min(hi, int(self.starts[i + 1]))
             if a >= b:
                 continue
-            base = self.path / SHARDS / f"{r['index']:05d}"
-            s = int(self.starts[i])
-            thetas.append(np.load(f"{base}.theta.npy", mmap_mode="r")[a - s : b - s])
-            ys.append(np.load(f"{base}.y.npy", mmap_mode="r")[a - s : b - s])
-        if not thetas:
-            m = self.manifest
-            return np.empty((0, *m["theta"]["shape"])), np.empty((0, *m["y"]["shape"]), m["y"]["dtype"])
-        return np.concatenate(thetas), np.concatenate(ys)
+            base, s = self.path / SHARDS / f"{r['index']:05d}", int(self.starts[i])
+            _read_rows(f"{base}.theta.npy", a - s, b - s, theta[a - lo : b - lo])
+            _read_rows(f"{base}.y.npy", a - s, b - s, y[a - lo : b - lo])
+        return theta, y
 
     def chunks(self, lo: int, hi: int, size: int):
         """(θ, y) of rows ``lo:hi`` in pieces of at most ``size`` rows."""
@@ -208,7 +245,7 @@ def _verify(path: Path, record: dict) -> str | None:
         file = Path(f"{base}.{part}.npy")
         if not file.is_file():
             return f"{file.name} is missing"
-        if _sha(file.read_bytes()) != record[f"{part}_sha256"]:
+        if _file_sha(file) != record[f"{part}_sha256"]:
             return f"{file.name} is corrupted or truncated (its SHA-256 differs from the record)"
     return None
 
@@ -250,10 +287,9 @@ def _sizes(samples: int, shard_size: int | None) -> tuple[list[int], str]:
 
 def _write_shard(path: Path, index: int, seed, theta: np.ndarray, y: np.ndarray) -> dict:
     base = path / SHARDS / f"{index:05d}"
-    t, v = _npy(theta.astype(np.float64)), _npy(y)
-    atomic_write(f"{base}.theta.npy", t)
-    atomic_write(f"{base}.y.npy", v)
-    record = {"index": index, "rows": int(len(theta)), "seed": seed, "theta_sha256": _sha(t), "y_sha256": _sha(v)}
+    t = _save(f"{base}.theta.npy", np.asarray(theta, np.float64))
+    v = _save(f"{base}.y.npy", y)
+    record = {"index": index, "rows": int(len(theta)), "seed": seed, "theta_sha256": t, "y_sha256": v}
     atomic_write(f"{base}.json", json.dumps(record).encode())
     return record
 
@@ -414,9 +450,9 @@ def _registered(task) -> bool:
     return task.name in tasks.REGISTRY and type(task) is tasks.REGISTRY[task.name]
 
 
-def write_arrays(theta, y, out, support=None, task=None, names=None) -> Dataset:
+def write_arrays(theta, y, out, support=None, task=None, names=None, shard_size: int = SHARD_SIZE) -> Dataset:
     """Stores simulations made anywhere (arrays θ (n,) or (n, D), y (n,) or (n, M)) as a new
-    dataset folder ``out`` of one shard; ``support`` ((low, high) per parameter) lets it train
+    dataset folder ``out`` in shards of ``shard_size`` rows; ``support`` ((low, high) per parameter) lets it train
     without a task. Refuses a folder that already holds a dataset."""
     out = Path(out)
     theta, y = np.asarray(theta), np.asarray(y)
@@ -438,12 +474,14 @@ def write_arrays(theta, y, out, support=None, task=None, names=None) -> Dataset:
     if rec is not None and names:
         rec["names"] = list(names)
     m = _manifest(rec, bounds, theta, y, "counts" if counts else "continuous")
-    m["parts"].append({"seed": None, "samples": len(theta), "shards": 1, "first": 0, "seeding": "imported"})
-    m["parts"][0]["sizes"] = [len(theta)]
+    sizes = _sizes(len(theta), shard_size)[0]
+    m["parts"].append({"seed": None, "samples": len(theta), "shards": len(sizes), "first": 0, "seeding": "imported"})
+    m["parts"][0]["sizes"] = sizes
     if names:
         m["names"] = list(names)
     (out / SHARDS).mkdir(parents=True, exist_ok=True)
-    _write_shard(out, 0, None, theta, y)
+    for i, lo in enumerate(range(0, len(theta), shard_size)):
+        _write_shard(out, i, None, theta[lo : lo + shard_size], y[lo : lo + shard_size])
     atomic_write(out / MANIFEST, json.dumps(m, indent=1).encode())
     return open_dataset(out)
 

@@ -167,3 +167,31 @@ def test_the_command_line_simulates_trains_resumes_and_refuses_changed_data(tmp_
     np.savez(tmp_path / "s.npz", theta=np.linspace(0.1, 0.9, 100), y=np.arange(100))
     assert mdnjax_main(["import", str(tmp_path / "s.npz"), "--out", str(tmp_path / "imp"), "--support", "0,1"]) == 0
     assert datasets.open_dataset(tmp_path / "imp").support[0] == (0.0, 1.0)
+
+
+def test_a_dask_cluster_on_localhost_fans_the_shares_out(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    path = str(tmp_path / "d")
+
+    def share(i):  # one job per share, as a cluster's job array would run them
+        return mdnjax.simulate("beta", 6_000, path, shard_size=1_000, share=(i, 3)) is not None
+
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        done = client.gather(client.map(share, range(3)))
+    assert sum(done) >= 1  # the last share to finish opens the whole dataset
+    alone = mdnjax.simulate("beta", 6_000, tmp_path / "alone", shard_size=1_000)
+    assert datasets.open_dataset(path).fingerprint == alone.fingerprint
+
+
+def test_parquet_export_reads_back_as_the_same_rows(tmp_path):
+    pytest.importorskip("pyarrow")
+    data = mdnjax.simulate("abtest", 500, tmp_path / "d")  # θ ∈ ℝ^2, y of 2 counts
+    datasets.write_parquet(data, tmp_path / "d.parquet")
+    theta, y, names = datasets.read_table(tmp_path / "d.parquet")
+    assert names == ["theta_0", "theta_1"] and y.dtype == np.int64
+    np.testing.assert_array_equal(theta, data.read(0, 500)[0])
+    np.testing.assert_array_equal(y, data.read(0, 500)[1])
+    assert mdnjax_main(["export", str(tmp_path / "d"), "--out", str(tmp_path / "e.parquet")]) == 0
