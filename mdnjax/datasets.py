@@ -300,9 +300,25 @@ def _simulate_shard(task, path: Path, index: int, seed, rows: int) -> dict:
     return _write_shard(path, index, seed, theta, y)
 
 
-def _worker(args):  # a process of --workers: the task rebuilt from its record
-    task_spec, path, index, seed, rows = args
-    return _simulate_shard(_task_of(task_spec), Path(path), index, seed, rows)
+_worker_task: list = []  # a --workers process's task, set once as it starts (that process's own state)
+
+
+def _start_worker(task_or_record) -> None:
+    _worker_task.append(_task_of(task_or_record))
+
+
+def _worker(args):  # one shard in a --workers process
+    path, index, seed, rows = args
+    return _simulate_shard(_worker_task[0], Path(path), index, seed, rows)
+
+
+def _context(task):
+    """Forked workers start at once and inherit the task; a JAX simulator (threads) or a platform
+    without fork gets fresh processes that re-import the task from its record."""
+    import multiprocessing as mp
+
+    fork = getattr(task, "simulator", "numpy") == "numpy" and "fork" in mp.get_all_start_methods()
+    return mp.get_context("fork" if fork else "spawn")
 
 
 def _no_simulator(rng, n):
@@ -422,11 +438,11 @@ def simulate(
     planned, done, t0 = sum(rows for _, _, rows in todo), 0, time.perf_counter()
     if workers > 1 and len(todo) > 1:
         import concurrent.futures as cf
-        import multiprocessing as mp
 
-        task_spec = rec if (spec or _registered(task)) else task
-        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            jobs = [pool.submit(_worker, (task_spec, str(out), i, s, rows)) for i, s, rows in todo]
+        context = _context(task)
+        handed = task if context.get_start_method() == "fork" or not (spec or _registered(task)) else rec
+        with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(handed,)) as pool:
+            jobs = [pool.submit(_worker, (str(out), i, s, rows)) for i, s, rows in todo]
             for job in cf.as_completed(jobs):
                 done += job.result()["rows"]
                 if progress:
