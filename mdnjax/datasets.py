@@ -312,13 +312,22 @@ def _worker(args):  # one shard in a --workers process
     return _simulate_shard(_worker_task[0], Path(path), index, seed, rows)
 
 
+def _jax_started() -> bool:
+    """Whether this process has started JAX's runtime (its threads make forking unsafe)."""
+    import sys
+
+    bridge = sys.modules.get("jax._src.xla_bridge")
+    check = getattr(bridge, "backends_are_initialized", None)
+    return True if bridge is not None and check is None else bool(check and check())
+
+
 def _context(task):
-    """Forked workers start at once and inherit the task; a JAX simulator (threads) or a platform
-    without fork gets fresh processes that re-import the task from its record."""
+    """Forked workers start at once and inherit the task (the command line: NumPy simulators,
+    JAX not started); otherwise fresh processes that re-import the task from its record."""
     import multiprocessing as mp
 
     fork = getattr(task, "simulator", "numpy") == "numpy" and "fork" in mp.get_all_start_methods()
-    return mp.get_context("fork" if fork else "spawn")
+    return mp.get_context("fork" if fork and not _jax_started() else "spawn")
 
 
 def _no_simulator(rng, n):
