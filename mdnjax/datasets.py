@@ -475,9 +475,12 @@ def _registered(task) -> bool:
     return task.name in tasks.REGISTRY and type(task) is tasks.REGISTRY[task.name]
 
 
-def write_arrays(theta, y, out, support=None, task=None, names=None, shard_size: int = SHARD_SIZE) -> Dataset:
+def write_arrays(
+    theta, y, out, support=None, task=None, names=None, shard_size: int = SHARD_SIZE, drop_nonfinite: bool = False
+) -> Dataset:
     """Stores simulations made anywhere (arrays θ (n,) or (n, D), y (n,) or (n, M)) as a new
-    dataset folder ``out`` in shards of ``shard_size`` rows; ``support`` ((low, high) per parameter) lets it train
+    dataset folder ``out`` in shards of ``shard_size`` rows (rows with NaN or ±inf refused, or
+    with ``drop_nonfinite`` left out and counted in the manifest); ``support`` ((low, high) per parameter) lets it train
     without a task. Refuses a folder that already holds a dataset."""
     out = Path(out)
     theta, y = np.asarray(theta), np.asarray(y)
@@ -490,11 +493,15 @@ def write_arrays(theta, y, out, support=None, task=None, names=None, shard_size:
     bad = ~np.isfinite(theta.reshape(len(theta), -1)).all(axis=1)
     if not counts:
         bad |= ~np.isfinite(y.reshape(len(y), -1)).all(axis=1)
-    if bad.any():
+    if bad.any() and not drop_nonfinite:
         raise DatasetError(
             f"{int(bad.sum()):,} of {len(theta):,} rows hold NaN or infinite values "
-            f"(first at row {int(np.argmax(bad))})"
+            f"(first at row {int(np.argmax(bad))}): leave them out, or drop them (--drop-nonfinite)"
         )
+    dropped = int(bad.sum())
+    if dropped:
+        theta, y = theta[~bad], y[~bad]
+        _check_pair(theta, y)
     rec = task_record(task) if task is not None else None
     if rec is not None and names:
         rec["names"] = list(names)
@@ -504,6 +511,7 @@ def write_arrays(theta, y, out, support=None, task=None, names=None, shard_size:
     m["parts"][0]["sizes"] = sizes
     if names:
         m["names"] = list(names)
+    m["parts"][0]["dropped_nonfinite"] = dropped
     (out / SHARDS).mkdir(parents=True, exist_ok=True)
     for i, lo in enumerate(range(0, len(theta), shard_size)):
         _write_shard(out, i, None, theta[lo : lo + shard_size], y[lo : lo + shard_size])

@@ -141,6 +141,8 @@ def test_arrays_from_any_program_train_and_refuse_bad_rows(tmp_path):
     for call, message in bad:
         with pytest.raises(datasets.DatasetError, match=message):
             call()
+    kept = datasets.write_arrays(np.r_[theta[:5], np.nan], y[:6], tmp_path / "kept", drop_nonfinite=True)
+    assert kept.count == 5 and kept.manifest["parts"][0]["dropped_nonfinite"] == 1
     result = mdnjax.fit_arrays(theta, y.astype(np.float64) + rng.normal(size=3_000), {"epochs": 2}, support=[(0, 1)])
     assert result.config.layout == "per-sample"
 

@@ -127,6 +127,7 @@ def import_main(argv=None) -> int:
         help="θ's support per parameter, e.g. 0,1 0,inf -inf,inf (default: the --task's, or every θ real)",
     )
     p.add_argument("--task", metavar="TASK", help="the task that made them (a built-in name or FILE.py:NAME)")
+    p.add_argument("--drop-nonfinite", action="store_true", help="leave out rows with NaN or inf (counted)")
     args = p.parse_args(argv)
     from mdnjax import datasets
 
@@ -140,11 +141,17 @@ def import_main(argv=None) -> int:
                 raise UsageError("--support takes LOW,HIGH per parameter")
         elif task is None:
             support = [(-float("inf"), float("inf"))] * (1 if theta.ndim == 1 else theta.shape[1])
-        data = datasets.write_arrays(theta, y, args.out, support=support, task=task, names=names)
+        data = datasets.write_arrays(
+            theta, y, args.out, support=support, task=task, names=names, drop_nonfinite=args.drop_nonfinite
+        )
     except (UsageError, ValueError) as err:
         print(f"{IMPORT}: error: {err}", file=sys.stderr)
         return 2
-    print(f"{args.out}: {data.count:,} simulations ({data.y_kind} y of shape {data.y_shape}) from {args.file}")
+    dropped = data.manifest["parts"][0]["dropped_nonfinite"]
+    left_out = f"; {dropped:,} rows with NaN or inf left out" if dropped else ""
+    print(
+        f"{args.out}: {data.count:,} simulations ({data.y_kind} y of shape {data.y_shape}) from {args.file}{left_out}"
+    )
     return 0
 
 
