@@ -110,6 +110,14 @@ def _choice(name: str, value, choices) -> str:
     return value
 
 
+def _budget(value):
+    if value is None:
+        return None
+    if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0):
+        raise ConfigError(f"memory_budget must be a number of GiB > 0, got {value!r}", "memory_budget")
+    return float(value)
+
+
 def _validation(value) -> float:
     share = _share("validation", value)
     if not 0.0 < share < 1.0:
@@ -166,6 +174,9 @@ class Config:
         embedding: the per-sample layout's embedding network for y (``mdnjax.embeddings``): a
             kind (``"none"``, ``"mlp"``, ``"set"``, ``"conv"``), a dict of its fields, or None
             (an MLP for a vector y, none for a scalar).
+        memory_budget: GiB the per-sample layout may hold of stored simulations (None: half of
+            the memory available); above it a run streams them from disk chunk by chunk
+            (``mdnjax.train.streamed``).
 
     ``layout="auto"`` (the default) trains on the binned layout when the observations repeat
     enough to pay off and per sample otherwise (``mdnjax.layout.choose``); ``"per-sample"``
@@ -191,6 +202,7 @@ class Config:
     patience: int = 20
     validation: float = 0.1
     embedding: Any = None
+    memory_budget: float | None = None
 
     def resolve(self, task=None) -> Config:
         """A validated copy with every ``None`` training setting filled from the recipe and the task.
@@ -232,6 +244,7 @@ class Config:
             patience=_integer("patience", self.patience, 1),
             validation=_validation(self.validation),
             embedding=_embedding(self.embedding),
+            memory_budget=_budget(self.memory_budget),
         )
 
     def to_dict(self) -> dict[str, Any]:

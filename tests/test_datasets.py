@@ -1,6 +1,7 @@
 """Stored simulations: a dataset folder written, resumed, shared and verified; training from it
 bitwise equal to training inline; arrays from any program; one line for each bad input."""
 
+import dataclasses
 import json
 import os
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 import mdnjax
-from mdnjax import cli, datasets, sources, tasks
+from mdnjax import batches, cli, datasets, sources, tasks
 from mdnjax.__main__ import main as mdnjax_main
 from mdnjax.simulation import SimulationError
 
@@ -197,3 +198,28 @@ def test_parquet_export_reads_back_as_the_same_rows(tmp_path):
     np.testing.assert_array_equal(theta, data.read(0, 500)[0])
     np.testing.assert_array_equal(y, data.read(0, 500)[1])
     assert mdnjax_main(["export", str(tmp_path / "d"), "--out", str(tmp_path / "e.parquet")]) == 0
+
+
+def test_data_above_the_memory_budget_stream_from_disk_and_resume_bitwise(tmp_path):
+    from mdnjax.train import streamed
+
+    mdnjax.simulate("two_moons", 6_000, tmp_path / "tm", shard_size=1_000)
+    config = {"epochs": 4, "holdout": 0.0, "memory_budget": 2e-4, "batch_size": 64}
+    whole = mdnjax.fit(None, config, data=tmp_path / "tm")
+    assert whole.report["streamed"]["chunks"] > 1 and whole.config.layout == "per-sample"
+    # standardisation streamed over the training rows equals the resident computation
+    task, cfg = mdnjax.train.with_data(None, tmp_path / "tm", {**config, "layout": "per-sample"})
+    cfg = cfg.resolve(task)
+    theta_std, y_std = streamed._moments(task, 0, 5_400, 700, cfg.space, False)
+    theta, y, _ = sources.whole(task, dataclasses.replace(cfg, samples=5_400), np.float64)
+    np.testing.assert_allclose(theta_std.shift, batches.standardise(theta).shift, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(y_std.scale, batches.standardise(y).scale, rtol=1e-10)
+    # the validation pairs are the last rows, never trained on
+    np.testing.assert_array_equal(whole.heldout[1], datasets.open_dataset(tmp_path / "tm").read(5_400, 6_000)[1])
+    # three passes, then three more from the state, are the six passes
+    first = mdnjax.fit(None, {**config, "epochs": 2}, data=tmp_path / "tm")
+    history = np.stack([first.losses, first.validation], axis=1)
+    resumed = mdnjax.fit(None, config, data=tmp_path / "tm", init_state=first.state, history=history)
+    assert _same_params(resumed.state.params, whole.state.params)
+    np.testing.assert_array_equal(resumed.validation, whole.validation)
+    assert whole.posterior.sample(jax.random.key(0), np.zeros(2), 7).shape == (7, 2)

@@ -52,6 +52,7 @@ CONFIG_FLAGS = (
     "patience",
     "validation",
     "embedding",
+    "memory_budget",
 )
 
 
@@ -153,6 +154,13 @@ def train_parser() -> argparse.ArgumentParser:
         "observations repeat, per-sample otherwise)",
     )
     c.add_argument("--batch-size", type=number(int), help="per-sample layout: pairs per minibatch (default 128)")
+    c.add_argument(
+        "--memory-budget",
+        type=number(float),
+        metavar="GIB",
+        help="per-sample layout with --data: GiB of stored pairs held in memory; above it each pass streams them "
+        "from disk (default: half the memory available)",
+    )
     c.add_argument(
         "--patience",
         type=number(int),

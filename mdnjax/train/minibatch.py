@@ -123,6 +123,48 @@ def state_of(params, opt) -> SampleState:
     )
 
 
+def scan_steps(loss, opt, state: SampleState, x, theta, idx):
+    """The Adam steps over the minibatches ``idx`` (steps, batch) of (x, θ) in a ``lax.scan``;
+    a step with a non-finite loss or update is skipped and counted. Returns (params, opt_state,
+    skipped, each step's loss or NaN)."""
+
+    def body(carry, i):
+        params, opt_state, skipped = carry
+        value, grads = jax.value_and_grad(loss)(params, x[i], theta[i])
+        updates, new_opt = opt.update(grads, opt_state, params)
+        updates = jax.tree_util.tree_map(lambda u: u * state.lr_scale, updates)
+        new_params = optax.apply_updates(params, updates)
+        ok = jnp.isfinite(value) & _all_finite(new_params) & _all_finite(new_opt)
+        carry = (
+            _select(ok, new_params, params),
+            _select(ok, new_opt, opt_state),
+            skipped + (~ok).astype(jnp.int32),
+        )
+        return carry, jnp.where(ok, value, jnp.nan)
+
+    (params, opt_state, skipped), values = jax.lax.scan(body, (state.params, state.opt_state, state.skipped), idx)
+    return params, opt_state, skipped, values
+
+
+def close_pass(state: SampleState, params, opt_state, skipped, val, plateau: int) -> SampleState:
+    """The state after a pass: the best parameters and the patience count from the validation
+    loss ``val``; ``plateau`` > 0 halves the step size after every ``plateau`` passes without a
+    better one."""
+    better = jnp.isfinite(val) & (val < state.best_loss)
+    since = jnp.where(better, 0, state.since_best + 1).astype(jnp.int32)
+    decay = (~better) & (since % max(plateau, 1) == 0) if plateau else jnp.array(False)
+    return SampleState(
+        params=params,
+        opt_state=opt_state,
+        best_params=_select(better, params, state.best_params),
+        best_loss=jnp.where(better, val, state.best_loss),
+        since_best=since,
+        epoch=state.epoch + 1,
+        skipped=skipped,
+        lr_scale=jnp.where(decay, 0.5 * state.lr_scale, state.lr_scale),
+    )
+
+
 def make_pass(graphdef, opt, batch: int, steps: int, plateau: int = 0) -> Callable:
     """``run(state, pairs, key) -> (state, (train_loss, val_loss))``: one pass of ``steps``
     minibatches in a ``lax.scan``, then the validation loss and the best-parameters bookkeeping;
@@ -132,37 +174,9 @@ def make_pass(graphdef, opt, batch: int, steps: int, plateau: int = 0) -> Callab
     @functools.partial(jax.jit, donate_argnums=0)
     def run(state: SampleState, pairs: Pairs, key):
         idx = batches.indices(key, state.epoch, pairs.x.shape[0], batch, steps)
-
-        def body(carry, i):
-            params, opt_state, skipped = carry
-            value, grads = jax.value_and_grad(loss)(params, pairs.x[i], pairs.theta[i])
-            updates, new_opt = opt.update(grads, opt_state, params)
-            updates = jax.tree_util.tree_map(lambda u: u * state.lr_scale, updates)
-            new_params = optax.apply_updates(params, updates)
-            ok = jnp.isfinite(value) & _all_finite(new_params) & _all_finite(new_opt)
-            carry = (
-                _select(ok, new_params, params),
-                _select(ok, new_opt, opt_state),
-                skipped + (~ok).astype(jnp.int32),
-            )
-            return carry, jnp.where(ok, value, jnp.nan)
-
-        (params, opt_state, skipped), values = jax.lax.scan(body, (state.params, state.opt_state, state.skipped), idx)
+        params, opt_state, skipped, values = scan_steps(loss, opt, state, pairs.x, pairs.theta, idx)
         val = _loss(params, pairs.val_x, pairs.val_theta, graphdef=graphdef)
-        better = jnp.isfinite(val) & (val < state.best_loss)
-        since = jnp.where(better, 0, state.since_best + 1).astype(jnp.int32)
-        decay = (~better) & (since % max(plateau, 1) == 0) if plateau else jnp.array(False)
-        new = SampleState(
-            params=params,
-            opt_state=opt_state,
-            best_params=_select(better, params, state.best_params),
-            best_loss=jnp.where(better, val, state.best_loss),
-            since_best=since,
-            epoch=state.epoch + 1,
-            skipped=skipped,
-            lr_scale=jnp.where(decay, 0.5 * state.lr_scale, state.lr_scale),
-        )
-        return new, (jnp.nanmean(values), val)
+        return close_pass(state, params, opt_state, skipped, val, plateau), (jnp.nanmean(values), val)
 
     return run
 

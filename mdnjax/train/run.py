@@ -16,7 +16,7 @@ import numpy as np
 
 from mdnjax import datasets, layout, simulation, sources
 from mdnjax.config import Config
-from mdnjax.train import bucketed, loop, minibatch
+from mdnjax.train import bucketed, loop, minibatch, streamed
 
 
 def with_data(task, data, config: Config | dict | None = None):
@@ -91,6 +91,8 @@ def fit(task, config: Config | dict | None = None, *, choice: layout.Choice | No
         checked = dataclasses.replace(raw, layout=choice.layout).resolve(task)
     if checked.layout == "per-sample":
         options.pop("buckets", None)
+        if options.get("pairs") is None and streamed.needed(task, checked):
+            return streamed.fit(task, checked, choice=choice, **options)
         return minibatch.fit(task, checked, choice=choice, **options)
     options.pop("pairs", None)
     if choice is not None:

@@ -1,0 +1,296 @@
+"""The per-sample layout over stored simulations larger than memory: each pass streams the dataset
+chunk by chunk from disk, the next chunk read while the device trains on the current one.
+
+Used by ``minibatch.fit`` when the pairs a run would hold exceed ``config.memory_budget``. The
+validation pairs (the last ``validation`` share of the training rows, at most ``VALIDATION_CAP``)
+stay resident; standardisation comes from one streaming pass over the training rows. A pass visits
+the chunks in an order drawn from ``fold_in(key(seed), pass)`` and each chunk's minibatches in a
+permutation of its own rows (a shuffle within chunks: not the resident path's global shuffle, so
+the two paths give different, equally valid, runs); the steps and the pass's end are the resident
+path's own functions (``minibatch.scan_steps``, ``close_pass``). Resuming is bitwise, as there.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mdnjax import batches, model, parallel, sources
+from mdnjax.config import Config, ConfigError
+from mdnjax.posterior import Posterior, PosteriorSpec
+from mdnjax.simulation import check
+from mdnjax.train import minibatch
+from mdnjax.train.loop import Progress
+
+VALIDATION_CAP = 200_000  # validation pairs kept resident, at most
+CHUNK_SHARE = 4  # a chunk takes at most 1/CHUNK_SHARE of the budget (the current and the next, with copies)
+HOST_BYTES = 8 * 3  # bytes per number a chunk costs on the host: float64 read, standardised, float32 copy
+
+
+def resident_bytes(rows: int, inputs: int, dim: int) -> int:
+    """Bytes the resident per-sample path holds for ``rows`` pairs (host float64 copies and the
+    device's float32)."""
+    return rows * (inputs + dim) * (HOST_BYTES + 4)
+
+
+def budget_bytes(config: Config) -> float:
+    """``config.memory_budget`` GiB, or half of the memory available now."""
+    if config.memory_budget is not None:
+        return config.memory_budget * 2**30
+    from mdnjax.resources import available_memory
+
+    free = available_memory()
+    return 0.5 * free if free is not None else math.inf
+
+
+def _read(task, lo: int, hi: int, space: str, allow_nan: bool):
+    theta, y = task.data.read(lo, hi)
+    theta, y, _ = check(task, theta, y, hi - lo, space, np.float64, allow_nan, "the data hold")
+    return theta.reshape(hi - lo, -1), np.asarray(y, np.float64).reshape(hi - lo, -1)
+
+
+def _moments(task, lo: int, hi: int, chunk: int, space: str, allow_nan: bool):
+    """Per-column (mean, sd) of θ and y over rows lo:hi, streamed (NaN ignored: set padding)."""
+    sums = None
+    for a in range(lo, hi, chunk):
+        theta, y = _read(task, a, min(hi, a + chunk), space, allow_nan)
+        part = []
+        for m in (theta, y):
+            ok = np.isfinite(m)
+            v = np.where(ok, m, 0.0)
+            part.append((ok.sum(0), v.sum(0), (v * v).sum(0)))
+        sums = (
+            part
+            if sums is None
+            else [tuple(x + y for x, y in zip(p, q, strict=True)) for p, q in zip(sums, part, strict=True)]
+        )
+    out = []
+    for count, total, squares in sums:
+        count = np.maximum(count, 1)
+        mean = total / count
+        sd = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
+        out.append(batches.Standard(mean, np.where(sd > 0, sd, 1.0)))
+    return out
+
+
+def make_chunk(graphdef, opt, batch: int, steps: int):
+    """``run(state, x, theta, key) -> (state, summed loss, finite steps)``: the steps over one
+    chunk's minibatches (a permutation of its rows from ``key``)."""
+    loss = functools.partial(minibatch._loss, graphdef=graphdef)
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def run(state, x, theta, key):
+        idx = batches.indices(key, state.epoch, x.shape[0], batch, steps)
+        params, opt_state, skipped, values = minibatch.scan_steps(loss, opt, state, x, theta, idx)
+        state = state._replace(params=params, opt_state=opt_state, skipped=skipped)
+        return state, jnp.nansum(values), jnp.sum(jnp.isfinite(values))
+
+    return run
+
+
+def make_close(graphdef, plateau: int):
+    @jax.jit
+    def close(state, val_x, val_theta):
+        val = minibatch._loss(state.params, val_x, val_theta, graphdef=graphdef)
+        return minibatch.close_pass(state, state.params, state.opt_state, state.skipped, val, plateau), val
+
+    return close
+
+
+def fit(
+    task,
+    config: Config,
+    *,
+    choice=None,
+    init_state=None,
+    history=None,
+    callback=None,
+    on_stage=None,
+    on_checkpoint=None,
+    checkpoint_every: int = 0,
+    should_stop=None,
+) -> minibatch.Result:
+    """``minibatch.fit`` streaming a ``sources.StoredTask``'s rows from disk (see the module)."""
+    stage = on_stage or (lambda text: None)
+    allow_nan = getattr(config.embedding, "kind", None) == "set"
+    n, dim = config.samples, len(task.support)
+    n_val = min(max(1, round(config.validation * n)), VALIDATION_CAP, n - 1)
+    n_train = n - n_val
+    inputs = int(np.prod(task.data.y_shape or (1,)))
+    budget = budget_bytes(config)
+    per_row = (inputs + dim) * HOST_BYTES
+    batch = min(config.batch_size, n_train)
+    chunk = int(max(batch, min(n_train, budget / CHUNK_SHARE // per_row)) // batch * batch)
+    stage(
+        f"streaming {n_train:,} pairs from {task.data.path} in chunks of {chunk:,} "
+        f"(memory budget {budget / 2**30:.3g} GiB)"
+    )
+    t0 = time.perf_counter()
+    theta_std, y_std = _moments(task, 0, n_train, chunk, config.space, allow_nan)
+    val_theta, val_y = _read(task, n_train, n, config.space, allow_nan)
+    timings = {"simulate_s": time.perf_counter() - t0}
+    embedding = minibatch.default_embedding(config, inputs)
+    try:
+        embedding.check(inputs)
+    except ValueError as err:
+        raise ConfigError(str(err), "embedding") from None
+    standard = lambda th, y: (
+        jnp.asarray((y - y_std.shift) / y_std.scale, jnp.float32),
+        jnp.asarray(theta_std.apply(th)),
+    )  # noqa: E731
+    val_x, val_z = standard(val_theta, val_y)
+    starts = list(range(0, n_train, chunk))
+    steps_per_pass = sum((min(n_train, a + chunk) - a) // batch for a in starts)
+    graphdef, params = model.init(jax.random.key(config.seed), config.components, config.hidden, dim, inputs, embedding)
+    opt = minibatch.optimizer(config, steps_per_pass)
+    state = init_state if init_state is not None else minibatch.state_of(params, opt)
+    state = jax.tree_util.tree_map(jnp.asarray, state)
+    start = int(state.epoch)
+    if start > config.epochs:
+        raise ConfigError(f"the run already trained {start} passes: ask for more than that", "epochs")
+    past = np.zeros((0, 2), np.float32) if history is None else np.asarray(history, np.float32).reshape(-1, 2)
+    train_hist, val_hist = [float(v) for v in past[:, 0]], [float(v) for v in past[:, 1]]
+    runs = {}
+    close = make_close(graphdef, config.patience // 4 if config.schedule == "plateau" else 0)
+    key = jax.random.key(config.seed)
+    jacobian = float(np.sum(np.log(theta_std.scale)))
+    diverged_at = stopped_at = early = None
+    train_s, epoch = 0.0, start
+    log_every = max(1, min(config.log_every, 10))
+    last_log = start
+
+    def checkpoint():
+        if on_checkpoint is not None:
+            hist = (
+                np.stack([train_hist, val_hist], axis=1).astype(np.float32)
+                if train_hist
+                else np.zeros((0, 2), np.float32)
+            )
+            on_checkpoint(parallel.host(state), hist)
+
+    while epoch < config.epochs:
+        t0 = time.perf_counter()
+        pass_key = jax.random.fold_in(key, epoch)
+        order = np.asarray(jax.random.permutation(jax.random.fold_in(pass_key, 0xC4), len(starts)))
+        total, count = 0.0, 0
+        pending = standard(
+            *_read(task, starts[order[0]], min(n_train, starts[order[0]] + chunk), config.space, allow_nan)
+        )
+        for j, c in enumerate(order):
+            x, z = pending
+            rows = x.shape[0]
+            if rows >= batch:
+                if rows not in runs:
+                    runs[rows] = make_chunk(graphdef, opt, batch, rows // batch)
+                state, s, k = runs[rows](state, x, z, jax.random.fold_in(pass_key, int(c)))
+                total, count = total + s, count + k  # device values: the host reads the next chunk meanwhile
+            if j + 1 < len(order):
+                a = starts[order[j + 1]]
+                pending = standard(*_read(task, a, min(n_train, a + chunk), config.space, allow_nan))
+        state, va = close(state, val_x, val_z)
+        tr = float(total) / max(int(count), 1) + jacobian if int(count) else float("nan")
+        va = float(va) + jacobian
+        train_s += time.perf_counter() - t0
+        epoch += 1
+        train_hist.append(tr)
+        val_hist.append(va)
+        if callback is not None and (epoch - last_log >= log_every or epoch == config.epochs):
+            callback(
+                Progress(
+                    epoch,
+                    config.epochs,
+                    np.asarray(train_hist[-(epoch - last_log) :], np.float32),
+                    1e3 * train_s / (epoch - start),
+                    va,
+                )
+            )
+            last_log = epoch
+        if not np.isfinite(tr):
+            diverged_at = epoch
+            break
+        if int(state.since_best) >= config.patience:
+            early = epoch
+            break
+        if epoch < config.epochs and should_stop is not None and should_stop():
+            stopped_at = epoch
+            checkpoint()
+            break
+        if checkpoint_every and epoch % checkpoint_every == 0 and epoch < config.epochs:
+            checkpoint()
+    if stopped_at is None:
+        checkpoint()
+    host = parallel.host(state)
+    passes = max(epoch - start, 1)
+    timings.update(
+        {
+            "train_s": train_s,
+            "epochs_per_s": passes / train_s if train_s > 0 else float("nan"),
+            "ms_per_epoch": 1e3 * train_s / passes,
+        }
+    )
+    report = {
+        "samples": n,
+        "moved_to_interior": 0,
+        "warnings": [],
+        "layout": None if choice is None else choice.to_json(),
+        "train_pairs": n_train,
+        "validation_pairs": n_val,
+        "batch_size": batch,
+        "steps_per_pass": steps_per_pass,
+        "embedding": embedding.to_json(),
+        "dropped": 0,
+        "streamed": {"chunk_rows": chunk, "chunks": len(starts), "memory_budget_gib": budget / 2**30},
+        "skipped_steps": int(host.skipped),
+        "best_validation": float(host.best_loss) + jacobian,
+    }
+    y_kind = task.data.y_kind
+    spec = PosteriorSpec(
+        name=task.name,
+        components=config.components,
+        hidden=tuple(config.hidden),
+        space=config.space,
+        bounds=tuple(task.support),
+        embedding=minibatch._as_embedding(y_std),
+        y_range=tuple(float(v) for v in getattr(task, "y_range", (-np.inf, np.inf))),
+        y_values=np.zeros((0,) if inputs == 1 else (0, inputs), np.float64 if y_kind == "continuous" else np.int64),
+        counts=np.zeros(0, np.int64),
+        dim=dim,
+        inputs=inputs,
+        y_kind=y_kind,
+        theta_standard=(tuple(theta_std.shift.tolist()), tuple(theta_std.scale.tolist())),
+        network=embedding,
+        per_sample=True,
+    )
+    post = Posterior(spec, jax.tree_util.tree_map(jnp.asarray, host.best_params))
+    best_epoch = int(np.nanargmin(np.asarray(val_hist, np.float64))) + 1 if np.isfinite(val_hist).any() else 0
+    held_theta = val_theta.astype(np.float32)
+    raw_y = task.data.read(n_train, n)[1]
+    heldout = (held_theta[:, 0] if dim == 1 else held_theta, raw_y)
+    return minibatch.Result(
+        post,
+        host,
+        np.asarray(train_hist, np.float32),
+        np.asarray(val_hist, np.float32),
+        timings,
+        report,
+        config,
+        diverged_at,
+        stopped_at,
+        best_epoch,
+        early,
+        heldout,
+    )
+
+
+def needed(task, config: Config) -> bool:
+    """Whether a per-sample run of ``config`` on ``task`` streams: stored rows above the budget."""
+    data = sources.stored(task)
+    if data is None:
+        return False
+    inputs = int(np.prod(data.data.y_shape or (1,)))
+    return resident_bytes(config.samples, inputs, len(task.support)) > budget_bytes(config)
