@@ -25,15 +25,15 @@ def _rows(path):
 
 
 def test_training_from_a_simulated_dataset_is_bitwise_training_inline(tmp_path):
-    data = mdnjax.simulate("beta", 20_000, tmp_path / "beta", seed=3)
-    assert data.count == 20_000 and data.y_kind == "counts" and data.y_shape == ()
-    config = mdnjax.Config(samples=20_000, epochs=20, holdout=0.0, layout="binned", seed=3)
+    data = mdnjax.simulate("beta", 8_000, tmp_path / "beta", seed=3)
+    assert data.count == 8_000 and data.y_kind == "counts" and data.y_shape == ()
+    config = mdnjax.Config(samples=8_000, epochs=10, holdout=0.0, layout="binned", seed=3)
     inline, stored = mdnjax.fit("beta", config), mdnjax.fit(None, config, data=tmp_path / "beta")
     assert _same_params(inline.state.params, stored.state.params)
     np.testing.assert_array_equal(inline.losses, stored.losses)
     # the per-sample path too (continuous y): the same pairs, split and minibatches
-    mdnjax.simulate("two_moons", 3_000, tmp_path / "moons", seed=0)
-    config = mdnjax.Config(samples=3_000, epochs=2, holdout=0.0)
+    mdnjax.simulate("two_moons", 2_000, tmp_path / "moons", seed=0)
+    config = mdnjax.Config(samples=2_000, epochs=2, holdout=0.0)
     inline, stored = mdnjax.fit("two_moons", config), mdnjax.fit("two_moons", config, data=tmp_path / "moons")
     assert stored.config.layout == "per-sample"
     assert _same_params(inline.state.params, stored.state.params)
@@ -150,13 +150,13 @@ def test_arrays_from_any_program_train_and_refuse_bad_rows(tmp_path):
 
 def test_the_command_line_simulates_trains_resumes_and_refuses_changed_data(tmp_path, capsys):
     data, run = tmp_path / "data", tmp_path / "run"
-    assert mdnjax_main(["simulate", "gamma", "--samples", "6000", "--out", str(data), "--shard-size", "2000"]) == 0
+    assert mdnjax_main(["simulate", "gamma", "--samples", "3000", "--out", str(data), "--shard-size", "1000"]) == 0
     out = capsys.readouterr().out
-    assert "6,000 of 6,000 simulations (100%)" in out and "3 shards, verified" in out
+    assert "3,000 of 3,000 simulations (100%)" in out and "3 shards, verified" in out
     assert cli.main(["--data", str(data), "--epochs", "10", "--no-plots", "--out", str(run)]) == 0
     out = capsys.readouterr().out
-    assert "task=gamma samples=5,400" in out and "reading 5,400 draws" in out
-    assert json.loads((run / "run.json").read_text())["task"]["data"]["rows"] == 6_000
+    assert "task=gamma samples=2,700" in out and "reading 2,700 draws" in out
+    assert json.loads((run / "run.json").read_text())["task"]["data"]["rows"] == 3_000
     assert mdnjax_main(["calibrate", str(run), "--draws", "100"]) == 0  # SBC on the held-out rows
     assert json.loads((run / "calibration.json").read_text())["draws"] == 100
     mdnjax.simulate("gamma", 1_000, data, seed=9)  # the data changed: resuming refuses
@@ -203,21 +203,21 @@ def test_parquet_export_reads_back_as_the_same_rows(tmp_path):
 def test_data_above_the_memory_budget_stream_from_disk_and_resume_bitwise(tmp_path):
     from mdnjax.train import streamed
 
-    mdnjax.simulate("two_moons", 6_000, tmp_path / "tm", shard_size=1_000)
-    config = {"epochs": 4, "holdout": 0.0, "memory_budget": 2e-4, "batch_size": 64}
+    mdnjax.simulate("two_moons", 3_000, tmp_path / "tm", shard_size=1_000)
+    config = {"epochs": 3, "holdout": 0.0, "memory_budget": 1e-4, "batch_size": 64}
     whole = mdnjax.fit(None, config, data=tmp_path / "tm")
     assert whole.report["streamed"]["chunks"] > 1 and whole.config.layout == "per-sample"
     # standardisation streamed over the training rows equals the resident computation
     task, cfg = mdnjax.train.with_data(None, tmp_path / "tm", {**config, "layout": "per-sample"})
     cfg = cfg.resolve(task)
-    theta_std, y_std = streamed._moments(task, 0, 5_400, 700, cfg.space, False)
-    theta, y, _ = sources.whole(task, dataclasses.replace(cfg, samples=5_400), np.float64)
+    theta_std, y_std = streamed._moments(task, 0, 2_700, 700, cfg.space, False)
+    theta, y, _ = sources.whole(task, dataclasses.replace(cfg, samples=2_700), np.float64)
     np.testing.assert_allclose(theta_std.shift, batches.standardise(theta).shift, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(y_std.scale, batches.standardise(y).scale, rtol=1e-10)
     # the validation pairs are the last rows, never trained on
-    np.testing.assert_array_equal(whole.heldout[1], datasets.open_dataset(tmp_path / "tm").read(5_400, 6_000)[1])
-    # three passes, then three more from the state, are the six passes
-    first = mdnjax.fit(None, {**config, "epochs": 2}, data=tmp_path / "tm")
+    np.testing.assert_array_equal(whole.heldout[1], datasets.open_dataset(tmp_path / "tm").read(2_700, 3_000)[1])
+    # one pass, then two more from the state, are the three passes
+    first = mdnjax.fit(None, {**config, "epochs": 1}, data=tmp_path / "tm")
     history = np.stack([first.losses, first.validation], axis=1)
     resumed = mdnjax.fit(None, config, data=tmp_path / "tm", init_state=first.state, history=history)
     assert _same_params(resumed.state.params, whole.state.params)
