@@ -273,6 +273,14 @@ class Posterior:
             out.append(u.reshape(u.shape[:-1] + q.shape))
         return jnp.asarray(out[0] if self.dim == 1 else np.stack(out, axis=-1))
 
+    def to_arviz(self, y, n: int, key, names=None):
+        """``n`` draws at one observation y as ArviZ data (``mdnjax.interop.to_arviz``): a
+        ``posterior`` group (one chain, a variable per parameter, ``names`` or theta_0, …) and
+        ``observed_data``."""
+        from mdnjax import interop
+
+        return interop.to_arviz(self, y, n, key, names)
+
     def sample(self, key, y, n: int):
         """``n`` draws from q(θ | y): shape (n,) for one y (D = 1) or (n, D); a batch of y prepends
         its shape."""

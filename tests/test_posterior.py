@@ -256,3 +256,17 @@ def test_theta_and_y_of_shapes_that_do_not_broadcast_are_one_line_errors(trained
     with pytest.raises(ValueError, match="do not broadcast"):
         post.cdf(jnp.array([0.1, 0.2, 0.3]), [30, 31])
     assert post.log_prob(jnp.array([[0.1], [0.2]]), [30, 31, 32]).shape == (2, 3)  # broadcasting still works
+
+
+def test_the_arviz_export_has_one_chain_a_variable_per_parameter_and_the_observation():
+    az = pytest.importorskip("arviz")
+    post = mdnjax.fit("abtest", mdnjax.Config(samples=4_000, epochs=5, layout="binned")).posterior
+    idata = post.to_arviz([3, 7], 200, jax.random.key(0), names=["logit_a", "logit_b"])
+    assert set(idata.posterior.data_vars) == {"logit_a", "logit_b"}
+    assert idata.posterior["logit_a"].shape == (1, 200)
+    np.testing.assert_array_equal(np.asarray(idata.observed_data["y"]), [3, 7])
+    draws = np.asarray(post.sample(jax.random.key(0), [3, 7], 200))
+    np.testing.assert_allclose(np.asarray(idata.posterior["logit_b"])[0], draws[:, 1], rtol=1e-6)
+    assert float(az.summary(idata)["mean"]["logit_a"]) == pytest.approx(draws[:, 0].mean(), rel=1e-3, abs=1e-3)
+    with pytest.raises(ValueError, match="2 distinct names"):
+        post.to_arviz([3, 7], 10, jax.random.key(0), names=["a"])
