@@ -54,6 +54,7 @@ def test_the_held_out_rows_are_the_last_ones_and_never_trained_on(tmp_path):
         task.simulate(np.random.default_rng(0), 10)
 
 
+@pytest.mark.processes
 def test_shards_are_seeded_per_shard_and_shares_merge_into_one_dataset(tmp_path):
     whole = mdnjax.simulate("beta", 10_000, tmp_path / "one", shard_size=3_000, seed=5)
     assert [r["rows"] for r in whole.records] == [3_000, 3_000, 3_000, 1_000]
@@ -172,6 +173,7 @@ def test_the_command_line_simulates_trains_resumes_and_refuses_changed_data(tmp_
     assert datasets.open_dataset(tmp_path / "imp").support[0] == (0.0, 1.0)
 
 
+@pytest.mark.processes
 def test_a_dask_cluster_on_localhost_fans_the_shares_out(tmp_path):
     distributed = pytest.importorskip("distributed")
     path = str(tmp_path / "d")
