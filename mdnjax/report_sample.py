@@ -26,8 +26,10 @@ import jax
 import numpy as np
 from scipy import stats
 
-from mdnjax import heldout, plots
+from mdnjax import batches, heldout, plots
 from mdnjax.posterior import RareObservationWarning
+from mdnjax.simulation import summarize_warnings
+from mdnjax.train import minibatch
 
 PIT_PAIRS = 5_000  # validation pairs the calibration check uses at most
 DRAWS = 10_000  # posterior draws per summary
@@ -173,3 +175,36 @@ def format_table(payload: dict) -> str:
                 f"90% interval [{q['q05']:.4g}, {q['q95']:.4g}]"
             )
     return "\n".join(lines)
+
+
+def rebuilt(task, config, post, state, losses, timings: dict, choice=None):
+    """A saved per-sample run as ``fit``'s ``Result`` (for its report): its validation pairs
+    simulated again from the seed, its losses from the checkpoint."""
+    report: dict = {"samples": config.samples, "moved_to_interior": 0, "warnings": []}
+    theta, y = minibatch.simulate_pairs(task, config, post.spec.network.kind == "set", report)
+    n = theta.shape[0]
+    train_idx, val_idx = batches.split(n, config.validation, config.seed)
+    batch, steps = batches.plan(train_idx.size, config.batch_size)
+    losses = np.asarray(losses, np.float32).reshape(-1, 2)
+    val = losses[:, 1]
+    best = int(np.nanargmin(val)) + 1 if np.isfinite(val).any() else 0
+    report.update(
+        {
+            "layout": None if choice is None else choice.to_json(),
+            "train_pairs": int(train_idx.size),
+            "validation_pairs": int(val_idx.size),
+            "batch_size": batch,
+            "steps_per_pass": steps,
+            "embedding": post.spec.network.to_json(),
+            "dropped": 0,
+            "skipped_steps": int(state.skipped),
+            "best_validation": float(np.nanmin(val)) if best else None,
+        }
+    )
+    report["warnings"] = summarize_warnings(report["warnings"])
+    early = len(val) if int(state.since_best) >= config.patience else None
+    heldout = (
+        theta.reshape(n, -1)[val_idx].astype(np.float32).reshape((-1,) + theta.shape[1:]),
+        np.asarray(y)[val_idx],
+    )
+    return minibatch.Result(post, state, losses[:, 0], val, timings, report, config, None, None, best, early, heldout)

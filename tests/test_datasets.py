@@ -158,6 +158,8 @@ def test_the_command_line_simulates_trains_resumes_and_refuses_changed_data(tmp_
     out = capsys.readouterr().out
     assert "task=gamma samples=2,700" in out and "reading 2,700 draws" in out
     assert json.loads((run / "run.json").read_text())["task"]["data"]["rows"] == 3_000
+    assert mdnjax_main(["report", str(run)]) == 0  # the report again, from the data
+    assert "reading the 2,700 training draws again" in capsys.readouterr().out
     assert mdnjax_main(["calibrate", str(run), "--draws", "100"]) == 0  # SBC on the held-out rows
     assert json.loads((run / "calibration.json").read_text())["draws"] == 100
     mdnjax.simulate("gamma", 1_000, data, seed=9)  # the data changed: resuming refuses

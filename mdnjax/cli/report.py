@@ -200,7 +200,7 @@ def _saved_run(out: Path):
     import numpy as np
 
     from mdnjax import checkpoint, layout, sources, train
-    from mdnjax.cli.rundir import run_task
+    from mdnjax.cli.rundir import reattach, run_task
     from mdnjax.config import Config
     from mdnjax.posterior import load
 
@@ -211,15 +211,19 @@ def _saved_run(out: Path):
         record = checkpoint.read_json(out / checkpoint.RUN)
         task = run_task(out, record)
         config = Config.from_dict(checkpoint.read_json(out / checkpoint.CONFIG))
+        task, config = reattach(task, record, config)  # a run trained from stored simulations
         post = load(out)
         config, choice = train.chosen(task, config)
         template = jax.tree_util.tree_map(np.asarray, train.state_template(task, config, post.spec.inputs))
         state, extra = checkpoint.load_tree(out / checkpoint.CHECKPOINT, template, ("losses",))
-        Printer.stage(f"simulating the {config.samples:,} training draws again from seed {config.seed} (no training)")
+        again = "reading the" if sources.stored(task) else "simulating the"
+        Printer.stage(f"{again} {config.samples:,} training draws again (seed {config.seed}; no training)")
         sessions = record.get("sessions", [])
         timings = dict(sessions[-1]["timings"]) if sessions else {}
         if config.layout == "per-sample":
-            result = train.minibatch.rebuilt(task, config, post, state, extra["losses"], timings, choice)
+            from mdnjax import report_sample
+
+            result = report_sample.rebuilt(task, config, post, state, extra["losses"], timings, choice)
             return result, record, task, config, lock
         b, sim = layout.build_layout(task, config, min_count=choice.min_count)
         heldout = sources.draw_heldout(task, config)

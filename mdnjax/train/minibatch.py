@@ -392,39 +392,6 @@ def template(task, config: Config, inputs: int) -> SampleState:
     return state_of(params, optimizer(config, 1))
 
 
-def rebuilt(task, config: Config, post, state, losses, timings: dict, choice=None) -> Result:
-    """A saved per-sample run as ``fit``'s ``Result`` (for its report): its validation pairs
-    simulated again from the seed, its losses from the checkpoint."""
-    report: dict = {"samples": config.samples, "moved_to_interior": 0, "warnings": []}
-    theta, y = simulate_pairs(task, config, post.spec.network.kind == "set", report)
-    n = theta.shape[0]
-    train_idx, val_idx = batches.split(n, config.validation, config.seed)
-    batch, steps = batches.plan(train_idx.size, config.batch_size)
-    losses = np.asarray(losses, np.float32).reshape(-1, 2)
-    val = losses[:, 1]
-    best = int(np.nanargmin(val)) + 1 if np.isfinite(val).any() else 0
-    report.update(
-        {
-            "layout": None if choice is None else choice.to_json(),
-            "train_pairs": int(train_idx.size),
-            "validation_pairs": int(val_idx.size),
-            "batch_size": batch,
-            "steps_per_pass": steps,
-            "embedding": post.spec.network.to_json(),
-            "dropped": 0,
-            "skipped_steps": int(state.skipped),
-            "best_validation": float(np.nanmin(val)) if best else None,
-        }
-    )
-    report["warnings"] = summarize_warnings(report["warnings"])
-    early = len(val) if int(state.since_best) >= config.patience else None
-    heldout = (
-        theta.reshape(n, -1)[val_idx].astype(np.float32).reshape((-1,) + theta.shape[1:]),
-        np.asarray(y)[val_idx],
-    )
-    return Result(post, state, losses[:, 0], val, timings, report, config, None, None, best, early, heldout)
-
-
 def _as_embedding(std: batches.Standard):
     """(shift, scale) of the network input: floats for a scalar y, tuples for a vector."""
     if std.shift.size == 1:

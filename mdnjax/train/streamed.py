@@ -28,7 +28,7 @@ from mdnjax.train import minibatch
 from mdnjax.train.loop import Progress
 
 VALIDATION_CAP = 200_000  # validation pairs kept resident, at most
-CHUNK_SHARE = 4  # a chunk takes at most 1/CHUNK_SHARE of the budget (the current and the next, with copies)
+CHUNK_SHARE = 8  # a chunk takes at most 1/CHUNK_SHARE of the budget (the current and the next, their copies)
 # bytes per number a chunk costs on the host: float64 as read, in the fitting space, standardised
 # (float64 and float32), and the device's float32 (measured: benchmarks/from_disk.py --per-sample)
 HOST_BYTES = 8 * 5

@@ -1,29 +1,6 @@
-"""A dataset folder of stored simulations: a manifest and shards of (θ, y), written atomically,
-opened with every shard verified, appended to with new seeds.
-
-The folder (readable without mdnjax: JSON and NumPy ``.npy`` files)::
-
-    DATA/
-      manifest.json        format, version, the task's record, θ's support, θ and y dtypes and shapes,
-                           and one "part" per simulation run (seed, samples, shard size, seeding)
-      shards/00000.json    one record per complete shard: rows, seed, SHA-256 of both arrays
-      shards/00000.theta.npy   θ as the simulator drew it (float64, (rows,) or (rows, D))
-      shards/00000.y.npy       y (int64 or float64, (rows,) or (rows, M))
-
-A shard's arrays are written first, its record last (each through a temporary file and a rename),
-so a shard without a record is incomplete and is drawn again; a record whose checksums do not match
-its arrays names the shard. Shard i of a part with seed s draws from ``default_rng([s, i])``; a part
-of one shard of at most ``sources.CHUNK`` draws from ``default_rng(s)``: exactly the draws a run
-with that seed trains on inline, so training from the dataset is bitwise training inline.
-
-Example:
-    >>> import tempfile, numpy as np
-    >>> from mdnjax import tasks
-    >>> path = tempfile.mkdtemp() + "/beta"
-    >>> data = simulate(tasks.BetaBinomial(), 1_000, path, seed=0)
-    >>> data.count, data.y_kind, data.read(0, 3)[1].dtype
-    (1000, 'counts', dtype('int64'))
-"""
+"""The dataset folder's format: manifest, shards and their checksums; ``Dataset`` (an opened folder)
+and ``Arrays`` (arrays in memory read the same way); opening with every shard verified, writing
+arrays as a new folder, and the task a dataset trains (see ``mdnjax.datasets``)."""
 
 from __future__ import annotations
 
@@ -31,13 +8,10 @@ import hashlib
 import io
 import json
 import math
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from mdnjax import simulation
 from mdnjax.checkpoint import atomic_write, atomic_writer
 from mdnjax.task import Task, as_bounds
 
@@ -294,40 +268,48 @@ def _write_shard(path: Path, index: int, seed, theta: np.ndarray, y: np.ndarray)
     return record
 
 
-def _simulate_shard(task, path: Path, index: int, seed, rows: int) -> dict:
-    rng = np.random.default_rng(seed)
-    theta, y, _ = simulation.draw(task, rng, rows, "raw", np.float64)
-    return _write_shard(path, index, seed, theta, y)
-
-
-_worker_task: list = []  # a --workers process's task, set once as it starts (that process's own state)
-
-
-def _start_worker(task_or_record) -> None:
-    _worker_task.append(_task_of(task_or_record))
-
-
-def _worker(args):  # one shard in a --workers process
-    path, index, seed, rows = args
-    return _simulate_shard(_worker_task[0], Path(path), index, seed, rows)
-
-
-def _jax_started() -> bool:
-    """Whether this process has started JAX's runtime (its threads make forking unsafe)."""
-    import sys
-
-    bridge = sys.modules.get("jax._src.xla_bridge")
-    check = getattr(bridge, "backends_are_initialized", None)
-    return True if bridge is not None and check is None else bool(check and check())
-
-
-def _context(task):
-    """Forked workers start at once and inherit the task (the command line: NumPy simulators,
-    JAX not started); otherwise fresh processes that re-import the task from its record."""
-    import multiprocessing as mp
-
-    fork = getattr(task, "simulator", "numpy") == "numpy" and "fork" in mp.get_all_start_methods()
-    return mp.get_context("fork" if fork and not _jax_started() else "spawn")
+def write_arrays(
+    theta, y, out, support=None, task=None, names=None, shard_size: int = SHARD_SIZE, drop_nonfinite: bool = False
+) -> Dataset:
+    """Stores simulations made anywhere (arrays θ (n,) or (n, D), y (n,) or (n, M)) as a new
+    dataset folder ``out`` in shards of ``shard_size`` rows (rows with NaN or ±inf refused, or
+    with ``drop_nonfinite`` left out and counted in the manifest); ``support`` ((low, high) per parameter) lets it train
+    without a task. Refuses a folder that already holds a dataset."""
+    out = Path(out)
+    theta, y = np.asarray(theta), np.asarray(y)
+    _check_pair(theta, y)
+    if (out / MANIFEST).exists():
+        raise DatasetError(f"{out} already holds a dataset: import into a new folder")
+    bounds = as_bounds(support) if support is not None else (task.support if task is not None else None)
+    counts = np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)
+    y = y.astype(np.int64) if counts else y.astype(np.float64)
+    bad = ~np.isfinite(theta.reshape(len(theta), -1)).all(axis=1)
+    if not counts:
+        bad |= ~np.isfinite(y.reshape(len(y), -1)).all(axis=1)
+    if bad.any() and not drop_nonfinite:
+        raise DatasetError(
+            f"{int(bad.sum()):,} of {len(theta):,} rows hold NaN or infinite values "
+            f"(first at row {int(np.argmax(bad))}): leave them out, or drop them (--drop-nonfinite)"
+        )
+    dropped = int(bad.sum())
+    if dropped:
+        theta, y = theta[~bad], y[~bad]
+        _check_pair(theta, y)
+    rec = task_record(task) if task is not None else None
+    if rec is not None and names:
+        rec["names"] = list(names)
+    m = _manifest(rec, bounds, theta, y, "counts" if counts else "continuous")
+    sizes = _sizes(len(theta), shard_size)[0]
+    m["parts"].append({"seed": None, "samples": len(theta), "shards": len(sizes), "first": 0, "seeding": "imported"})
+    m["parts"][0]["sizes"] = sizes
+    if names:
+        m["names"] = list(names)
+    m["parts"][0]["dropped_nonfinite"] = dropped
+    (out / SHARDS).mkdir(parents=True, exist_ok=True)
+    for i, lo in enumerate(range(0, len(theta), shard_size)):
+        _write_shard(out, i, None, theta[lo : lo + shard_size], y[lo : lo + shard_size])
+    atomic_write(out / MANIFEST, json.dumps(m, indent=1).encode())
+    return open_dataset(out)
 
 
 def _no_simulator(rng, n):
@@ -379,204 +361,10 @@ def _task_of(spec):
     return tasks.from_record({k: v for k, v in spec.items() if k != "support"})
 
 
-def simulate(
-    task,
-    samples: int,
-    out,
-    seed: int = 0,
-    shard_size: int | None = None,
-    workers: int = 1,
-    share: tuple[int, int] = (0, 1),
-    spec: dict | None = None,
-    progress: Callable[[int, int, float], None] | None = None,
-) -> Dataset | None:
-    """Simulates ``samples`` pairs of ``task`` into the dataset folder ``out`` (created, resumed
-    or appended to: a new seed adds a part; the same seed and size finish what is missing).
-
-    Args:
-        share: ``(i, n)``: this process writes shards i, i + n, … only (any scheduler can run the n
-            shares, on one shared folder); the dataset opens once every share is done.
-        workers: local processes (the task must be a built-in or a user's file: ``spec``).
-        spec: the user's task-file record (``userspec.load``), so workers and readers find the task.
-        progress: called with (rows done, rows planned, seconds) after each shard.
-
-    Returns:
-        The opened ``Dataset``, or None when shards of other shares are still missing.
-    """
-    if isinstance(task, str):
-        from mdnjax import tasks
-
-        task = tasks.from_name(task)
-    out = Path(out)
-    if samples < 1:
-        raise DatasetError(f"--samples must be at least 1, got {samples}")
-    sizes, seeding = _sizes(int(samples), shard_size)
-    rec = task_record(task, spec)
-    (out / SHARDS).mkdir(parents=True, exist_ok=True)
-    manifest = _read_manifest(out) if (out / MANIFEST).is_file() else None
-    if manifest is None:
-        probe_t, probe_y, _ = simulation.draw(task, np.random.default_rng([seed, 0xC0DE]), 4, "raw", np.float64)
-        kind = "continuous" if probe_y.dtype == np.float64 else "counts"
-        manifest = _manifest(rec, task.support, probe_t, probe_y, kind)
-    elif manifest.get("task") != rec:
-        raise DatasetError(
-            f"{out} holds simulations of {json.dumps(manifest.get('task'))}; this run simulates {json.dumps(rec)}: "
-            "write to another folder"
-        )
-    part = next((p for p in manifest["parts"] if p["seed"] == seed), None)
-    if part is not None and (part["samples"], part["sizes"]) != (samples, sizes):
-        raise DatasetError(
-            f"{out} already holds seed {seed} with {part['samples']:,} samples in {part['shards']} shards; "
-            f"this run asks {samples:,} in {len(sizes)}: the same settings finish it, another --seed appends"
-        )
-    if part is None:
-        first = sum(p["shards"] for p in manifest["parts"])
-        part = {"seed": seed, "samples": samples, "shards": len(sizes), "first": first, "seeding": seeding}
-        part["sizes"] = sizes
-        manifest["parts"].append(part)
-        atomic_write(out / MANIFEST, json.dumps(manifest, indent=1).encode())
-    todo = []
-    for k, rows in enumerate(sizes):
-        index = part["first"] + k
-        if k % share[1] != share[0]:
-            continue
-        r = _shard_record(out, index)
-        if r is not None and _verify(out, r) is None:
-            continue  # complete: kept
-        todo.append((index, seed if seeding == "run" else [seed, k], rows))
-    planned, done, t0 = sum(rows for _, _, rows in todo), 0, time.perf_counter()
-    if workers > 1 and len(todo) > 1:
-        import concurrent.futures as cf
-
-        context = _context(task)
-        handed = task if context.get_start_method() == "fork" or not (spec or _registered(task)) else rec
-        with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(handed,)) as pool:
-            jobs = [pool.submit(_worker, (str(out), i, s, rows)) for i, s, rows in todo]
-            for job in cf.as_completed(jobs):
-                done += job.result()["rows"]
-                if progress:
-                    progress(done, planned, time.perf_counter() - t0)
-    else:
-        for index, s, rows in todo:
-            done += _simulate_shard(task, out, index, s, rows)["rows"]
-            if progress:
-                progress(done, planned, time.perf_counter() - t0)
-    try:
-        return open_dataset(out)
-    except DatasetError:
-        if share[1] > 1:
-            return None  # other shares still running
-        raise
-
-
 def _registered(task) -> bool:
     from mdnjax import tasks
 
     return task.name in tasks.REGISTRY and type(task) is tasks.REGISTRY[task.name]
-
-
-def write_arrays(
-    theta, y, out, support=None, task=None, names=None, shard_size: int = SHARD_SIZE, drop_nonfinite: bool = False
-) -> Dataset:
-    """Stores simulations made anywhere (arrays θ (n,) or (n, D), y (n,) or (n, M)) as a new
-    dataset folder ``out`` in shards of ``shard_size`` rows (rows with NaN or ±inf refused, or
-    with ``drop_nonfinite`` left out and counted in the manifest); ``support`` ((low, high) per parameter) lets it train
-    without a task. Refuses a folder that already holds a dataset."""
-    out = Path(out)
-    theta, y = np.asarray(theta), np.asarray(y)
-    _check_pair(theta, y)
-    if (out / MANIFEST).exists():
-        raise DatasetError(f"{out} already holds a dataset: import into a new folder")
-    bounds = as_bounds(support) if support is not None else (task.support if task is not None else None)
-    counts = np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)
-    y = y.astype(np.int64) if counts else y.astype(np.float64)
-    bad = ~np.isfinite(theta.reshape(len(theta), -1)).all(axis=1)
-    if not counts:
-        bad |= ~np.isfinite(y.reshape(len(y), -1)).all(axis=1)
-    if bad.any() and not drop_nonfinite:
-        raise DatasetError(
-            f"{int(bad.sum()):,} of {len(theta):,} rows hold NaN or infinite values "
-            f"(first at row {int(np.argmax(bad))}): leave them out, or drop them (--drop-nonfinite)"
-        )
-    dropped = int(bad.sum())
-    if dropped:
-        theta, y = theta[~bad], y[~bad]
-        _check_pair(theta, y)
-    rec = task_record(task) if task is not None else None
-    if rec is not None and names:
-        rec["names"] = list(names)
-    m = _manifest(rec, bounds, theta, y, "counts" if counts else "continuous")
-    sizes = _sizes(len(theta), shard_size)[0]
-    m["parts"].append({"seed": None, "samples": len(theta), "shards": len(sizes), "first": 0, "seeding": "imported"})
-    m["parts"][0]["sizes"] = sizes
-    if names:
-        m["names"] = list(names)
-    m["parts"][0]["dropped_nonfinite"] = dropped
-    (out / SHARDS).mkdir(parents=True, exist_ok=True)
-    for i, lo in enumerate(range(0, len(theta), shard_size)):
-        _write_shard(out, i, None, theta[lo : lo + shard_size], y[lo : lo + shard_size])
-    atomic_write(out / MANIFEST, json.dumps(m, indent=1).encode())
-    return open_dataset(out)
-
-
-def read_table(path, theta_columns=None, y_columns=None) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
-    """(θ, y, θ's names) from ``.npz`` (arrays ``theta`` and ``y``, or the names given), ``.csv``
-    or ``.parquet`` (named columns: ``theta_columns`` and ``y_columns``; by default the columns
-    named ``theta*``/``y*``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            t, v = (theta_columns or ["theta"])[0], (y_columns or ["y"])[0]
-            missing = [k for k in (t, v) if k not in z.files]
-            if missing:
-                raise DatasetError(f"{path} has no array {missing[0]!r} (it holds {', '.join(z.files)})")
-            return np.asarray(z[t]), np.asarray(z[v]), None
-    if suffix == ".csv":
-        with open(path) as f:
-            header = f.readline().strip().split(",")
-        table = np.genfromtxt(path, delimiter=",", skip_header=1, ndmin=2)
-        columns = {name.strip(): table[:, i] for i, name in enumerate(header)}
-    elif suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise DatasetError("reading Parquet needs pyarrow: pip install 'mdnjax[data]'") from None
-        t = pq.read_table(path)
-        columns = {name: t.column(name).to_numpy() for name in t.column_names}
-    else:
-        raise DatasetError(f"{path}: read .npz, .csv or .parquet, not {suffix or 'a file without a suffix'}")
-    theta_columns = theta_columns or [c for c in columns if c.startswith("theta")]
-    y_columns = y_columns or [c for c in columns if c.startswith("y")]
-    for c in [*theta_columns, *y_columns]:
-        if c not in columns:
-            raise DatasetError(f"{path} has no column {c!r} (it has {', '.join(columns)})")
-    if not theta_columns or not y_columns:
-        raise DatasetError(f"{path}: name the θ and y columns (it has {', '.join(columns)})")
-    theta = np.stack([np.asarray(columns[c], np.float64) for c in theta_columns], axis=1)
-    y = np.stack([np.asarray(columns[c]) for c in y_columns], axis=1)
-    if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
-        y = y.astype(np.int64)  # a CSV writes counts as numbers: integers they are
-    return theta[:, 0] if theta.shape[1] == 1 else theta, y[:, 0] if y.shape[1] == 1 else y, theta_columns
-
-
-def write_parquet(data: Dataset | Arrays, out) -> None:
-    """Exports a dataset to one Parquet file: columns theta_0.., y_0.. (or ``theta``/``y``)."""
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise DatasetError("writing Parquet needs pyarrow: pip install 'mdnjax[data]'") from None
-    theta, y = data.read(0, data.count)
-    cols = {}
-    for name, a in (("theta", np.asarray(theta)), ("y", np.asarray(y))):
-        if a.ndim == 1:
-            cols[name] = a
-        else:
-            cols.update({f"{name}_{i}": a[:, i] for i in range(a.shape[1])})
-    pq.write_table(pa.table(cols), str(out))
 
 
 def heldout_rows(count: int, share: float, cap: int) -> int:
