@@ -214,12 +214,21 @@ def test_data_above_the_memory_budget_stream_from_disk_and_resume_bitwise(tmp_pa
     # standardisation streamed over the training rows equals the resident computation
     task, cfg = mdnjax.train.with_data(None, tmp_path / "tm", {**config, "layout": "per-sample"})
     cfg = cfg.resolve(task)
-    theta_std, y_std = streamed._moments(task, 0, 2_700, 700, cfg.space, False)
+    theta_std, y_std = streamed._moments(task, 0, 2_700, 700, cfg.space, False)  # moments combined over chunks
     theta, y, _ = sources.whole(task, dataclasses.replace(cfg, samples=2_700), np.float64)
     np.testing.assert_allclose(theta_std.shift, batches.standardise(theta).shift, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(y_std.scale, batches.standardise(y).scale, rtol=1e-10)
-    # the validation pairs are the last rows, never trained on
-    np.testing.assert_array_equal(whole.heldout[1], datasets.open_dataset(tmp_path / "tm").read(2_700, 3_000)[1])
+    # the validation pairs are the resident path's split, never trained on
+    split = streamed.Split.of(3_000, 0.1, cfg.seed)
+    _, val_idx = batches.split(3_000, 0.1, cfg.seed)
+    np.testing.assert_array_equal(split.val, val_idx)
+    np.testing.assert_array_equal(whole.heldout[1], datasets.open_dataset(tmp_path / "tm").read(0, 3_000)[1][val_idx])
+    # with every training row in one chunk, the streamed run is the resident run, bitwise
+    one = streamed.fit(task, dataclasses.replace(cfg, memory_budget=1.0, epochs=2))
+    resident = mdnjax.train.minibatch.fit(task, dataclasses.replace(cfg, epochs=2))
+    assert one.report["streamed"]["chunks"] == 1
+    assert _same_params(one.state.params, resident.state.params)
+    np.testing.assert_array_equal(one.validation, resident.validation)
     # one pass, then two more from the state, are the three passes
     first = mdnjax.fit(None, {**config, "epochs": 1}, data=tmp_path / "tm")
     history = np.stack([first.losses, first.validation], axis=1)

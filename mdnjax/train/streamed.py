@@ -1,13 +1,16 @@
 """The per-sample layout over stored simulations larger than memory: each pass streams the dataset
 chunk by chunk from disk, the next chunk read while the device trains on the current one.
 
-Used by ``minibatch.fit`` when the pairs a run would hold exceed ``config.memory_budget``. The
-validation pairs (the last ``validation`` share of the training rows, at most ``VALIDATION_CAP``)
-stay resident; standardisation comes from one streaming pass over the training rows. A pass visits
-the chunks in an order drawn from ``fold_in(key(seed), pass)`` and each chunk's minibatches in a
-permutation of its own rows (a shuffle within chunks: not the resident path's global shuffle, so
-the two paths give different, equally valid, runs); the steps and the pass's end are the resident
-path's own functions (``minibatch.scan_steps``, ``close_pass``). Resuming is bitwise, as there.
+Used by ``mdnjax.fit`` when the pairs a per-sample run would hold exceed ``config.memory_budget``.
+The validation pairs are the resident path's split (``batches.split``; at most ``VALIDATION_CAP``
+kept for validation, the rest trained on), read range by range and kept resident; the moments
+that standardise θ and y come from one streaming pass (per chunk, combined pairwise). A pass visits
+the chunks of training rows in an order drawn from ``fold_in(key(seed), pass)`` and each chunk's
+minibatches in a permutation of its rows (chunk 0 from the run's key, chunk c from ``fold_in(key,
+c)``); the steps and the pass's end are the resident path's own (``minibatch.scan_steps``,
+``close_pass``). With every training row in one chunk the run is the resident run, bitwise
+(tested); with several it shuffles within chunks: a different, equally valid, run. Resuming is
+bitwise, as there.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -56,28 +60,85 @@ def _read(task, lo: int, hi: int, space: str, allow_nan: bool):
     return theta.reshape(hi - lo, -1), np.asarray(y, np.float64).reshape(hi - lo, -1)
 
 
+def _combine(a, b):
+    """Two (count, mean, var) per column into one (Chan et al.'s pairwise update)."""
+    (na, ma, va), (nb, mb, vb) = a, b
+    n = na + nb
+    safe = np.maximum(n, 1)
+    delta = mb - ma
+    mean = np.where(n > 0, ma + delta * nb / safe, 0.0)
+    var = np.where(n > 0, (na * va + nb * vb + delta * delta * na * nb / safe) / safe, 0.0)
+    return n, mean, var
+
+
+def _column_moments(m: np.ndarray):
+    count = np.isfinite(m).sum(0)
+    with np.errstate(all="ignore"):
+        return count, np.nanmean(m, axis=0), np.nanvar(m, axis=0)
+
+
+def _standard(mean, var) -> batches.Standard:
+    """``batches.standardise``'s rule on given moments: a constant column keeps scale 1."""
+    scale = np.sqrt(var)
+    mean = np.where(np.isfinite(mean), mean, 0.0)
+    return batches.Standard(mean, np.where(np.isfinite(scale) & (scale > 0), scale, 1.0))
+
+
+class Split(NamedTuple):
+    """The resident path's validation split, read in chunks: ``val`` the sorted validation rows
+    (at most ``VALIDATION_CAP``); training row r (by rank) is data row ``r + searchsorted(shifted, r,
+    'right')``."""
+
+    val: np.ndarray
+    shifted: np.ndarray
+
+    @classmethod
+    def of(cls, n: int, share: float, seed: int) -> Split:
+        k = min(max(1, round(share * n)), n - 1)
+        perm = np.random.default_rng([seed, batches.SPLIT_STREAM]).permutation(n)  # as batches.split
+        val = np.sort(perm[: min(k, VALIDATION_CAP)])
+        return cls(val, val - np.arange(len(val)))
+
+    def row(self, rank: int) -> int:
+        return int(rank + np.searchsorted(self.shifted, rank, side="right"))
+
+
+def _training_rows(task, split: Split, lo: int, hi: int, space: str, allow_nan: bool):
+    """Training rows of ranks lo:hi (θ, y), read as one range with the validation rows dropped."""
+    a, b = split.row(lo), split.row(hi - 1) + 1
+    theta, y = _read(task, a, b, space, allow_nan)
+    keep = np.ones(b - a, bool)
+    keep[split.val[(split.val >= a) & (split.val < b)] - a] = False
+    return theta[keep], y[keep]
+
+
+def _pass_over(task, split: Split, n: int, chunk: int, space: str, allow_nan: bool):
+    """One streaming pass: θ and y moments over the training rows (one chunk: exactly
+    ``batches.standardise``'s) and the validation rows (θ, y)."""
+    moments, val_parts = None, []
+    n_train = n - len(split.val)
+    for lo in range(0, n_train, chunk):
+        theta, y = _training_rows(task, split, lo, min(n_train, lo + chunk), space, allow_nan)
+        part = [_column_moments(theta), _column_moments(y)]
+        moments = part if moments is None else [_combine(p, q) for p, q in zip(moments, part, strict=True)]
+    for lo in range(0, n, chunk):  # the validation rows, range by range
+        rows = split.val[(split.val >= lo) & (split.val < min(n, lo + chunk))]
+        if len(rows):
+            theta, y = _read(task, int(rows[0]), int(rows[-1]) + 1, space, allow_nan)
+            val_parts.append((theta[rows - rows[0]], y[rows - rows[0]]))
+    val_theta = np.concatenate([p[0] for p in val_parts])
+    val_y = np.concatenate([p[1] for p in val_parts])
+    return [_standard(m[1], m[2]) for m in moments], val_theta, val_y
+
+
 def _moments(task, lo: int, hi: int, chunk: int, space: str, allow_nan: bool):
-    """Per-column (mean, sd) of θ and y over rows lo:hi, streamed (NaN ignored: set padding)."""
-    sums = None
+    """Per-column ``Standard`` of θ and y over rows lo:hi, streamed chunk by chunk."""
+    moments = None
     for a in range(lo, hi, chunk):
         theta, y = _read(task, a, min(hi, a + chunk), space, allow_nan)
-        part = []
-        for m in (theta, y):
-            ok = np.isfinite(m)
-            v = np.where(ok, m, 0.0)
-            part.append((ok.sum(0), v.sum(0), (v * v).sum(0)))
-        sums = (
-            part
-            if sums is None
-            else [tuple(x + y for x, y in zip(p, q, strict=True)) for p, q in zip(sums, part, strict=True)]
-        )
-    out = []
-    for count, total, squares in sums:
-        count = np.maximum(count, 1)
-        mean = total / count
-        sd = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
-        out.append(batches.Standard(mean, np.where(sd > 0, sd, 1.0)))
-    return out
+        part = [_column_moments(theta), _column_moments(y)]
+        moments = part if moments is None else [_combine(p, q) for p, q in zip(moments, part, strict=True)]
+    return [_standard(m[1], m[2]) for m in moments]
 
 
 def make_chunk(graphdef, opt, batch: int, steps: int):
@@ -121,20 +182,21 @@ def fit(
     stage = on_stage or (lambda text: None)
     allow_nan = getattr(config.embedding, "kind", None) == "set"
     n, dim = config.samples, len(task.support)
-    n_val = min(max(1, round(config.validation * n)), VALIDATION_CAP, n - 1)
+    split = Split.of(n, config.validation, config.seed)
+    n_val = len(split.val)
     n_train = n - n_val
     inputs = int(np.prod(task.data.y_shape or (1,)))
     budget = budget_bytes(config)
     per_row = (inputs + dim) * HOST_BYTES
     batch = min(config.batch_size, n_train)
-    chunk = int(max(batch, min(n_train, budget / CHUNK_SHARE // per_row)) // batch * batch)
+    fits = int(budget / CHUNK_SHARE // per_row)
+    chunk = n_train if fits >= n_train else max(batch, fits // batch * batch)  # whole batches, or every row
     stage(
         f"streaming {n_train:,} pairs from {task.data.path} in chunks of {chunk:,} "
         f"(memory budget {budget / 2**30:.3g} GiB)"
     )
     t0 = time.perf_counter()
-    theta_std, y_std = _moments(task, 0, n_train, chunk, config.space, allow_nan)
-    val_theta, val_y = _read(task, n_train, n, config.space, allow_nan)
+    (theta_std, y_std), val_theta, val_y = _pass_over(task, split, n, chunk, config.space, allow_nan)
     timings = {"simulate_s": time.perf_counter() - t0}
     embedding = minibatch.default_embedding(config, inputs)
     try:
@@ -180,20 +242,20 @@ def fit(
         pass_key = jax.random.fold_in(key, epoch)
         order = np.asarray(jax.random.permutation(jax.random.fold_in(pass_key, 0xC4), len(starts)))
         total, count = 0.0, 0
-        pending = standard(
-            *_read(task, starts[order[0]], min(n_train, starts[order[0]] + chunk), config.space, allow_nan)
-        )
+        a = starts[order[0]]
+        pending = standard(*_training_rows(task, split, a, min(n_train, a + chunk), config.space, allow_nan))
         for j, c in enumerate(order):
             x, z = pending
             rows = x.shape[0]
             if rows >= batch:
                 if rows not in runs:
                     runs[rows] = make_chunk(graphdef, opt, batch, rows // batch)
-                state, s, k = runs[rows](state, x, z, jax.random.fold_in(pass_key, int(c)))
+                chunk_key = key if c == 0 else jax.random.fold_in(key, int(c))  # one chunk: the resident run's
+                state, s, k = runs[rows](state, x, z, chunk_key)
                 total, count = total + s, count + k  # device values: the host reads the next chunk meanwhile
             if j + 1 < len(order):
                 a = starts[order[j + 1]]
-                pending = standard(*_read(task, a, min(n_train, a + chunk), config.space, allow_nan))
+                pending = standard(*_training_rows(task, split, a, min(n_train, a + chunk), config.space, allow_nan))
         state, va = close(state, val_x, val_z)
         tr = float(total) / max(int(count), 1) + jacobian if int(count) else float("nan")
         va = float(va) + jacobian
@@ -271,7 +333,8 @@ def fit(
     post = Posterior(spec, jax.tree_util.tree_map(jnp.asarray, host.best_params))
     best_epoch = int(np.nanargmin(np.asarray(val_hist, np.float64))) + 1 if np.isfinite(val_hist).any() else 0
     held_theta = val_theta.astype(np.float32)
-    raw_y = task.data.read(n_train, n)[1]
+    y_dtype = np.float64 if task.data.y_kind == "continuous" else np.int64
+    raw_y = val_y.reshape((n_val, *task.data.y_shape)).astype(y_dtype)  # counts are exact in float64
     heldout = (held_theta[:, 0] if dim == 1 else held_theta, raw_y)
     return minibatch.Result(
         post,
