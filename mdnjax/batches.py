@@ -1,8 +1,13 @@
-"""Single (θ, y) pairs for the per-sample layout: standardisation, the validation split and the
-minibatches of each pass, drawn from a key (the same key and pass give the same batches).
+"""Single (θ, y) pairs for the per-sample layout: the run's pairs (simulated, stored or given),
+standardisation, the validation split and the minibatches of each pass, drawn from a key (the
+same key and pass give the same batches).
 
 Example:
     >>> import numpy as np
+
+from mdnjax import sources
+from mdnjax.config import ConfigError
+from mdnjax.simulation import merge_stats
     >>> s = standardise(np.array([[1.0, 10.0], [3.0, 10.0]]))
     >>> s.shift.tolist(), s.scale.tolist()
     ([2.0, 10.0], [1.0, 1.0])
@@ -18,6 +23,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from mdnjax import sources
+from mdnjax.config import ConfigError
+from mdnjax.simulation import merge_stats
 
 SPLIT_STREAM = 0x5B17  # the validation split's own random stream
 
@@ -68,3 +77,31 @@ def indices(key, epoch, n: int, batch: int, steps: int):
     """(steps, batch) indices of pass ``epoch``: a permutation of n from ``fold_in(key, epoch)``."""
     perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
     return perm[: steps * batch].reshape(steps, batch).astype(jnp.int32)
+
+
+def simulated_pairs(task, config, allow_nan: bool, report: dict):
+    """The run's ``config.samples`` pairs (θ in the fitting space, y): the same draws the bucketed
+    layouts train on at this seed (one piece up to ``sources.CHUNK``, streamed chunks beyond)."""
+    n = config.samples
+    if n <= sources.CHUNK:
+        theta, y, stats = sources.whole(task, config, np.float64, allow_nan)
+        merge_stats(report, stats)
+        return theta, y
+    parts = list(sources.streamed(task, config, report, np.float64)())
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def given_pairs(task, config, theta, y, report: dict):
+    """Pairs handed in: θ checked against the support and moved to the fitting space."""
+    theta, y = np.asarray(theta, np.float64), np.asarray(y)
+    n = theta.shape[0]
+    if y.shape[0] != n:
+        raise ConfigError(f"theta holds {n:,} rows and y {y.shape[0]:,}: give one y per theta", "samples")
+    dim = len(task.support)
+    cols = theta.reshape(n, dim)
+    out = np.empty_like(cols)
+    for d, bound in enumerate(task.support):
+        inside, moved = bound.interior(cols[:, d]) if config.space == "unconstrained" else (cols[:, d], 0)
+        out[:, d] = bound.forward(inside) if config.space == "unconstrained" else inside
+        report["moved_to_interior"] += moved
+    return out, y

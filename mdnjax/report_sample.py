@@ -181,7 +181,7 @@ def rebuilt(task, config, post, state, losses, timings: dict, choice=None):
     """A saved per-sample run as ``fit``'s ``Result`` (for its report): its validation pairs
     simulated again from the seed, its losses from the checkpoint."""
     report: dict = {"samples": config.samples, "moved_to_interior": 0, "warnings": []}
-    theta, y = minibatch.simulate_pairs(task, config, post.spec.network.kind == "set", report)
+    theta, y = batches.simulated_pairs(task, config, post.spec.network.kind == "set", report)
     n = theta.shape[0]
     train_idx, val_idx = batches.split(n, config.validation, config.seed)
     batch, steps = batches.plan(train_idx.size, config.batch_size)

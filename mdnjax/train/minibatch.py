@@ -38,7 +38,7 @@ from mdnjax import batches, model, objective, parallel, sources
 from mdnjax.config import Config, ConfigError
 from mdnjax.embeddings import Embedding
 from mdnjax.posterior import Posterior, PosteriorSpec
-from mdnjax.simulation import merge_stats, summarize_warnings
+from mdnjax.simulation import summarize_warnings
 from mdnjax.train.loop import Progress
 
 CLIP = 5.0  # the global gradient norm Adam's steps are clipped to
@@ -185,18 +185,6 @@ def _loss(params, x, theta, *, graphdef):
     return objective.sample_nll(params, graphdef, x, theta[:, 0] if theta.shape[1] == 1 else theta)
 
 
-def simulate_pairs(task, config: Config, allow_nan: bool, report: dict):
-    """The run's ``config.samples`` pairs (θ in the fitting space, y): the same draws the bucketed
-    layouts train on at this seed (one piece up to ``sources.CHUNK``, streamed chunks beyond)."""
-    n = config.samples
-    if n <= sources.CHUNK:
-        theta, y, stats = sources.whole(task, config, np.float64, allow_nan)
-        merge_stats(report, stats)
-        return theta, y
-    parts = list(sources.streamed(task, config, report, np.float64)())
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-
 def default_embedding(config: Config, inputs: int) -> Embedding:
     """The embedding of ``config`` or, left unset, an MLP for a vector y and none for a scalar."""
     if config.embedding is not None:
@@ -231,9 +219,9 @@ def fit(
     t0 = time.perf_counter()
     if pairs is None:
         stage(f"{'reading' if sources.stored(task) else 'simulating'} {config.samples:,} draws (per-sample layout)")
-        theta, y = simulate_pairs(task, config, embedding_kind == "set", report)
+        theta, y = batches.simulated_pairs(task, config, embedding_kind == "set", report)
     else:
-        theta, y = _given_pairs(task, config, *pairs, report)
+        theta, y = batches.given_pairs(task, config, *pairs, report)
     timings["simulate_s"] = time.perf_counter() - t0
     n, dim = theta.shape[0], len(task.support)
     theta = theta.reshape(n, dim)
@@ -397,19 +385,3 @@ def _as_embedding(std: batches.Standard):
     if std.shift.size == 1:
         return float(std.shift[0]), float(std.scale[0])
     return tuple(std.shift.tolist()), tuple(std.scale.tolist())
-
-
-def _given_pairs(task, config: Config, theta, y, report: dict):
-    """Pairs handed in: θ checked against the support and moved to the fitting space."""
-    theta, y = np.asarray(theta, np.float64), np.asarray(y)
-    n = theta.shape[0]
-    if y.shape[0] != n:
-        raise ConfigError(f"theta holds {n:,} rows and y {y.shape[0]:,}: give one y per theta", "samples")
-    dim = len(task.support)
-    cols = theta.reshape(n, dim)
-    out = np.empty_like(cols)
-    for d, bound in enumerate(task.support):
-        inside, moved = bound.interior(cols[:, d]) if config.space == "unconstrained" else (cols[:, d], 0)
-        out[:, d] = bound.forward(inside) if config.space == "unconstrained" else inside
-        report["moved_to_interior"] += moved
-    return out, y
