@@ -12,6 +12,7 @@ commands:
   report      write the report of a trained run again, without training (python -m mdnjax report RUN)
   simulate    simulate a task once into a dataset folder (python -m mdnjax simulate --help)
   import      store simulations made by any program (.npz, .csv, .parquet) as a dataset folder
+  merge       merge the shares of one simulation (simulate --shard i/N) written to separate folders
   export      write a dataset folder as one Parquet file
 
 examples:
@@ -33,13 +34,14 @@ def main(argv=None) -> int:
         return cli.main(rest)
     if command == "report":
         return cli.report_main(rest)
-    if command in ("simulate", "import", "export"):
+    if command in ("simulate", "import", "export", "merge"):
         from mdnjax.cli import data
 
-        return {"simulate": data.simulate_main, "import": data.import_main, "export": data.export_main}[command](rest)
+        mains = {"simulate": data.simulate_main, "import": data.import_main, "export": data.export_main}
+        return {**mains, "merge": data.merge_main}[command](rest)
     print(
         f"python -m mdnjax: error: unknown command {command!r}: "
-        "choose train, calibrate, report, simulate, import or export",
+        "choose train, calibrate, report, simulate, import, export or merge",
         file=sys.stderr,
     )
     return 2

@@ -68,6 +68,15 @@ def test_shards_are_seeded_per_shard_and_shares_merge_into_one_dataset(tmp_path)
         datasets.open_dataset(tmp_path / "two")
     merged = mdnjax.simulate("beta", 10_000, tmp_path / "two", shard_size=3_000, seed=5, share=(0, 2))
     assert merged.fingerprint == whole.fingerprint
+    # shares written on machines without a shared disk merge into one folder; others are refused
+    for i in range(2):
+        mdnjax.simulate("beta", 10_000, tmp_path / f"share{i}", shard_size=3_000, seed=5, share=(i, 2))
+    assert datasets.merge(tmp_path / "m", [tmp_path / "share0"]) is None  # share 1 not there yet
+    merged = datasets.merge(tmp_path / "m", [tmp_path / "share0", tmp_path / "share1"])
+    assert merged.fingerprint == whole.fingerprint
+    mdnjax.simulate("beta", 10_000, tmp_path / "other", shard_size=3_000, seed=6, share=(1, 2))
+    with pytest.raises(datasets.DatasetError, match=r"share0 holds .*seeds \[5\] but .*other holds .*seeds \[6\]"):
+        datasets.merge(tmp_path / "m2", [tmp_path / "share0", tmp_path / "other"])
     # and two local worker processes write the same rows again
     workers = mdnjax.simulate("beta", 10_000, tmp_path / "w", shard_size=3_000, seed=5, workers=2)
     assert workers.fingerprint == whole.fingerprint
@@ -173,6 +182,8 @@ def test_the_command_line_simulates_trains_resumes_and_refuses_changed_data(tmp_
     np.savez(tmp_path / "s.npz", theta=np.linspace(0.1, 0.9, 100), y=np.arange(100))
     assert mdnjax_main(["import", str(tmp_path / "s.npz"), "--out", str(tmp_path / "imp"), "--support", "0,1"]) == 0
     assert datasets.open_dataset(tmp_path / "imp").support[0] == (0.0, 1.0)
+    assert mdnjax_main(["merge", str(data), str(tmp_path / "imp"), "--out", str(tmp_path / "mm")]) == 2
+    assert "are not shares of one run" in capsys.readouterr().err
 
 
 @pytest.mark.processes

@@ -170,3 +170,25 @@ def export_main(argv=None) -> int:
         return 2
     print(f"{args.out}: {data.count:,} simulations")
     return 0
+
+
+def merge_main(argv=None) -> int:
+    p = Parser(
+        prog="python -m mdnjax merge",
+        description="Merge the shares of one simulation (--shard i/N) written to separate folders into one dataset.",
+    )
+    p.add_argument("sources", nargs="+", metavar="SHARE")
+    p.add_argument("--out", required=True, metavar="DATA", help="the merged dataset folder")
+    args = p.parse_args(argv)
+    from mdnjax import datasets
+
+    try:
+        data = datasets.merge(args.out, args.sources)
+    except ValueError as err:
+        print(f"mdnjax merge: error: {err}", file=sys.stderr)
+        return 2
+    if data is None:
+        print(f"{args.out}: shares merged so far; some shards are still missing (merge the other shares)")
+        return 0
+    print(f"{args.out}: {data.count:,} simulations in {len(data.records)} shards, verified")
+    return 0

@@ -38,7 +38,7 @@ from mdnjax.datasets.folder import (
     task_record,
     write_arrays,
 )
-from mdnjax.datasets.simulate import simulate
+from mdnjax.datasets.simulate import merge, simulate
 from mdnjax.datasets.tables import read_table, write_parquet
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "Dataset",
     "DatasetError",
     "heldout_rows",
+    "merge",
     "open_dataset",
     "read_table",
     "simulate",

@@ -4,6 +4,7 @@ stopped, written by local worker processes or by one share of many jobs (see ``m
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -154,3 +155,46 @@ def simulate(
         if share[1] > 1:
             return None  # other shares still running
         raise
+
+
+def merge(out, sources) -> Dataset | None:
+    """Merges the shares of one simulation written to separate folders (``--shard i/N`` on machines
+    without a shared disk) into ``out``: every source must hold the same plan (task, support,
+    dtypes and parts); each complete, verified shard is copied once. Returns the dataset when every
+    shard is there, else None (shares still missing).
+
+    Raises:
+        DatasetError: sources of different tasks, seeds or sizes (both named), a damaged shard.
+    """
+    import shutil
+
+    out = Path(out)
+    plans = [(Path(s), _read_manifest(Path(s))) for s in sources]
+    if not plans:
+        raise DatasetError("merge needs at least one dataset folder")
+    first, plan = plans[0]
+    for path, m in plans[1:]:
+        if m != plan:
+            what = lambda m: f"{json.dumps(m.get('task'))} seeds {[p['seed'] for p in m['parts']]}"  # noqa: E731
+            raise DatasetError(f"{first} holds {what(plan)} but {path} holds {what(m)}: they are not shares of one run")
+    if (out / MANIFEST).is_file() and _read_manifest(out) != plan:
+        raise DatasetError(f"{out} already holds another dataset: merge into a new folder")
+    (out / SHARDS).mkdir(parents=True, exist_ok=True)
+    for path, _ in plans:
+        for record_file in sorted((path / SHARDS).glob("*.json")):
+            record = json.loads(record_file.read_text())
+            if _shard_record(out, record["index"]) is not None:
+                continue
+            problem = _verify(path, record)
+            if problem:
+                raise DatasetError(f"{path}: shard {record['index']}: {problem}")
+            base = f"{record['index']:05d}"
+            for part in ("theta", "y"):
+                shutil.copyfile(path / SHARDS / f"{base}.{part}.npy", out / SHARDS / f".{base}.{part}.npy.tmp")
+                os.replace(out / SHARDS / f".{base}.{part}.npy.tmp", out / SHARDS / f"{base}.{part}.npy")
+            atomic_write(out / SHARDS / f"{base}.json", json.dumps(record).encode())
+    atomic_write(out / MANIFEST, json.dumps(plan, indent=1).encode())
+    try:
+        return open_dataset(out)
+    except DatasetError:
+        return None
