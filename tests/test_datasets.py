@@ -177,6 +177,14 @@ def test_the_command_line_simulates_trains_resumes_and_refuses_changed_data(tmp_
     assert cli.main(["--data", str(data), "--samples", "100", "--out", str(tmp_path / "r2")]) == 2
     assert "--samples does not apply with --data" in capsys.readouterr().err
     assert not (tmp_path / "r2").exists()
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "import mdnjax\ndef simulate(rng, n):\n    raise RuntimeError('boom')\n"
+        "TASK = mdnjax.Task('bad', simulate, support=[(0.0, 1.0)])\n"
+    )
+    assert mdnjax_main(["simulate", f"{bad}:TASK", "--samples", "10", "--out", str(tmp_path / "none")]) == 1
+    assert "simulate (simulate) raised RuntimeError: boom" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()  # a simulator failing at once leaves no folder
     assert mdnjax_main(["simulate", "gamma", "--samples", "10", "--out", str(data), "--shard", "3/2"]) == 2
     assert "--shard 3/2: i must be in 0..N-1" in capsys.readouterr().err
     np.savez(tmp_path / "s.npz", theta=np.linspace(0.1, 0.9, 100), y=np.arange(100))

@@ -102,6 +102,9 @@ def simulate_main(argv=None) -> int:
     except SimulationError as err:
         print(f"{SIMULATE}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        print(f"{SIMULATE}: error: cannot write to {args.out}: {err.strerror or err}", file=sys.stderr)
+        return 2
     seconds = time.perf_counter() - t0
     if data is None:
         print(f"share {share[0]}/{share[1]} written in {seconds:.1f} s; the dataset opens when every share is done")

@@ -100,7 +100,6 @@ def simulate(
         raise DatasetError(f"--samples must be at least 1, got {samples}")
     sizes, seeding = _sizes(int(samples), shard_size)
     rec = task_record(task, spec)
-    (out / SHARDS).mkdir(parents=True, exist_ok=True)
     manifest = _read_manifest(out) if (out / MANIFEST).is_file() else None
     if manifest is None:
         probe_t, probe_y, _ = simulation.draw(task, np.random.default_rng([seed, 0xC0DE]), 4, "raw", np.float64)
@@ -122,6 +121,9 @@ def simulate(
         part = {"seed": seed, "samples": samples, "shards": len(sizes), "first": first, "seeding": seeding}
         part["sizes"] = sizes
         manifest["parts"].append(part)
+        (out / SHARDS).mkdir(
+            parents=True, exist_ok=True
+        )  # after the simulator's first draws: a failing one leaves nothing
         atomic_write(out / MANIFEST, json.dumps(manifest, indent=1).encode())
     todo = []
     for k, rows in enumerate(sizes):
