@@ -335,23 +335,7 @@ def fit(
     report["skipped_steps"] = int(host.skipped)
     best_epoch = int(np.nanargmin(np.asarray(val_hist, np.float64))) + 1 if np.isfinite(val_hist).any() else 0
     report["best_validation"] = float(host.best_loss) + jacobian
-    spec = PosteriorSpec(
-        name=task.name,
-        components=config.components,
-        hidden=tuple(config.hidden),
-        space=config.space,
-        bounds=tuple(task.support),
-        embedding=_as_embedding(y_std),
-        y_range=tuple(float(v) for v in getattr(task, "y_range", (-np.inf, np.inf))),
-        y_values=np.zeros((0,) if inputs == 1 else (0, inputs), np.float64 if y_kind == "continuous" else np.int64),
-        counts=np.zeros(0, np.int64),
-        dim=dim,
-        inputs=inputs,
-        y_kind=y_kind,
-        theta_standard=(tuple(theta_std.shift.tolist()), tuple(theta_std.scale.tolist())),
-        network=embedding,
-        per_sample=True,
-    )
+    spec = sample_spec(task, config, inputs, y_kind, y_std, theta_std, embedding)
     post = Posterior(spec, jax.tree_util.tree_map(jnp.asarray, host.best_params))
     held_theta = theta[val_idx].astype(np.float32)
     heldout = (held_theta[:, 0] if dim == 1 else held_theta, np.asarray(y)[val_idx])
@@ -378,6 +362,28 @@ def template(task, config: Config, inputs: int) -> SampleState:
         jax.random.key(config.seed), config.components, config.hidden, len(task.support), inputs, embedding
     )
     return state_of(params, optimizer(config, 1))
+
+
+def sample_spec(task, config: Config, inputs: int, y_kind: str, y_std, theta_std, embedding) -> PosteriorSpec:
+    """The ``PosteriorSpec`` of a per-sample run (in memory or streamed): its standardisations and
+    embedding, no buckets."""
+    return PosteriorSpec(
+        name=task.name,
+        components=config.components,
+        hidden=tuple(config.hidden),
+        space=config.space,
+        bounds=tuple(task.support),
+        embedding=_as_embedding(y_std),
+        y_range=tuple(float(v) for v in getattr(task, "y_range", (-np.inf, np.inf))),
+        y_values=np.zeros((0,) if inputs == 1 else (0, inputs), np.float64 if y_kind == "continuous" else np.int64),
+        counts=np.zeros(0, np.int64),
+        dim=len(task.support),
+        inputs=inputs,
+        y_kind=y_kind,
+        theta_standard=(tuple(theta_std.shift.tolist()), tuple(theta_std.scale.tolist())),
+        network=embedding,
+        per_sample=True,
+    )
 
 
 def _as_embedding(std: batches.Standard):

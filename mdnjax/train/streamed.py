@@ -26,7 +26,7 @@ import numpy as np
 
 from mdnjax import batches, model, parallel, sources
 from mdnjax.config import Config, ConfigError
-from mdnjax.posterior import Posterior, PosteriorSpec
+from mdnjax.posterior import Posterior
 from mdnjax.simulation import check
 from mdnjax.train import minibatch
 from mdnjax.train.loop import Progress
@@ -313,23 +313,7 @@ def fit(
         "best_validation": float(host.best_loss) + jacobian,
     }
     y_kind = task.data.y_kind
-    spec = PosteriorSpec(
-        name=task.name,
-        components=config.components,
-        hidden=tuple(config.hidden),
-        space=config.space,
-        bounds=tuple(task.support),
-        embedding=minibatch._as_embedding(y_std),
-        y_range=tuple(float(v) for v in getattr(task, "y_range", (-np.inf, np.inf))),
-        y_values=np.zeros((0,) if inputs == 1 else (0, inputs), np.float64 if y_kind == "continuous" else np.int64),
-        counts=np.zeros(0, np.int64),
-        dim=dim,
-        inputs=inputs,
-        y_kind=y_kind,
-        theta_standard=(tuple(theta_std.shift.tolist()), tuple(theta_std.scale.tolist())),
-        network=embedding,
-        per_sample=True,
-    )
+    spec = minibatch.sample_spec(task, config, inputs, y_kind, y_std, theta_std, embedding)
     post = Posterior(spec, jax.tree_util.tree_map(jnp.asarray, host.best_params))
     best_epoch = int(np.nanargmin(np.asarray(val_hist, np.float64))) + 1 if np.isfinite(val_hist).any() else 0
     held_theta = val_theta.astype(np.float32)
