@@ -48,7 +48,7 @@ def export(args) -> None:
     for name in args.tasks:
         task = tasks.from_name(name)
         theta, y = task.simulate(np.random.default_rng(0), args.budget)  # mdnjax's fit: default_rng(seed)
-        cov = np.cov(task.prior(np.random.default_rng(1), 200_000).T) if BOUNDS[name][0] == "gauss" else None
+        cov = np.cov(task.sample_prior(np.random.default_rng(1), 200_000).T) if BOUNDS[name][0] == "gauss" else None
         np.savez(out / f"{name}_{args.budget}.npz", theta=theta, y=y, prior_cov=cov if cov is not None else np.zeros(0))
         print(f"wrote {out / f'{name}_{args.budget}.npz'}", flush=True)
 

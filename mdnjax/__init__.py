@@ -13,7 +13,7 @@ from mdnjax.config import Config, ConfigError
 from mdnjax.datasets import simulate
 from mdnjax.posterior import Posterior, RareObservationWarning, load
 from mdnjax.task import Bound, Task
-from mdnjax.train import Result, TrainState, fit, fit_arrays
+from mdnjax.train import Result, RoundError, TrainState, fit, fit_arrays, fit_rounds
 
 __all__ = [
     "Bound",
@@ -22,11 +22,13 @@ __all__ = [
     "Posterior",
     "RareObservationWarning",
     "Result",
+    "RoundError",
     "Task",
     "TrainState",
     "datasets",
     "fit",
     "fit_arrays",
+    "fit_rounds",
     "load",
     "simulate",
     "tasks",

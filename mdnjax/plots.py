@@ -278,3 +278,37 @@ def coverage_per_dim(levels, coverage, se, names, path, title: str) -> Figure:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     return fig
+
+
+def rounds_figure(records, path, names, title: str = "sequential rounds") -> Figure:
+    """Sequential rounds: q(θ | y_o)'s mean and 90% interval per parameter after each round (left),
+    and each round's acceptance from the truncated prior (right)."""
+    rounds = [r["round"] for r in records]
+    dim = len(names)
+    fig = Figure(figsize=(11, 3.2 * max(1, min(dim, 4))))
+    axes = fig.subplots(max(1, min(dim, 4)), 2, squeeze=False)
+    for d in range(min(dim, 4)):
+        ax = axes[d, 0]
+        mean = [r["at_observed"]["mean"][d] for r in records]
+        lo = [r["at_observed"]["q05"][d] for r in records]
+        hi = [r["at_observed"]["q95"][d] for r in records]
+        ax.fill_between(rounds, lo, hi, alpha=0.25, label="90% interval")
+        ax.plot(rounds, mean, "o-", label="mean")
+        ax.set(xlabel="round", ylabel=names[d], title=f"{title}: q({names[d]} | y_o)" if d == 0 else None)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+        if d == 0:
+            ax.legend(fontsize=8)
+    ax = axes[0, 1]
+    acc = [r.get("acceptance", 1.0) for r in records]
+    ax.semilogy(rounds, acc, "s-")
+    for r, a in zip(records, acc):
+        ax.annotate(r["method"], (r["round"], a), fontsize=7, rotation=30)
+    ax.set(xlabel="round", ylabel="acceptance", title="draws kept of those proposed")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, which="both", alpha=0.3)
+    for d in range(1, min(dim, 4)):
+        axes[d, 1].axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    return fig

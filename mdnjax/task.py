@@ -165,6 +165,11 @@ class Task:
         support: (low, high) per parameter (D pairs), ``-inf``/``inf`` allowed; each coordinate
             gets its own transform to the fitting space.
         log_prior: optional ``θ -> log p(θ)`` (float64 numpy, vectorized; θ (..., D) for D > 1).
+        sample_prior: optional ``(rng, n) -> θ``, the prior alone, and
+        simulate_at: optional ``(rng, θ) -> y``, the simulator at given θ. Together they let
+            sequential rounds (``mdnjax.fit_rounds``) draw θ from a truncated prior and simulate
+            only the draws kept; without them a round keeps the joint draws whose θ falls in the
+            region (each rejected draw costs a simulation).
         log_likelihood: optional ``(θ, y) -> log p(y | θ)`` for one observation y (an int, or a
             length-M array), vectorized in θ.
         plot_y: optional observations to report and plot (ints, or length-M sequences; default:
@@ -186,6 +191,8 @@ class Task:
     support: tuple[Bound, ...] = (Bound(),)
     log_prior: Callable | None = None
     log_likelihood: Callable | None = None
+    sample_prior: Callable | None = None
+    simulate_at: Callable | None = None
     plot_y: tuple | None = None
     y_range: tuple[float, float] = (-math.inf, math.inf)
     #: settings this task recommends per recipe (``{"notebook": {"lr": 1e-2}}``); see ``Config``.
@@ -210,6 +217,8 @@ class Task:
         simulator: str = "numpy",
         y_shape: Sequence[int] | None = None,
         y_kind: str | None = None,
+        sample_prior: Callable | None = None,
+        simulate_at: Callable | None = None,
     ):
         if not isinstance(name, str) or not name:
             raise ValueError(f"Task name must be a non-empty string, got {name!r}")
@@ -220,6 +229,14 @@ class Task:
         self.support = as_bounds(support)
         self.log_prior = log_prior
         self.log_likelihood = log_likelihood
+        if (sample_prior is None) != (simulate_at is None):
+            raise ValueError(
+                "Task sample_prior and simulate_at go together: the prior alone and the simulator at given θ"
+            )
+        for what, fn in (("sample_prior", sample_prior), ("simulate_at", simulate_at)):
+            if fn is not None and not callable(fn):
+                raise ValueError(f"Task {what} must be a function, got {fn!r}")
+        self.sample_prior, self.simulate_at = sample_prior, simulate_at
         number = lambda x: int(x) if y_kind != "continuous" and float(x).is_integer() else float(x)  # noqa: E731
         as_y = lambda v: tuple(number(x) for x in v) if np.ndim(v) else number(v)  # noqa: E731
         self.plot_y = None if plot_y is None else tuple(as_y(v) for v in plot_y)  # numbers, or tuples of M
@@ -267,6 +284,11 @@ class Task:
             theta, y = self._jitted(jax.random.key(int(rng.integers(2**32))), int(n))
             return np.asarray(theta), np.asarray(y)
         return self._simulate(rng, n)
+
+    @property
+    def separable(self) -> bool:
+        """Whether the prior can be drawn alone and the simulator run at given θ."""
+        return callable(self.sample_prior) and callable(self.simulate_at)
 
     @property
     def num_params(self) -> int:

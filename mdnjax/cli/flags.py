@@ -59,6 +59,9 @@ CONFIG_FLAGS = (
 RUN_FLAGS = ("plot_y", "observed", "no_plots", "checkpoint_every")
 
 
+ROUND_FLAGS = ("rounds", "round_samples", "epsilon", "floor")
+
+
 DEFAULTS = {"prior": "beta", "checkpoint_every": 500, "no_plots": False}
 
 
@@ -195,6 +198,24 @@ def train_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     r.add_argument("--checkpoint-every", type=number(int), help="epochs between checkpoints (default 500; 0: end only)")
     r.add_argument("--resume", metavar="RUN", help="continue RUN (with --epochs N: train it to N epochs)")
+    q = p.add_argument_group("sequential rounds for one observation (with --observed)")
+    q.add_argument(
+        "--rounds",
+        type=number(int),
+        help="R rounds: the first from the prior, each later one from the prior truncated to where q(θ | y_o) "
+        "holds all but ε of its mass; every round trains on all simulations so far (default 1: amortized)",
+    )
+    q.add_argument(
+        "--round-samples",
+        type=number(int),
+        help="simulations per round (default --samples / R; with --data round 1 is the data)",
+    )
+    q.add_argument("--epsilon", type=number(float), help="ε, q's mass left outside the truncation (default 1e-4)")
+    q.add_argument(
+        "--floor",
+        type=number(float),
+        help="prior acceptance below which a round proposes from a widened q instead (default 1e-3)",
+    )
     d = p.add_argument_group("several processes")
     d.add_argument("--coordinator", metavar="HOST:PORT", help="the coordinator's address")
     d.add_argument("--num-processes", type=number(int), help="how many processes")

@@ -73,7 +73,7 @@ def write_report(prog: str, t_start: float, out: Path, record: dict, task, confi
         f"({t.get('ms_per_epoch', 0):.2f} ms/epoch), wall {time.perf_counter() - t_start:.1f} s"
     )
     files = ["run.json", "config.json", "task.json", "posterior.npz", "posterior.json", "checkpoint.npz"]
-    files += ["metrics.json", *report.figures(payload, out)]
+    files += ["rounds.json", "rounds.png", "rounds/", "metrics.json", *report.figures(payload, out)]
     print(f"saved to {out}/ ({', '.join(f for f in files if (out / f).exists())})")
     return 0
 
@@ -106,7 +106,13 @@ def _write_sample_report(prog: str, t_start: float, out: Path, record: dict, tas
         f"({t.get('ms_per_epoch', 0):.1f} ms/pass), wall {time.perf_counter() - t_start:.1f} s"
     )
     files = ["run.json", "config.json", "task.json", "posterior.npz", "posterior.json", "checkpoint.npz"]
-    files += ["metrics.json", *report_sample.figures(out, len(payload["observations"]))]
+    files += [
+        "rounds.json",
+        "rounds.png",
+        "rounds/",
+        "metrics.json",
+        *report_sample.figures(out, len(payload["observations"])),
+    ]
     print(f"saved to {out}/ ({', '.join(f for f in files if (out / f).exists())})")
     return 0
 
@@ -117,7 +123,9 @@ def _saved(prog: str, t_start: float, out: Path, record: dict, payload: dict) ->
     from mdnjax import checkpoint
 
     sessions = record.get("sessions", [])
-    payload["timings"] = (sessions[-1]["timings"] if sessions else {}) | {"wall_s": time.perf_counter() - t_start}
+    payload["timings"] = (sessions[-1].get("timings", {}) if sessions else {}) | {
+        "wall_s": time.perf_counter() - t_start
+    }
     payload["sessions"] = sessions
     try:
         checkpoint.write_json(out / checkpoint.METRICS, payload)
@@ -212,6 +220,11 @@ def _saved_run(out: Path):
         task = run_task(out, record)
         config = Config.from_dict(checkpoint.read_json(out / checkpoint.CONFIG))
         task, config = reattach(task, record, config)  # a run trained from stored simulations
+        if "rounds" in record:  # sequential rounds: the pooled simulations the last round trained on
+            from mdnjax.cli.rounds import pooled_task
+
+            base = sources.stored(task).task if sources.stored(task) else task
+            task, config = pooled_task(out, record, base, config)
         post = load(out)
         config, choice = train.chosen(task, config)
         template = jax.tree_util.tree_map(np.asarray, train.state_template(task, config, post.spec.inputs))
@@ -219,7 +232,7 @@ def _saved_run(out: Path):
         again = "reading the" if sources.stored(task) else "simulating the"
         Printer.stage(f"{again} {config.samples:,} training draws again (seed {config.seed}; no training)")
         sessions = record.get("sessions", [])
-        timings = dict(sessions[-1]["timings"]) if sessions else {}
+        timings = dict(sessions[-1].get("timings", {})) if sessions else {}
         if config.layout == "per-sample":
             from mdnjax import report_sample
 

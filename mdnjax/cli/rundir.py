@@ -124,6 +124,19 @@ def run_task(out: Path, record: dict):
     return tasks.from_record(checkpoint.read_json(out / checkpoint.TASK))
 
 
+def _rounds(args: dict) -> dict | None:
+    """The rounds' settings of a new run (``--rounds``), None without it."""
+    from mdnjax.cli.flags import ROUND_FLAGS
+    from mdnjax.cli.rounds import settings
+
+    if "rounds" not in args:
+        given = [flag_name(k) for k in ROUND_FLAGS if k in args]
+        if given:
+            raise UsageError(f"{' '.join(given)} set(s) sequential rounds: add --rounds R")
+        return None
+    return settings(args)
+
+
 def _numpy(tree):
     import jax
     import numpy as np
@@ -141,6 +154,7 @@ def new_run(args: dict, lead: bool):
         config = config_from_flags(args, task)
     check_plot_y(task, args.get("plot_y"))
     check_plot_y(task, args.get("observed"), "--observed")
+    rounds = _rounds(args)
     checkpoint_every = args.get("checkpoint_every", DEFAULTS["checkpoint_every"])
     if checkpoint_every < 0:
         raise UsageError(f"--checkpoint-every must be >= 0, got {checkpoint_every}")
@@ -155,6 +169,8 @@ def new_run(args: dict, lead: bool):
         "options": {k: args.get(k, DEFAULTS.get(k)) for k in RUN_FLAGS},
         "sessions": [],
     }
+    if rounds is not None:
+        record["rounds"] = rounds
     created, lock = False, None
     if lead:
         try:

@@ -24,6 +24,8 @@ def main(argv=None) -> int:
     prog = TRAIN
     try:
         lead = _init_distributed(args)
+        if "resume" in args and _rounds_run(args["resume"]):
+            return _resume_rounds(prog, t_start, args)
         if "resume" in args:
             out, lock, record, task, config, state, history = resume_setup(args, lead)
             created = None
@@ -36,10 +38,48 @@ def main(argv=None) -> int:
     except UserCodeError as err:
         return user_error(prog, err)
     try:
+        if "rounds" in record:
+            from mdnjax.cli.rounds import run_rounds
+
+            return run_rounds(prog, t_start, out, created, record, task, config, resuming=False)
         return _train(prog, t_start, lead, out, created, record, task, config, state, history)
     finally:
         from mdnjax import checkpoint
 
+        checkpoint.unlock_run_dir(lock)
+
+
+def _rounds_run(run) -> bool:
+    """Whether RUN is a run of sequential rounds (its run.json says so)."""
+    from pathlib import Path
+
+    from mdnjax import checkpoint
+
+    path = Path(run) / checkpoint.RUN
+    try:
+        return path.is_file() and "rounds" in checkpoint.read_json(path)
+    except (OSError, ValueError):
+        return False
+
+
+def _resume_rounds(prog: str, t_start: float, args: dict) -> int:
+    """``--resume RUN`` of a run of rounds: the rounds after the last one done, then the report."""
+    from pathlib import Path
+
+    from mdnjax import checkpoint
+    from mdnjax.cli.rounds import resume_setup as rounds_setup
+    from mdnjax.cli.rounds import run_rounds
+
+    out = Path(args["resume"])
+    try:
+        lock = checkpoint.lock_run_dir(out)
+    except ValueError as err:
+        raise UsageError(f"--resume {err}") from None
+    try:
+        record = checkpoint.read_json(out / checkpoint.RUN)
+        task, config = rounds_setup(args, record, out)
+        return run_rounds(prog, t_start, out, None, record, task, config, resuming=True)
+    finally:
         checkpoint.unlock_run_dir(lock)
 
 

@@ -71,8 +71,14 @@ class BetaBinomial(Task):
         self.plot_y = (10, 30, 60, 80, 90) if notebook else None
 
     def simulate(self, rng: np.random.Generator, n: int):
-        theta = rng.beta(self.alpha, self.beta, size=n)
-        return theta, rng.binomial(self.trials, theta)
+        theta = self.sample_prior(rng, n)
+        return theta, self.simulate_at(rng, theta)
+
+    def sample_prior(self, rng: np.random.Generator, n: int):
+        return rng.beta(self.alpha, self.beta, size=n)
+
+    def simulate_at(self, rng: np.random.Generator, theta):
+        return rng.binomial(self.trials, theta)
 
     def log_prior(self, theta):
         return stats.beta.logpdf(theta, self.alpha, self.beta)
@@ -117,8 +123,14 @@ class GammaPoisson(Task):
         self.plot_y = (10, 30, 50, 70, 90) if self.trials == 100 else None
 
     def simulate(self, rng: np.random.Generator, n: int):
-        theta = rng.gamma(self.alpha, 1.0 / self.beta, size=n)
-        return theta, rng.poisson(self.trials * theta)
+        theta = self.sample_prior(rng, n)
+        return theta, self.simulate_at(rng, theta)
+
+    def sample_prior(self, rng: np.random.Generator, n: int):
+        return rng.gamma(self.alpha, 1.0 / self.beta, size=n)
+
+    def simulate_at(self, rng: np.random.Generator, theta):
+        return rng.poisson(self.trials * np.asarray(theta))
 
     def log_prior(self, theta):
         return stats.gamma.logpdf(theta, self.alpha, scale=1.0 / self.beta)
@@ -216,10 +228,16 @@ class BetaMixtureBinomial(Task):
         return tuple(np.array(c, np.float64) for c in zip(*self.components))
 
     def simulate(self, rng: np.random.Generator, n: int):
+        theta = self.sample_prior(rng, n)
+        return theta, self.simulate_at(rng, theta)
+
+    def sample_prior(self, rng: np.random.Generator, n: int):
         w, a, b = self._arrays()
         comp = rng.choice(len(w), size=n, p=w / w.sum())
-        theta = rng.beta(a[comp], b[comp])
-        return theta, rng.binomial(self.trials, theta)
+        return rng.beta(a[comp], b[comp])
+
+    def simulate_at(self, rng: np.random.Generator, theta):
+        return rng.binomial(self.trials, theta)
 
     def posterior_weights(self, y) -> np.ndarray:
         """Posterior component weights at y, shape y.shape + (J,)."""

@@ -46,7 +46,8 @@ OBSERVATIONS = range(1, 11)
 
 
 class _Sbibm(Task):
-    """A sbibm task: a prior and a vectorised NumPy simulator; float observations."""
+    """A sbibm task: a prior (``sample_prior``, ``log_prior``) and a vectorised NumPy simulator at
+    given θ (``simulate_at``); float observations."""
 
     y_kind = "continuous"
     sbibm_name = ""  # the folder of the task's files in sbibm
@@ -56,8 +57,15 @@ class _Sbibm(Task):
         pass
 
     def simulate(self, rng: np.random.Generator, n: int):
-        theta = self.prior(rng, n)
-        return theta, self.simulator(rng, theta)
+        theta = self.sample_prior(rng, n)
+        return theta, self.simulate_at(rng, theta)
+
+    def log_prior(self, theta):
+        """log p(θ) of a uniform prior on the support box (−inf outside); θ (..., D)."""
+        theta = np.asarray(theta, np.float64)
+        lo, hi = (np.array([getattr(b, side) for b in self.support]) for side in ("low", "high"))
+        inside = np.all((theta > lo) & (theta < hi), axis=-1)
+        return np.where(inside, -np.sum(np.log(hi - lo)), -np.inf)
 
     def describe(self) -> dict:
         return {"name": self.name}
@@ -68,10 +76,10 @@ class TwoMoons(_Sbibm):
     support = as_bounds([(-1.0, 1.0)] * 2)
     y_shape = (2,)
 
-    def prior(self, rng, n):
+    def sample_prior(self, rng, n):
         return rng.uniform(-1.0, 1.0, size=(n, 2))
 
-    def simulator(self, rng, theta):
+    def simulate_at(self, rng, theta):
         n = theta.shape[0]
         a = rng.uniform(-math.pi / 2, math.pi / 2, size=n)
         r = rng.normal(0.1, 0.01, size=n)
@@ -88,10 +96,14 @@ class GaussianLinear(_Sbibm):
     y_shape = (10,)
     variance = 0.1  # sbibm's prior_scale and simulator_scale enter as variances
 
-    def prior(self, rng, n):
+    def sample_prior(self, rng, n):
         return rng.normal(0.0, math.sqrt(self.variance), size=(n, 10))
 
-    def simulator(self, rng, theta):
+    def log_prior(self, theta):
+        theta = np.asarray(theta, np.float64)
+        return -0.5 * np.sum(theta**2, axis=-1) / self.variance - 5.0 * math.log(2 * math.pi * self.variance)
+
+    def simulate_at(self, rng, theta):
         return theta + rng.normal(0.0, math.sqrt(self.variance), size=theta.shape)
 
 
@@ -99,8 +111,10 @@ class GaussianLinearUniform(GaussianLinear):
     name = sbibm_name = "gaussian_linear_uniform"
     support = as_bounds([(-1.0, 1.0)] * 10)
 
-    def prior(self, rng, n):
+    def sample_prior(self, rng, n):
         return rng.uniform(-1.0, 1.0, size=(n, 10))
+
+    log_prior = _Sbibm.log_prior
 
 
 class GaussianMixture(_Sbibm):
@@ -108,10 +122,10 @@ class GaussianMixture(_Sbibm):
     support = as_bounds([(-10.0, 10.0)] * 2)
     y_shape = (2,)
 
-    def prior(self, rng, n):
+    def sample_prior(self, rng, n):
         return rng.uniform(-10.0, 10.0, size=(n, 2))
 
-    def simulator(self, rng, theta):
+    def simulate_at(self, rng, theta):
         scale = np.where(rng.random(theta.shape[0]) < 0.5, 1.0, 0.1)[:, None]
         return theta + scale * rng.normal(size=theta.shape)
 
@@ -121,10 +135,10 @@ class SLCP(_Sbibm):
     support = as_bounds([(-3.0, 3.0)] * 5)
     y_shape = (8,)
 
-    def prior(self, rng, n):
+    def sample_prior(self, rng, n):
         return rng.uniform(-3.0, 3.0, size=(n, 5))
 
-    def simulator(self, rng, theta):
+    def simulate_at(self, rng, theta):
         n = theta.shape[0]
         s1, s2, rho = theta[:, 2] ** 2, theta[:, 3] ** 2, np.tanh(theta[:, 4])
         eps = 1e-6
@@ -143,8 +157,8 @@ class SLCPDistractors(SLCP):
     y_shape = (100,)
     observation_file = "observation_distractors.csv"
 
-    def simulator(self, rng, theta):
-        data = super().simulator(rng, theta)
+    def simulate_at(self, rng, theta):
+        data = super().simulate_at(rng, theta)
         g = _constants("slcp_distractors")
         n = theta.shape[0]
         k = rng.choice(g["probs"].size, size=n, p=g["probs"] / g["probs"].sum())
@@ -160,17 +174,28 @@ class BernoulliGLM(_Sbibm):
     y_shape = (10,)
     raw = False
 
-    def prior(self, rng, n):
+    @staticmethod
+    def prior_precision() -> np.ndarray:
         m = 9
         d = np.eye(m) - np.eye(m, k=-1)
         f = d @ d + np.diag(np.arange(m) / m) ** 0.5
         precision = np.zeros((10, 10))
         precision[0, 0] = 0.5
         precision[1:, 1:] = f.T @ f
-        cov = np.linalg.inv(precision)
+        return precision
+
+    def sample_prior(self, rng, n):
+        cov = np.linalg.inv(self.prior_precision())
         return rng.multivariate_normal(np.zeros(10), cov, size=n, method="cholesky")
 
-    def simulator(self, rng, theta):
+    def log_prior(self, theta):
+        theta = np.asarray(theta, np.float64)
+        precision = self.prior_precision()
+        logdet = np.linalg.slogdet(precision)[1]
+        quad = np.einsum("...i,ij,...j->...", theta, precision, theta)
+        return -0.5 * quad + 0.5 * logdet - 5.0 * math.log(2 * math.pi)
+
+    def simulate_at(self, rng, theta):
         g = _constants("bernoulli_glm")
         z = 1.0 / (1.0 + np.exp(-(theta @ g["design_matrix"].T)))  # (n, 100)
         spikes = (rng.random(z.shape) < z).astype(np.float64)

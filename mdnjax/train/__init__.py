@@ -1,5 +1,6 @@
 """Training: the loop the bucketed layouts share (``loop``), ``fit`` on the bucketed and binned
-layouts (``bucketed``) and on single pairs in minibatches (``minibatch``); ``run.fit`` picks one.
+layouts (``bucketed``) and on single pairs in minibatches (``minibatch``); ``run.fit`` picks one;
+``rounds.fit_rounds`` runs sequential rounds for one observation.
 
 ``python -m mdnjax.train`` runs the command line (``mdnjax.cli``).
 """
@@ -18,6 +19,7 @@ from mdnjax.train.loop import (
     train,
 )
 from mdnjax.train.minibatch import SampleState
+from mdnjax.train.rounds import RoundError, RoundsResult, fit_rounds
 from mdnjax.train.run import chosen, fit, fit_arrays, state_template, with_data
 
 __all__ = [
@@ -30,6 +32,9 @@ __all__ = [
     "TrainState",
     "fit",
     "fit_arrays",
+    "fit_rounds",
+    "RoundError",
+    "RoundsResult",
     "with_data",
     "initial_state",
     "input_width",
