@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -103,9 +104,46 @@ def init(
         graphdef: the static structure, for ``apply``.
         params: a pure dict of parameter arrays (a pytree for optax).
     """
-    model = MDN(components, tuple(hidden), dim, inputs, embedding, rngs=nnx.Rngs(params=key))
-    graphdef, state = nnx.split(model, nnx.Param)
+    graphdef, _ = structure(components, hidden, dim, inputs, embedding)
+    return graphdef, _initializer(components, tuple(hidden), dim, inputs, embedding)(key)
+
+
+def structure(
+    components: int = 8,
+    hidden: Sequence[int] = DEFAULT_HIDDEN,
+    dim: int = 1,
+    inputs: int = 1,
+    embedding: embeddings.Embedding | None = None,
+):
+    """(graphdef, the parameters' shapes and dtypes as ``jax.ShapeDtypeStruct``) of an MDN, traced
+    abstractly: nothing is drawn or compiled (what a posterior or a checkpoint template needs)."""
+    abstract = nnx.eval_shape(
+        lambda: MDN(components, tuple(hidden), dim, inputs, embedding, rngs=nnx.Rngs(params=jax.random.key(0)))
+    )
+    graphdef, state = nnx.split(abstract, nnx.Param)
     return graphdef, nnx.to_pure_dict(state)
+
+
+def _initializer(components, hidden, dim, inputs, embedding):
+    """key → parameters, one compiled program per architecture (rather than one small program per
+    layer shape), kept for the process when the architecture is hashable."""
+    try:
+        return _cached_initializer(components, hidden, dim, inputs, embedding)
+    except TypeError:  # an unhashable (user's) embedding: compiled anew
+        return jax.jit(_build(components, hidden, dim, inputs, embedding))
+
+
+def _build(components, hidden, dim, inputs, embedding):
+    def build(key):
+        model = MDN(components, hidden, dim, inputs, embedding, rngs=nnx.Rngs(params=key))
+        return nnx.to_pure_dict(nnx.state(model, nnx.Param))
+
+    return build
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_initializer(components, hidden, dim, inputs, embedding):
+    return jax.jit(_build(components, hidden, dim, inputs, embedding))
 
 
 def apply(graphdef, params, x: jax.Array):

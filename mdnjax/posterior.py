@@ -76,9 +76,7 @@ class Posterior:
     def __init__(self, spec: PosteriorSpec, params):
         self.spec = spec
         self.params = params
-        self.graphdef, _ = model.init(
-            jax.random.key(0), spec.components, spec.hidden, spec.dim, spec.inputs, spec.network
-        )
+        self.graphdef, _ = model.structure(spec.components, spec.hidden, spec.dim, spec.inputs, spec.network)
         graphdef, standard = self.graphdef, spec.theta_standard
 
         def network(p, x):
@@ -198,13 +196,14 @@ class Posterior:
         padded = np.zeros((density.bucket_size(n),) + x.shape[1:], np.float32)  # a few compiled shapes serve all
         padded[:n] = x
         out = self._mixture(self.params, jnp.asarray(padded))
-        return tuple(o[:n].reshape(self._batch(y) + o.shape[1:]) for o in out)
+        # cut on the host: slicing device arrays eagerly compiles a program per shape
+        return tuple(jnp.asarray(np.asarray(o)[:n].reshape(self._batch(y) + o.shape[1:])) for o in out)
 
     # ----------------------------------------------------------------- θ ↔ the fitting space
 
     def _from_fitting(self, u):
         """θ = f⁻¹(u), coordinate by coordinate (identity in the raw space)."""
-        return density.from_fitting(u, self.spec.bounds) if self.unconstrained else u
+        return density.from_fitting(u, self.spec.bounds) if self.unconstrained else jnp.asarray(u)
 
     # ----------------------------------------------------------------- questions
 
@@ -288,13 +287,15 @@ class Posterior:
         y = self.check_y(y)
         params = self.mixture(y)
         batch = self._batch(y)
-        if self.dim == 1:
-            flat = [a.reshape(-1, a.shape[-1]) for a in params]
-            draws = density.sample_rows(key, *flat, n).reshape(batch + (n,))
-        else:
-            flat = [a.reshape((-1,) + a.shape[len(batch) :]) for a in params]
-            draws = density.sample_rows_nd(key, *flat, n).reshape(batch + (n, self.dim))
-        return self._from_fitting(draws)
+        lead = 1 if self.dim == 1 else len(batch)
+        flat = [np.reshape(a, (-1,) + a.shape[lead:] if self.dim > 1 else (-1, a.shape[-1])) for a in params]
+        rows = flat[0].shape[0]
+        # padded to a few compiled shapes (rows and draws to powers of two), then cut back on the host
+        padded_rows, padded_n = density.bucket_size(rows), max(density.bucket_size(n), 64)
+        flat = [np.concatenate([a, np.repeat(a[:1], padded_rows - rows, axis=0)]) for a in flat]
+        sampler = density.sample_rows if self.dim == 1 else density.sample_rows_nd
+        draws = np.asarray(sampler(key, *flat, padded_n))[:rows, :n]
+        return self._from_fitting(draws.reshape(batch + ((n,) if self.dim == 1 else (n, self.dim))))
 
     def _moments(self, y):
         """(mean, cov) per y: (..., D) and (..., D, D), float64 numpy."""
@@ -366,8 +367,8 @@ def load(run_dir) -> Posterior:
         probe = PosteriorSpec.from_json(raw, np.zeros(0), np.zeros(0))
     except (KeyError, TypeError, ValueError, IndexError) as err:
         raise checkpoint.FormatError(f"{run_dir / checkpoint.POSTERIOR_SPEC} is not a posterior spec ({err})") from None
-    _, template = model.init(jax.random.key(0), probe.components, probe.hidden, probe.dim, probe.inputs, probe.network)
-    template = jax.tree_util.tree_map(np.asarray, template)
+    _, shapes = model.structure(probe.components, probe.hidden, probe.dim, probe.inputs, probe.network)
+    template = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes)
     params, extra = checkpoint.load_tree(run_dir / checkpoint.POSTERIOR, template, ("y_values", "counts"), finite=True)
     spec = dataclasses.replace(
         probe,

@@ -180,7 +180,8 @@ def _scalar(result, task, plot_y, out: Path | None, plots_on: bool, stage) -> di
         "warnings": [],
     }
     dense_y = b.y_values[b.counts >= DENSE]
-    if getattr(task, "observed_only", False):  # sequential rounds: q answers for y_o alone
+    observed_only = getattr(task, "observed_only", False)  # sequential rounds: q answers for y_o alone
+    if observed_only:
         dense_y = dense_y[:0]
     stage(f"report: reference posteriors and metrics at {len(plot_y) + len(dense_y)} y")
     refs = references(task, result, list(plot_y) + dense_y.tolist())
@@ -189,11 +190,11 @@ def _scalar(result, task, plot_y, out: Path | None, plots_on: bool, stage) -> di
         plotted = metrics.evaluate(post, task, plot_y, refs)
         dense = metrics.evaluate(post, task, dense_y, refs)
         payload.update(plotted=plotted, plotted_summary=metrics.summarize(plotted))
-        if len(dense_y):
+        if not observed_only:
             payload.update(per_y=dense, per_y_summary=metrics.summarize(dense))
         if out is not None and plots_on:
             plots.posterior_grid(post, task, plot_y, out / "posterior.png", references=refs)
-            if len(dense_y):
+            if not observed_only:
                 name = f"{task.name}: KL(reference ‖ MDN) per y (K={post.spec.components})"
                 plots.kl_by_y(dense, out / "kl.png", plot_y, title=name, plotted_rows=plotted)
     if result.heldout is not None:

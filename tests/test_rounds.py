@@ -201,3 +201,34 @@ def test_cli_rounds_refuse_bad_flags_in_one_line(tmp_path, args, message):
     res = _cli("--prior", "beta", "--samples", "1000", *args, "--out", str(tmp_path / "r"))
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_round_one_may_come_from_stored_simulations():
+    task = _normal_task()
+    theta, y = task.simulate(np.random.default_rng(7), 2_000)
+    out = rounds.fit_rounds(
+        task, {"epochs": 5, "seed": 1}, observed=1.0, rounds=1, data=mdnjax.datasets.Arrays(theta, y)
+    )
+    assert out.rounds[0]["method"] == "data" and out.rounds[0]["simulations"] == 2_000
+    np.testing.assert_array_equal(out.theta, theta)
+
+
+def test_a_simulator_failing_in_a_later_round_keeps_the_rounds_done(tmp_path):
+    """The user's simulate_at raises in round 2: one line naming it with the user's frames, exit 1,
+    round 1 and the posterior it trained stay in the folder."""
+    spec = tmp_path / "flaky.py"
+    spec.write_text(
+        "import numpy as np\nimport mdnjax\n\n\n"
+        "def sample_prior(rng, n):\n    return rng.beta(2.0, 5.0, size=n)\n\n\n"
+        "def simulate_at(rng, theta):\n    raise RuntimeError('the cluster is down')\n\n\n"
+        "def simulate(rng, n):\n    theta = sample_prior(rng, n)\n    return theta, rng.binomial(100, theta)\n\n\n"
+        "TASK = mdnjax.Task('flaky', simulate, support=[(0.0, 1.0)], sample_prior=sample_prior,\n"
+        "                   simulate_at=simulate_at, log_prior=lambda t: np.log(30 * t * (1 - t) ** 4))\n"
+    )
+    out = tmp_path / "run"
+    args = ["--task", f"{spec}:TASK", "--observed", "60", "--rounds", "2", "--samples", "6000", "--epochs", "30"]
+    res = _cli(*args, "--no-plots", "--out", str(out))
+    assert res.returncode == 1, res.stderr
+    assert "simulate_at" in res.stderr and "the cluster is down" in res.stderr and 'flaky.py", line' in res.stderr
+    assert (out / "rounds" / "01" / "round.json").is_file() and (out / "posterior.npz").is_file()
+    assert not (out / "rounds" / "02").exists()

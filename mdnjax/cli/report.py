@@ -86,7 +86,11 @@ def _write_sample_report(prog: str, t_start: float, out: Path, record: dict, tas
     options = record["options"]
     m = result.posterior.spec.inputs
     flat = [*(options.get("observed") or []), *(options.get("plot_y") or [])]
-    observations = [flat[i] if m == 1 else flat[i : i + m] for i in range(0, len(flat) - m + 1, m)]
+    observations = []
+    for i in range(0, len(flat) - m + 1, m):  # each once, in order (--observed may be among --plot-y)
+        y = flat[i] if m == 1 else flat[i : i + m]
+        if y not in observations:
+            observations.append(y)
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         payload = report_sample.build(

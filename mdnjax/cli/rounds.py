@@ -2,8 +2,8 @@
 (``mdnjax.train.rounds``) in a run folder.
 
 Each round's new simulations are a dataset folder ``rounds/NN/`` (readable by ``train --data``)
-with its ``round.json`` (threshold, acceptance, proposals, validation loss, the summary at y_o),
-written after the posterior it trained is saved; ``rounds.json`` and ``rounds.png`` follow every
+with the posterior that round trained and its ``round.json`` (threshold, acceptance, proposals,
+validation loss, the summary at y_o), written last; ``rounds.json`` and ``rounds.png`` follow every
 round. ``--resume RUN`` (with ``--rounds N`` for more) continues after the last round done: a round
 left unfinished is drawn again from the same seed. The report of the last round closes the run.
 """
@@ -114,7 +114,7 @@ def run_rounds(prog: str, t_start: float, out: Path, created, record: dict, task
     base, data = (stored.task, stored.data) if stored is not None else (task, None)
     y_o = observed_of(base, record["options"])
     previous = done(out) if resuming else []
-    posterior = load(out) if previous else None
+    posterior = load(round_dir(out, len(previous))) if previous else None
     per_round = s["per_round"] or (data.count if data is not None else config.samples // s["rounds"])
     print(
         f"mdnjax: task={base.name} rounds={s['rounds']} of {per_round:,} simulations at y_o = {y_o} "
@@ -134,6 +134,7 @@ def run_rounds(prog: str, t_start: float, out: Path, created, record: dict, task
         if folder.exists():
             shutil.rmtree(folder)
         datasets.write_arrays(theta, y, folder, task=base)
+        result.posterior.save(folder)  # what the next round draws from, kept with its round
         result.posterior.save(out)
         checkpoint.write_json(folder / ROUND_RECORD, rec)
         record["rounds_done"] = [*done_records(record), rec]

@@ -291,12 +291,14 @@ def fit_rounds(
             unless ``per_round`` is given.
         observed: y_o (a number, or M numbers).
         rounds: the number of rounds R ≥ 1 (R = 1 is amortized training on the prior).
-        per_round: simulations per round (default ``config.samples // rounds``).
+        per_round: simulations per round (default ``config.samples // rounds``; with ``data``,
+            the rows the data hold).
         epsilon: the share of q's mass at y_o left outside each round's region.
         floor: the prior's acceptance below which the widened-q fallback proposes.
         margin: the region is that of q with every component's sd × ``margin`` (> 1 guards
             against a q that is off at y_o, at the cost of a larger region).
-        data: round 1 from stored simulations (its first ``per_round`` rows).
+        data: round 1 from stored simulations (a dataset folder, ``Dataset`` or ``Arrays``: its
+            first ``per_round`` rows).
         previous: the rounds done already, ``[(theta, y, record), ...]`` (resuming), with
         posterior: the posterior the last of them trained.
         on_round: called after each round with (record, result, theta, y) of that round's new
@@ -316,7 +318,10 @@ def fit_rounds(
     config = Config.of(config)
     if not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds must be a whole number >= 1, got {rounds!r}")
-    n = per_round if per_round is not None else config.samples // rounds
+    if data is not None and not isinstance(data, (datasets.Dataset, datasets.Arrays)):
+        data = datasets.open_dataset(data)
+    default = data.count if data is not None else config.samples // rounds
+    n = per_round if per_round is not None else default
     if n < 2:
         raise ValueError(f"{n} simulations per round: too few")
     stage = on_stage or (lambda text: None)
