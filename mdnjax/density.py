@@ -16,6 +16,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mdnjax import mixture
 from mdnjax.task import Bound
@@ -97,15 +98,33 @@ def mvn_log_prob_and_cdf(u, logits, means, scales):
     return lp, jnp.stack(cdfs, axis=-1)
 
 
-@functools.partial(jax.jit, static_argnums=4)
-def sample_rows_nd(key, logits, means, scales, n: int):
+DRAWS = 4096  # draws per row per compiled call: any n is drawn in chunks of this many
+
+
+@jax.jit
+def _chunk_nd(key, logits, means, scales):
+    keys = jax.random.split(key, logits.shape[0])
+    return jax.vmap(lambda k, lg, m, s: mixture.mvn_sample(k, lg, m, s, DRAWS))(keys, logits, means, scales)
+
+
+@jax.jit
+def _chunk(key, logits, means, log_vars):
+    keys = jax.random.split(key, logits.shape[0])
+    return jax.vmap(lambda k, lg, m, lv: mixture.sample(k, lg, m, lv, DRAWS))(keys, logits, means, log_vars)
+
+
+def _in_chunks(chunk, key, params, n: int) -> np.ndarray:
+    """``n`` draws per row as ⌈n / DRAWS⌉ calls of one compiled program (chunk i from
+    ``fold_in(key, i)``), so every n shares it."""
+    parts = [np.asarray(chunk(jax.random.fold_in(key, i), *params)) for i in range(-(-int(n) // DRAWS))]
+    return np.concatenate(parts, axis=1)[:, :n]
+
+
+def sample_rows_nd(key, logits, means, scales, n: int) -> np.ndarray:
     """``n`` draws from each row's mixture on ℝ^D, (rows, n, D)."""
-    keys = jax.random.split(key, logits.shape[0])
-    return jax.vmap(lambda k, lg, m, s: mixture.mvn_sample(k, lg, m, s, n))(keys, logits, means, scales)
+    return _in_chunks(_chunk_nd, key, (logits, means, scales), n)
 
 
-@functools.partial(jax.jit, static_argnums=4)
-def sample_rows(key, logits, means, log_vars, n: int):
+def sample_rows(key, logits, means, log_vars, n: int) -> np.ndarray:
     """``n`` draws from each row's mixture, (rows, n)."""
-    keys = jax.random.split(key, logits.shape[0])
-    return jax.vmap(lambda k, lg, m, lv: mixture.sample(k, lg, m, lv, n))(keys, logits, means, log_vars)
+    return _in_chunks(_chunk, key, (logits, means, log_vars), n)

@@ -280,8 +280,9 @@ def coverage_per_dim(levels, coverage, se, names, path, title: str) -> Figure:
     return fig
 
 
-def rounds_figure(records, path, names, title: str = "sequential rounds") -> Figure:
-    """Sequential rounds: q(θ | y_o)'s mean and 90% interval per parameter after each round (left),
+def rounds_figure(records, path, names, title: str = "sequential rounds", exact=None) -> Figure:
+    """Sequential rounds: q(θ | y_o)'s mean and 90% interval per parameter after each round (left,
+    with the exact posterior's as lines when ``exact`` gives them: {"mean", "q05", "q95"} lists),
     and each round's acceptance from the truncated prior (right)."""
     rounds = [r["round"] for r in records]
     dim = len(names)
@@ -294,6 +295,10 @@ def rounds_figure(records, path, names, title: str = "sequential rounds") -> Fig
         hi = [r["at_observed"]["q95"][d] for r in records]
         ax.fill_between(rounds, lo, hi, alpha=0.25, label="90% interval")
         ax.plot(rounds, mean, "o-", label="mean")
+        if exact is not None:
+            ax.axhline(exact["mean"][d], color="k", lw=1, label="exact mean")
+            for q in ("q05", "q95"):
+                ax.axhline(exact[q][d], color="k", lw=0.8, ls=":", label="exact 90%" if q == "q05" else None)
         ax.set(xlabel="round", ylabel=names[d], title=f"{title}: q({names[d]} | y_o)" if d == 0 else None)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)

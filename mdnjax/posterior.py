@@ -232,7 +232,7 @@ class Posterior:
         params = tuple(np.asarray(a)[inverse.reshape(-1)] for a in self.mixture(values))
         u = np.asarray(u, np.float32).reshape((-1,) if self.dim == 1 else (-1, self.dim))
         n = u.shape[0]
-        size = min(density.bucket_size(n), density.BLOCK)  # one compiled shape for every large n
+        size = density.BLOCK  # one compiled shape for every n
         total = -(-n // size) * size
         pad = lambda a: np.concatenate([np.asarray(a, np.float32), np.zeros((total - n,) + a.shape[1:], np.float32)])  # noqa: E731
         u, params = pad(u), [pad(a) for a in params]
@@ -290,11 +290,11 @@ class Posterior:
         lead = 1 if self.dim == 1 else len(batch)
         flat = [np.reshape(a, (-1,) + a.shape[lead:] if self.dim > 1 else (-1, a.shape[-1])) for a in params]
         rows = flat[0].shape[0]
-        # padded to a few compiled shapes (rows and draws to powers of two), then cut back on the host
-        padded_rows, padded_n = density.bucket_size(rows), max(density.bucket_size(n), 64)
+        # rows padded to a power of two and draws made in fixed chunks: a few compiled shapes for all
+        padded_rows = density.bucket_size(rows)
         flat = [np.concatenate([a, np.repeat(a[:1], padded_rows - rows, axis=0)]) for a in flat]
         sampler = density.sample_rows if self.dim == 1 else density.sample_rows_nd
-        draws = np.asarray(sampler(key, *flat, padded_n))[:rows, :n]
+        draws = sampler(key, *flat, n)[:rows]
         return self._from_fitting(draws.reshape(batch + ((n,) if self.dim == 1 else (n, self.dim))))
 
     def _moments(self, y):

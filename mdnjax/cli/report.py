@@ -47,7 +47,8 @@ def write_report(prog: str, t_start: float, out: Path, record: dict, task, confi
             on_stage=Printer.stage,
         )
         if layout.plan(config.layout).binned or config.samples <= sources.CHUNK:
-            Printer.stage("report: the per-sample loss on the training draws (simulated again from the seed)")
+            again = "read again" if sources.stored(task) else "simulated again from the seed"
+            Printer.stage(f"report: the per-sample loss on the training draws ({again})")
             try:
                 payload["per_sample_loss"] = metrics.per_sample_loss(
                     task, config, result.posterior, result.buckets.y_values, jax.process_count(), result.buckets.counts

@@ -141,7 +141,9 @@ def run_rounds(prog: str, t_start: float, out: Path, created, record: dict, task
         checkpoint.write_json(out / checkpoint.RUN, record)
         checkpoint.write_json(out / "rounds.json", {"observed": y_o, "settings": s, "rounds": record["rounds_done"]})
         if not record["options"]["no_plots"]:
-            plots.rounds_figure(record["rounds_done"], out / "rounds.png", _names(base), f"{base.name} at y_o = {y_o}")
+            exact = _exact(base, y_o)
+            title = f"{base.name} at y_o = {y_o}"
+            plots.rounds_figure(record["rounds_done"], out / "rounds.png", _names(base), title, exact)
         print(describe(rec, _names(base)), flush=True)
 
     try:
@@ -207,6 +209,14 @@ def _stopped(prog: str, out: Path, created, record: dict, reason: str) -> int:
         return 2
     print(f"{prog}: error: {reason}; the {kept} round(s) done are kept in {out}", file=sys.stderr)
     return 1
+
+
+def _exact(task, y_o) -> dict | None:
+    """The exact posterior's mean and 90% interval at y_o (a scalar θ with a closed form), else None."""
+    if len(task.support) != 1 or not task.has_exact_posterior or isinstance(y_o, (list, tuple)):
+        return None
+    p = task.exact_posterior(y_o)
+    return {"mean": [float(p.mean())], "q05": [float(p.ppf(0.05))], "q95": [float(p.ppf(0.95))]}
 
 
 def _names(task) -> list[str]:

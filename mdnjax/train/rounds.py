@@ -107,7 +107,8 @@ def log_q(post, params, theta) -> np.ndarray:
 
 def draw_q(post, params, key, n: int) -> np.ndarray:
     """``n`` draws (n,) or (n, D) from the mixture ``params`` at y_o, in θ's space."""
-    flat = [jnp.asarray(a)[None] for a in params]
+    rows = density.bucket_size(1)  # the row count ``Posterior.sample`` compiles for one y
+    flat = [np.repeat(np.asarray(a)[None], rows, axis=0) for a in params]
     sampler = density.sample_rows if post.dim == 1 else density.sample_rows_nd
     u = sampler(key, *flat, n)[0]
     theta = density.from_fitting(u, tuple(post.spec.bounds)) if post.unconstrained else u

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import numpy as np
 
 from mdnjax import datasets, layout, simulation, sources
@@ -109,10 +110,13 @@ def chosen(task, config: Config | dict | None = None):
 
 
 def state_template(task, config: Config, inputs: int | None = None):
-    """A state of the shapes a run of ``config`` (layout decided) checkpoints, to read one back."""
+    """A state of the shapes a run of ``config`` (layout decided) checkpoints, to read one back:
+    zeros of each leaf's shape and dtype, traced abstractly (nothing drawn or compiled)."""
     if inputs is None:
         shape = simulation.observation_shape(task, config.seed) or ()
         inputs = shape[0] if shape else 1
     if config.layout == "per-sample":
-        return minibatch.template(task, config, inputs)
-    return loop.initial_state(config, len(task.support), inputs)
+        shapes = jax.eval_shape(lambda: minibatch.template(task, config, inputs))
+    else:
+        shapes = jax.eval_shape(lambda: loop.initial_state(config, len(task.support), inputs))
+    return jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes)
