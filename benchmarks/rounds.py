@@ -66,7 +66,7 @@ def beta(
     for seed in seeds:
         for r in rounds:
             key = f"beta/y{y_o}/{budget}/R{r}/seed{seed}" + (f"/margin{margin:g}" if margin != 1 and r > 1 else "")
-            key += f"/epochs{epochs}" if epochs else ""
+            key += f"/epochs{epochs}" if epochs else ("/epochs-default" if r > 1 else "")
             if key in data["runs"]:
                 continue
             t0 = time.perf_counter()
@@ -120,13 +120,15 @@ def figure(data: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     amortized = _load(RESULTS / "sbibm.json")["runs"]
+    if path == RESULTS / "rounds.json":  # the beta runs kept in a file of their own join the figure
+        data = {**data, "runs": {**_load(RESULTS / "rounds_beta_epochs.json")["runs"], **data["runs"]}}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     ax = axes[0]
     series: dict[str, dict[int, list[float]]] = {}  # variant -> rounds -> KL over seeds
     for k, v in data["runs"].items():
         if k.startswith("beta/"):
             parts = k.split("/")
-            variant = "/".join(parts[5:]) or "default epochs"
+            variant = "/".join(parts[5:]) or "4,000 epochs (the recipe)"
             series.setdefault(variant, {}).setdefault(int(parts[3][1:]), []).append(v["kl"])
     all_r = sorted({r for runs in series.values() for r in runs})
     for j, (variant, runs) in enumerate(sorted(series.items())):
@@ -136,7 +138,9 @@ def figure(data: dict, path: Path) -> None:
             ax.semilogy([r] * len(runs[r]), runs[r], ".", color=f"C{j}", alpha=0.5)
     if series:
         ax.axhline(0.002, color="red", ls=":", label="target 0.002")
+        ax.set_xscale("log", base=2)
         ax.set_xticks(all_r, [("amortized" if r == 1 else f"{r} rounds") for r in all_r])
+        ax.minorticks_off()
         ax.set_ylabel("KL(p‖q) at y_o = 95")
         ax.set_title("beta task, 10^6 simulations in all (dots: seeds)")
         ax.legend(fontsize=7)
@@ -165,6 +169,27 @@ def figure(data: dict, path: Path) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path.with_suffix(".png"), dpi=110)
+
+
+def table(data: dict) -> str:
+    """Markdown: per sbibm task, TSNPE's C2ST per observation and mean, mdnjax amortized on the same
+    observations (10^5, ``results/sbibm.json``) and the published SNPE mean over 1-10."""
+    amortized = _load(RESULTS / "sbibm.json")["runs"]
+    lines = [
+        "| task | observations | TSNPE, mdnjax (mean) | amortized, mdnjax, same obs | SNPE, published (1–10) |",
+        "|---|---|---|---|---|",
+    ]
+    for name in sorted({k.split("/")[0] for k in data["runs"] if not k.startswith("beta/")}):
+        runs = {int(k.rsplit("obs", 1)[1]): v for k, v in data["runs"].items() if k.startswith(name + "/")}
+        obs = sorted(i for i, v in runs.items() if v["c2st"] is not None)
+        ours = [runs[i]["c2st"] for i in obs]
+        amort = amortized.get(f"{name}/100000", {}).get("c2st", {})
+        same = [amort[str(i)] for i in obs if str(i) in amort]
+        shown = ", ".join(f"{i}: {c:.3f}" for i, c in zip(obs, ours))
+        published = PUBLISHED_SNPE.get(name, float("nan"))
+        same_mean = f"{np.mean(same):.3f}" if same else "–"
+        lines.append(f"| {name} | {len(obs)} | {np.mean(ours):.3f} ({shown}) | {same_mean} | {published:.3f} |")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -199,6 +224,7 @@ def main(argv=None) -> int:
         if args.sbibm:
             on_sbibm(data, path, args.sbibm, args.obs, args.sbibm_rounds, args.per_round)
     figure(data, path)
+    print(table(data))
     print(f"wrote {path} and {path.with_suffix('.png')}")
     return 0
 
