@@ -166,9 +166,10 @@ def _widened_rejection(task, post, params, tau, n, key, rng):
         key, sub = jax.random.split(key)
         theta = draw_q(post, wide, sub, PILOT)
         proposals += PILOT
-        inside = (log_q(post, params, theta) >= tau) & np.isfinite(log_q(post, wide, theta))
-        theta = theta[inside]
-        log_w = np.asarray(_user(task, "log_prior", task.log_prior, theta), np.float64) - log_q(post, wide, theta)
+        log_g = log_q(post, wide, theta)  # the proposal's density, once per draw
+        inside = (log_q(post, params, theta) >= tau) & np.isfinite(log_g)
+        theta, log_g = theta[inside], log_g[inside]
+        log_w = np.asarray(_user(task, "log_prior", task.log_prior, theta), np.float64) - log_g
         ok = np.isfinite(log_w)
         theta, log_w = theta[ok], log_w[ok]
         if log_m is None:  # the envelope from the pilot, with room to spare
