@@ -15,7 +15,7 @@ import pytest
 from scipy import stats
 
 import mdnjax
-from mdnjax.train import rounds
+from mdnjax.train import rounds, truncation
 
 BETA_CONFIG = {"samples": 20_000, "epochs": 300, "seed": 3}
 
@@ -42,26 +42,26 @@ def _log_q_float64(post, y_o, theta):
 def test_truncation_keeps_exactly_the_draws_above_the_threshold(beta_post):
     post, task = beta_post
     params = post.mixture(30)
-    tau = rounds.threshold(post, params, jax.random.key(0), epsilon=1e-3)
-    theta = task.sample_prior(np.random.default_rng(1), rounds.PILOT)
+    tau = truncation.threshold(post, params, jax.random.key(0), epsilon=1e-3)
+    theta = task.sample_prior(np.random.default_rng(1), truncation.PILOT)
     direct = _log_q_float64(post, 30, theta)
-    kept, proposals, found = rounds._prior_rejection(task, post, params, tau, 1000, np.random.default_rng(1), 0.99)
-    assert kept is None and proposals == rounds.PILOT  # below the floor: stopped after the first batch
-    ours = rounds.log_q(post, params, theta)
+    kept, proposals, found = truncation._prior_rejection(task, post, params, tau, 1000, np.random.default_rng(1), 0.99)
+    assert kept is None and proposals == truncation.PILOT  # below the floor: stopped after the first batch
+    ours = truncation.log_q(post, params, theta)
     clear = np.abs(direct - tau) > 1e-3  # float32 against float64 near τ
     assert clear.mean() > 0.99
     np.testing.assert_allclose(ours[np.isfinite(direct)], direct[np.isfinite(direct)], atol=2e-3)
     assert found == int(np.sum(ours >= tau))
     assert np.array_equal((ours >= tau)[clear], (direct >= tau)[clear])
-    assert 0 < found < rounds.PILOT
+    assert 0 < found < truncation.PILOT
 
 
 def test_threshold_leaves_epsilon_of_q_outside(beta_post):
     post, _ = beta_post
     params = post.mixture(40)
-    tau = rounds.threshold(post, params, jax.random.key(1), epsilon=0.1, draws=50_000)
-    fresh = rounds.draw_q(post, params, jax.random.key(2), 50_000)
-    outside = float(np.mean(rounds.log_q(post, params, fresh) < tau))
+    tau = truncation.threshold(post, params, jax.random.key(1), epsilon=0.1, draws=50_000)
+    fresh = truncation.draw_q(post, params, jax.random.key(2), 50_000)
+    outside = float(np.mean(truncation.log_q(post, params, fresh) < tau))
     assert abs(outside - 0.1) < 4 * math.sqrt(0.1 * 0.9 / 50_000) + 0.004  # binomial sd + the estimate's own
 
 
@@ -70,12 +70,12 @@ def test_widened_fallback_draws_the_truncated_prior(beta_post):
     the region (two-sample KS against plain rejection)."""
     post, task = beta_post
     params = post.mixture(30)
-    tau = rounds.threshold(post, params, jax.random.key(3))
+    tau = truncation.threshold(post, params, jax.random.key(3))
     n = 20_000
-    theta, _, info = rounds.propose(task, post, 30, n, np.random.default_rng(4), jax.random.key(3), floor=0.9)
+    theta, _, info = truncation.propose(task, post, 30, n, np.random.default_rng(4), jax.random.key(3), floor=0.9)
     assert info["method"] == "widened q" and theta.shape == (n,)
-    assert np.all(rounds.log_q(post, params, theta) >= info["threshold"] - 1e-6)
-    plain, _, _ = rounds._prior_rejection(task, post, params, tau, n, np.random.default_rng(6), 1e-9)
+    assert np.all(truncation.log_q(post, params, theta) >= info["threshold"] - 1e-6)
+    plain, _, _ = truncation._prior_rejection(task, post, params, tau, n, np.random.default_rng(6), 1e-9)
     assert stats.ks_2samp(theta, plain).pvalue > 1e-3
 
 
@@ -88,16 +88,16 @@ def test_below_the_floor_without_log_prior_stops_in_one_line(beta_post):
         sample_prior=beta.sample_prior,
         simulate_at=beta.simulate_at,
     )
-    with pytest.raises(rounds.RoundError, match="no log_prior for the widened-q fallback"):
-        rounds.propose(task, post, 95, 1000, np.random.default_rng(0), jax.random.key(0), floor=0.5)
+    with pytest.raises(truncation.RoundError, match="no log_prior for the widened-q fallback"):
+        truncation.propose(task, post, 95, 1000, np.random.default_rng(0), jax.random.key(0), floor=0.5)
 
 
 def test_a_joint_only_task_keeps_joint_draws_in_the_region(beta_post):
     post, beta = beta_post
     task = mdnjax.Task("joint", beta.simulate, support=[(0.0, 1.0)])
-    theta, y, info = rounds.propose(task, post, 70, 2000, np.random.default_rng(0), jax.random.key(0), floor=1e-4)
+    theta, y, info = truncation.propose(task, post, 70, 2000, np.random.default_rng(0), jax.random.key(0), floor=1e-4)
     assert info["method"] == "joint rejection" and theta.shape == y.shape == (2000,)
-    assert np.all(rounds.log_q(post, post.mixture(70), theta) >= info["threshold"])
+    assert np.all(truncation.log_q(post, post.mixture(70), theta) >= info["threshold"])
     assert info["proposals"] > 2000
 
 

@@ -11,11 +11,12 @@ an interrupted run exits 130 after saving its checkpoint.
 * ``flags``: the parser and flags → task + ``Config``.
 * ``console``: progress, warnings and errors as the user sees them.
 * ``rundir``: a run folder's life (claim, record, resume).
-* ``train``, ``calibrate``: the two commands; ``report``: the report after training, and again.
+* ``train``, ``calibrate``: the two commands; ``report``: the report after training; ``rebuild``:
+  ``report RUN``, the report of a saved run again.
 """
 
 from mdnjax.cli.calibrate import calibrate_main
-from mdnjax.cli.report import report_main
+from mdnjax.cli.rebuild import report_main
 from mdnjax.cli.train import main
 
 __all__ = ["calibrate_main", "main", "report_main"]

@@ -332,3 +332,38 @@ def check_plot_y(task, plot_y, flag: str = "--plot-y") -> None:
         raise UsageError(
             f"--observed is one observation: {width} number(s) for the {task.name} task, got {len(plot_y)}"
         )
+
+
+def round_settings(args: dict, record: dict | None = None) -> dict:
+    """The rounds' settings from the flags (a new run) or the run record, ``--rounds`` updated."""
+    from mdnjax.train import rounds as rounds_lib
+
+    if record is not None and "rounds" in record:
+        s = dict(record["rounds"])
+        if "rounds" in args:
+            if args["rounds"] <= len(done_records(record)):
+                raise UsageError(f"--rounds {args['rounds']}: the run has done {len(done_records(record))} rounds")
+            s["rounds"] = args["rounds"]
+        return s
+    if not args.get("observed"):
+        raise UsageError("--rounds needs --observed Y: the observation the rounds spend their simulations on")
+    rounds = args["rounds"]
+    if rounds < 1:
+        raise UsageError(f"--rounds must be >= 1, got {rounds}")
+    for flag in ("coordinator", "num_processes", "process_id"):
+        if flag in args:
+            raise UsageError(f"--rounds runs in one process: {flag_name(flag)} does not apply")
+    epsilon = args.get("epsilon", rounds_lib.EPSILON)
+    if not 0 < epsilon < 1:
+        raise UsageError(f"--epsilon must lie strictly between 0 and 1, got {epsilon}")
+    floor = args.get("floor", rounds_lib.FLOOR)
+    if not 0 < floor < 1:
+        raise UsageError(f"--floor must lie strictly between 0 and 1, got {floor}")
+    per_round = args.get("round_samples")
+    if per_round is not None and per_round < 2:
+        raise UsageError(f"--round-samples must be >= 2, got {per_round}")
+    return {"rounds": rounds, "per_round": per_round, "epsilon": epsilon, "floor": floor}
+
+
+def done_records(record: dict) -> list:
+    return record.get("rounds_done", [])

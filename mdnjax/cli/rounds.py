@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 
 from mdnjax.cli.console import Printer, user_error, warning_printer
-from mdnjax.cli.flags import UsageError, flag_name, with_flag
+from mdnjax.cli.flags import UsageError, done_records, flag_name, round_settings, with_flag
 
 ROUNDS = "rounds"
 ROUND_RECORD = "round.json"
@@ -55,41 +55,6 @@ def pooled_task(out: Path, record: dict, task, config):
         raise UsageError(f"{out}: no round finished")
     thetas, ys = [t for t, _, _ in finished], [y for _, y, _ in finished]
     return rounds_lib.pooled_task(task, config, *rounds_lib.pooled(thetas, ys, config.seed))
-
-
-def settings(args: dict, record: dict | None = None) -> dict:
-    """The rounds' settings from the flags (a new run) or the run record, ``--rounds`` updated."""
-    from mdnjax.train import rounds as rounds_lib
-
-    if record is not None and "rounds" in record:
-        s = dict(record["rounds"])
-        if "rounds" in args:
-            if args["rounds"] <= len(done_records(record)):
-                raise UsageError(f"--rounds {args['rounds']}: the run has done {len(done_records(record))} rounds")
-            s["rounds"] = args["rounds"]
-        return s
-    if not args.get("observed"):
-        raise UsageError("--rounds needs --observed Y: the observation the rounds spend their simulations on")
-    rounds = args["rounds"]
-    if rounds < 1:
-        raise UsageError(f"--rounds must be >= 1, got {rounds}")
-    for flag in ("coordinator", "num_processes", "process_id"):
-        if flag in args:
-            raise UsageError(f"--rounds runs in one process: {flag_name(flag)} does not apply")
-    epsilon = args.get("epsilon", rounds_lib.EPSILON)
-    if not 0 < epsilon < 1:
-        raise UsageError(f"--epsilon must lie strictly between 0 and 1, got {epsilon}")
-    floor = args.get("floor", rounds_lib.FLOOR)
-    if not 0 < floor < 1:
-        raise UsageError(f"--floor must lie strictly between 0 and 1, got {floor}")
-    per_round = args.get("round_samples")
-    if per_round is not None and per_round < 2:
-        raise UsageError(f"--round-samples must be >= 2, got {per_round}")
-    return {"rounds": rounds, "per_round": per_round, "epsilon": epsilon, "floor": floor}
-
-
-def done_records(record: dict) -> list:
-    return record.get("rounds_done", [])
 
 
 def observed_of(task, options: dict):
@@ -251,7 +216,7 @@ def resume_setup(args: dict, record: dict, out: Path):
             f"--resume continues a run of rounds with its own settings: {' '.join(flag_name(k) for k in others)} "
             "cannot be changed (only --rounds)"
         )
-    record["rounds"] = settings(args, record)
+    record["rounds"] = round_settings(args, record)
     if len(done_records(record)) >= record["rounds"]["rounds"]:
         raise UsageError(
             f"--resume {out}: the run already did its {record['rounds']['rounds']} rounds; "

@@ -126,15 +126,14 @@ def run_task(out: Path, record: dict):
 
 def _rounds(args: dict) -> dict | None:
     """The rounds' settings of a new run (``--rounds``), None without it."""
-    from mdnjax.cli.flags import ROUND_FLAGS
-    from mdnjax.cli.rounds import settings
+    from mdnjax.cli.flags import ROUND_FLAGS, round_settings
 
     if "rounds" not in args:
         given = [flag_name(k) for k in ROUND_FLAGS if k in args]
         if given:
             raise UsageError(f"{' '.join(given)} set(s) sequential rounds: add --rounds R")
         return None
-    return settings(args)
+    return round_settings(args)
 
 
 def _numpy(tree):
