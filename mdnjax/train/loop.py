@@ -100,6 +100,43 @@ def make_step(loss: Callable, opt: optax.GradientTransformation) -> Callable:
     return step
 
 
+def flattened(tree, params):
+    """``tree`` with ``params`` and every subtree shaped like them (Adam's moments, the best
+    parameters) as one flat vector each, for the inside of a compiled step.
+
+    The optimiser's arithmetic is elementwise, so on one vector it is a few kernels instead of a
+    few per layer: XLA:CPU compiles the per-sample pass about 1.8× faster and runs it 15–30% faster
+    (64-64 backbone, K = 8, D = 2 and D = 5 with M = 100; ``benchmarks/gpu_probe.py`` times the
+    pass). State in and out keeps its tree (checkpoints are unchanged).
+
+    Returns:
+        (flat_tree, unravel, back): ``unravel`` maps a flat vector to a tree like ``params`` (for
+        the loss); ``back`` maps a tree shaped like ``flat_tree`` to one shaped like ``tree``.
+
+    Example:
+        >>> params = {"a": jnp.ones(2), "b": jnp.zeros((1, 2))}
+        >>> flat, unravel, back = flattened((params, 3), params)
+        >>> flat[0].shape, back(flat)[0]["b"].shape
+        ((4,), (1, 2))
+    """
+    from jax.flatten_util import ravel_pytree
+
+    _, unravel = ravel_pytree(params)
+    shape = jax.tree_util.tree_structure(params)
+
+    def like_params(node):
+        return jax.tree_util.tree_structure(node) == shape
+
+    def down(node):
+        return ravel_pytree(node)[0] if like_params(node) else node
+
+    def up(node, flat):
+        return unravel(flat) if like_params(node) else flat
+
+    flat_tree = jax.tree_util.tree_map(down, tree, is_leaf=like_params)
+    return flat_tree, unravel, lambda new: jax.tree_util.tree_map(up, tree, new, is_leaf=like_params)
+
+
 def _select(pred, new, old):
     return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), new, old)
 

@@ -39,7 +39,7 @@ from mdnjax.config import Config, ConfigError
 from mdnjax.embeddings import Embedding
 from mdnjax.posterior import Posterior, PosteriorSpec
 from mdnjax.simulation import summarize_warnings
-from mdnjax.train.loop import Progress
+from mdnjax.train.loop import Progress, flattened
 
 CLIP = 5.0  # the global gradient norm Adam's steps are clipped to
 
@@ -169,16 +169,27 @@ def make_pass(graphdef, opt, batch: int, steps: int, plateau: int = 0) -> Callab
     """``run(state, pairs, key) -> (state, (train_loss, val_loss))``: one pass of ``steps``
     minibatches in a ``lax.scan``, then the validation loss and the best-parameters bookkeeping;
     ``plateau`` > 0 halves the step size after every ``plateau`` passes without improvement."""
-    loss = functools.partial(_loss, graphdef=graphdef)
 
     @functools.partial(jax.jit, donate_argnums=0)
     def run(state: SampleState, pairs: Pairs, key):
+        flat, loss, back = flat_state(state, graphdef)
         idx = batches.indices(key, state.epoch, pairs.x.shape[0], batch, steps)
-        params, opt_state, skipped, values = scan_steps(loss, opt, state, pairs.x, pairs.theta, idx)
-        val = _loss(params, pairs.val_x, pairs.val_theta, graphdef=graphdef)
-        return close_pass(state, params, opt_state, skipped, val, plateau), (jnp.nanmean(values), val)
+        params, opt_state, skipped, values = scan_steps(loss, opt, flat, pairs.x, pairs.theta, idx)
+        val = loss(params, pairs.val_x, pairs.val_theta)
+        return back(close_pass(flat, params, opt_state, skipped, val, plateau)), (jnp.nanmean(values), val)
 
     return run
+
+
+def flat_state(state: SampleState, graphdef):
+    """Inside a compiled pass: the state with its parameters and Adam's moments as flat vectors
+    (``loop.flattened``), the loss of flat parameters, and the map back to the state's trees."""
+    flat, unravel, back = flattened(state, state.params)
+
+    def loss(params, x, theta):
+        return _loss(unravel(params), x, theta, graphdef=graphdef)
+
+    return flat, loss, back
 
 
 def _loss(params, x, theta, *, graphdef):

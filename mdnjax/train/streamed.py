@@ -144,14 +144,14 @@ def _moments(task, lo: int, hi: int, chunk: int, space: str, allow_nan: bool):
 def make_chunk(graphdef, opt, batch: int, steps: int):
     """``run(state, x, theta, key) -> (state, summed loss, finite steps)``: the steps over one
     chunk's minibatches (a permutation of its rows from ``key``)."""
-    loss = functools.partial(minibatch._loss, graphdef=graphdef)
 
     @functools.partial(jax.jit, donate_argnums=0)
     def run(state, x, theta, key):
+        flat, loss, back = minibatch.flat_state(state, graphdef)
         idx = batches.indices(key, state.epoch, x.shape[0], batch, steps)
-        params, opt_state, skipped, values = minibatch.scan_steps(loss, opt, state, x, theta, idx)
-        state = state._replace(params=params, opt_state=opt_state, skipped=skipped)
-        return state, jnp.nansum(values), jnp.sum(jnp.isfinite(values))
+        params, opt_state, skipped, values = minibatch.scan_steps(loss, opt, flat, x, theta, idx)
+        flat = flat._replace(params=params, opt_state=opt_state, skipped=skipped)
+        return back(flat), jnp.nansum(values), jnp.sum(jnp.isfinite(values))
 
     return run
 
@@ -159,8 +159,9 @@ def make_chunk(graphdef, opt, batch: int, steps: int):
 def make_close(graphdef, plateau: int):
     @jax.jit
     def close(state, val_x, val_theta):
-        val = minibatch._loss(state.params, val_x, val_theta, graphdef=graphdef)
-        return minibatch.close_pass(state, state.params, state.opt_state, state.skipped, val, plateau), val
+        flat, loss, back = minibatch.flat_state(state, graphdef)
+        val = loss(flat.params, val_x, val_theta)
+        return back(minibatch.close_pass(flat, flat.params, flat.opt_state, flat.skipped, val, plateau)), val
 
     return close
 
