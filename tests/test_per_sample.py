@@ -15,7 +15,7 @@ from flax import nnx
 from scipy import special, stats
 
 import mdnjax
-from mdnjax import batches, embeddings, layout, mixture, model, objective, simulation, tasks
+from mdnjax import batches, cli, embeddings, layout, mixture, model, objective, simulation, tasks
 from mdnjax.config import Config, ConfigError
 from mdnjax.data import Data
 from mdnjax.train import minibatch
@@ -299,32 +299,14 @@ TASK = mdnjax.Task("float-y", simulate, support=[(-np.inf, np.inf)] * 2)
 """
 
 
-def test_a_float_y_task_file_trains_through_the_command_and_loads_in_a_fresh_process(tmp_path):
+def test_a_float_y_task_file_trains_through_the_command_and_loads_in_a_fresh_process(tmp_path, capsys):
+    """The command (in this process) trains a float-y task file and resumes it; a fresh process
+    that never imported the task loads the posterior and samples."""
     (tmp_path / "ftask.py").write_text(TASK_FILE)
     out = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "mdnjax.train",
-        "--task",
-        f"{tmp_path / 'ftask.py'}:TASK",
-        "--samples",
-        "3000",
-        "--epochs",
-        "4",
-        "--hidden",
-        "16",
-        "--components",
-        "3",
-        "--observed",
-        "0.5",
-        "-0.25",
-        "--out",
-        str(out),
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert "layout=per-sample (continuous observations" in done.stdout
+    argv = ["--task", f"{tmp_path / 'ftask.py'}:TASK", "--samples", "3000", "--epochs", "4", "--hidden", "16"]
+    assert cli.main([*argv, "--components", "3", "--observed", "0.5", "-0.25", "--out", str(out)]) == 0
+    assert "layout=per-sample (continuous observations" in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["layout"]["layout"] == "per-sample" and len(metrics["validation_loss"]) == 4
     assert metrics["observations"][0]["y"] == [0.5, -0.25]
@@ -338,13 +320,7 @@ def test_a_float_y_task_file_trains_through_the_command_and_loads_in_a_fresh_pro
     shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd="/")
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.split() == ["continuous", "(5,", "2)"]
-    again = subprocess.run(
-        [sys.executable, "-m", "mdnjax.train", "--resume", str(out), "--epochs", "6"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert again.returncode == 0, again.stderr
+    assert cli.main(["--resume", str(out), "--epochs", "6"]) == 0
     assert len(json.loads((out / "metrics.json").read_text())["validation_loss"]) == 6
 
 

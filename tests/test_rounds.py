@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -15,6 +14,7 @@ import pytest
 from scipy import stats
 
 import mdnjax
+from mdnjax import cli
 from mdnjax.train import rounds, truncation
 
 BETA_CONFIG = {"samples": 20_000, "epochs": 300, "seed": 3}
@@ -167,27 +167,36 @@ def test_continuous_rounds_resume_exactly_where_they_stopped():
     assert abs(mean - 0.8 * 2.5) < 0.1  # the closed form, loosely: 15 passes of 9,000 pairs
 
 
-def _cli(*args, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "mdnjax.train", *args], capture_output=True, text=True, cwd=cwd, timeout=600
-    )
+class _Ran(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
 
 
-def test_cli_rounds_write_each_round_and_resume_for_more(tmp_path):
+def _cli(capsys, *args):
+    """``python -m mdnjax.train ARGS`` in this process (the real command's process is tested in
+    test_cli.py): exit code and what it printed."""
+    capsys.readouterr()
+    code = cli.main(list(args))
+    printed = capsys.readouterr()
+    return _Ran(code, printed.out, printed.err)
+
+
+def test_cli_rounds_write_each_round_and_resume_for_more(tmp_path, capsys):
     out = tmp_path / "run"
     small = ["--prior", "beta", "--observed", "90", "--samples", "8000", "--epochs", "40", "--no-plots"]
-    first = _cli(*small, "--rounds", "2", "--out", str(out))
+    first = _cli(capsys, *small, "--rounds", "2", "--out", str(out))
     assert first.returncode == 0, first.stderr
     assert "round 2: 4,000 simulations (truncated prior, acceptance" in first.stdout
     rec = json.loads((out / "rounds.json").read_text())
     assert [r["round"] for r in rec["rounds"]] == [1, 2] and rec["observed"] == 90
     one = (out / "rounds" / "01" / "shards" / "00000.theta.npy").read_bytes()
-    again = _cli("--resume", str(out), "--rounds", "3")
+    again = _cli(capsys, "--resume", str(out), "--rounds", "3")
     assert again.returncode == 0, again.stderr
     assert (out / "rounds" / "03" / "round.json").is_file()
     assert (out / "rounds" / "01" / "shards" / "00000.theta.npy").read_bytes() == one
     assert json.loads((out / "metrics.json").read_text())["observed"]["y"] == [90]
-    done = _cli("--resume", str(out))
+    done = _cli(capsys, "--resume", str(out))
     assert done.returncode == 2 and "already did its 3 rounds" in done.stderr and "Traceback" not in done.stderr
 
 
@@ -199,8 +208,8 @@ def test_cli_rounds_write_each_round_and_resume_for_more(tmp_path):
         (["--rounds", "2", "--observed", "30", "--epsilon", "2"], "--epsilon must lie strictly between 0 and 1"),
     ],
 )
-def test_cli_rounds_refuse_bad_flags_in_one_line(tmp_path, args, message):
-    res = _cli("--prior", "beta", "--samples", "1000", *args, "--out", str(tmp_path / "r"))
+def test_cli_rounds_refuse_bad_flags_in_one_line(tmp_path, capsys, args, message):
+    res = _cli(capsys, "--prior", "beta", "--samples", "1000", *args, "--out", str(tmp_path / "r"))
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "r").exists()
 
@@ -215,7 +224,7 @@ def test_round_one_may_come_from_stored_simulations():
     np.testing.assert_array_equal(out.theta, theta)
 
 
-def test_a_simulator_failing_in_a_later_round_keeps_the_rounds_done(tmp_path):
+def test_a_simulator_failing_in_a_later_round_keeps_the_rounds_done(tmp_path, capsys):
     """The user's simulate_at raises in round 2: one line naming it with the user's frames, exit 1,
     round 1 and the posterior it trained stay in the folder."""
     spec = tmp_path / "flaky.py"
@@ -229,7 +238,7 @@ def test_a_simulator_failing_in_a_later_round_keeps_the_rounds_done(tmp_path):
     )
     out = tmp_path / "run"
     args = ["--task", f"{spec}:TASK", "--observed", "60", "--rounds", "2", "--samples", "6000", "--epochs", "30"]
-    res = _cli(*args, "--no-plots", "--out", str(out))
+    res = _cli(capsys, *args, "--no-plots", "--out", str(out))
     assert res.returncode == 1, res.stderr
     assert "simulate_at" in res.stderr and "the cluster is down" in res.stderr and 'flaky.py", line' in res.stderr
     assert (out / "rounds" / "01" / "round.json").is_file() and (out / "posterior.npz").is_file()
