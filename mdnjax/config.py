@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-LAYOUTS = ("packed", "padded", "binned", "per-sample")  # what a run trains on ("auto" picks one)
+PER_SAMPLE_LAYOUT = "per-sample"  # every (θ, y) pair its own bucket, trained in minibatches
+LAYOUTS = ("packed", "padded", "binned", PER_SAMPLE_LAYOUT)  # what a run trains on ("auto" picks one)
 AUTO = "auto"
 WEIGHTINGS = ("per-y", "per-sample")
 SCHEDULES = ("constant", "cosine", "plateau")  # plateau: the per-sample layout's step size halved on plateaus
@@ -204,6 +205,11 @@ class Config:
     embedding: Any = None
     memory_budget: float | None = None
 
+    @property
+    def per_sample(self) -> bool:
+        """Whether the run trains on single pairs in minibatches (the per-sample layout)."""
+        return self.layout == PER_SAMPLE_LAYOUT
+
     def resolve(self, task=None) -> Config:
         """A validated copy with every ``None`` training setting filled from the recipe and the task.
 
@@ -212,7 +218,7 @@ class Config:
         """
         recipe = dict(RECIPES[_choice("recipe", self.recipe, RECIPES)])
         recipe.update(getattr(task, "recommended", {}).get(self.recipe, {}))
-        if self.layout == "per-sample":
+        if self.per_sample:
             recipe = dict(PER_SAMPLE)
         pick = lambda name: recipe[name] if getattr(self, name) is None else getattr(self, name)  # noqa: E731
         hidden = pick("hidden")

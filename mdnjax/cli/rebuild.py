@@ -74,7 +74,7 @@ def _saved_run(out: Path):
         Printer.stage(f"{again} {config.samples:,} training draws again (seed {config.seed}; no training)")
         sessions = record.get("sessions", [])
         timings = dict(sessions[-1].get("timings", {})) if sessions else {}
-        if config.layout == "per-sample":
+        if config.per_sample:
             from mdnjax import report_sample
 
             result = report_sample.rebuilt(task, config, post, state, extra["losses"], timings, choice)

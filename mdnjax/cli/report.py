@@ -32,7 +32,7 @@ def write_report(prog: str, t_start: float, out: Path, record: dict, task, confi
 
     options = record["options"]
     config = result.config  # the layout trained on ("auto" decided)
-    if config.layout == "per-sample":
+    if config.per_sample:
         return _write_sample_report(prog, t_start, out, record, task, result)
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:

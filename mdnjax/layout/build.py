@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mdnjax import parallel, sources
-from mdnjax.config import LAYOUTS, Config, ConfigError
+from mdnjax.config import LAYOUTS, PER_SAMPLE_LAYOUT, Config, ConfigError
 from mdnjax.layout import binned, rows
 from mdnjax.layout.codebook import Codebook
 from mdnjax.layout.device import BLOCK, spare_rows
@@ -43,7 +43,7 @@ class Plan(NamedTuple):
 
 def plan(name: str) -> Plan:
     """The ``Plan`` of a bucketed layout's name (one of ``config.LAYOUTS`` but ``"per-sample"``)."""
-    if name not in LAYOUTS or name == "per-sample":
+    if name not in LAYOUTS or name == PER_SAMPLE_LAYOUT:
         raise ConfigError(f"unknown layout {name!r}: choose one of {', '.join(LAYOUTS)}", "layout")
     padded, is_binned = name == "padded", name == "binned"
     # the padded reference runs on one device; the binned layout is tiny: replicated, not split

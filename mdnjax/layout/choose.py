@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mdnjax import sources
-from mdnjax.config import AUTO, MAX_BINNED_DIM, Config
+from mdnjax.config import AUTO, MAX_BINNED_DIM, PER_SAMPLE_LAYOUT, Config
 from mdnjax.simulation import draw, observation_kind
 
 REPEAT = 10  # samples per bucket from which a y counts as repeating
@@ -59,7 +59,8 @@ def choose(task, config: Config) -> Choice:
     if config.layout != AUTO:
         return Choice(config.layout, f"layout {config.layout} asked for", MIN_COUNT, None)
     if observation_kind(task, config.seed) == "continuous":
-        return Choice("per-sample", "continuous observations never repeat: each (θ, y) pair is its own bucket", 1, None)
+        reason = "continuous observations never repeat: each (θ, y) pair is its own bucket"
+        return Choice(PER_SAMPLE_LAYOUT, reason, 1, None)
     n = config.samples
     pilot = int(min(n, max(PILOT_MIN, min(PILOT_MAX, n // 10))))
     if sources.stored(task) is not None:  # stored rows are in random order: the first ones are a pilot
@@ -77,4 +78,5 @@ def choose(task, config: Config) -> Choice:
     )
     if share >= AUTO_SHARE:
         return Choice(bucketed, f"observations repeat: {seen}", 1, share, dense)
-    return Choice("per-sample", f"observations rarely repeat: {seen}, below {100 * AUTO_SHARE:.0f}%", 1, share, dense)
+    reason = f"observations rarely repeat: {seen}, below {100 * AUTO_SHARE:.0f}%"
+    return Choice(PER_SAMPLE_LAYOUT, reason, 1, share, dense)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mdnjax import kernels, layout, model, objective, parallel, sources, tasks
-from mdnjax.config import Config, ConfigError
+from mdnjax.config import AUTO, Config, ConfigError
 from mdnjax.posterior import Posterior, PosteriorSpec
 from mdnjax.train.loop import Progress, TrainState, make_run_epochs, make_step, optimizer, state_of, train
 
@@ -105,7 +105,7 @@ def fit(
     """
     task = resolve_task(task)
     config = Config.of(config)
-    if config.layout == "auto":  # this path's own choice: binned (packed above MAX_BINNED_DIM parameters)
+    if config.layout == AUTO:  # this path's own choice: binned (packed above MAX_BINNED_DIM parameters)
         config = dataclasses.replace(config, layout="binned")
     config = config.resolve(task)
     how = layout.plan(config.layout)

@@ -35,7 +35,7 @@ import numpy as np
 import optax
 
 from mdnjax import batches, model, objective, parallel, sources
-from mdnjax.config import Config, ConfigError
+from mdnjax.config import PER_SAMPLE_LAYOUT, Config, ConfigError
 from mdnjax.embeddings import Embedding
 from mdnjax.posterior import Posterior, PosteriorSpec
 from mdnjax.simulation import summarize_warnings
@@ -222,7 +222,7 @@ def fit(
     own space, (n,) or (n, D); y (n,) or (n, M)). ``history`` is the (passes, 2) training and
     validation losses of the passes ``init_state`` trained, as ``on_checkpoint`` gets them."""
     config = Config.of(config)
-    config = dataclasses.replace(config, layout="per-sample").resolve(task)
+    config = dataclasses.replace(config, layout=PER_SAMPLE_LAYOUT).resolve(task)
     stage = on_stage or (lambda text: None)
     report: dict = {"samples": config.samples, "moved_to_interior": 0, "warnings": []}
     timings: dict = {}

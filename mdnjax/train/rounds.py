@@ -178,7 +178,7 @@ def fit_rounds(
         stage(f"round {r + 1}/{rounds}: training on {len(pooled[0]):,} simulations")
         stored, settings = pooled_task(task, config, *pooled)
         checked, choice = run.chosen(stored, settings)
-        if config.epochs is None and checked.layout != "per-sample":  # see ROUND_EPOCHS
+        if config.epochs is None and not checked.per_sample:  # see ROUND_EPOCHS
             settings = dataclasses.replace(settings, epochs=ROUND_EPOCHS * checked.epochs)
         result = run.fit(stored, settings, choice=choice, **options)
         if getattr(result, "stopped_at", None) is not None:  # should_stop: this round is not done

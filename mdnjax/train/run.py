@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from mdnjax import datasets, layout, simulation, sources
-from mdnjax.config import Config
+from mdnjax.config import AUTO, PER_SAMPLE_LAYOUT, Config
 from mdnjax.train import bucketed, loop, minibatch, streamed
 
 
@@ -83,14 +83,14 @@ def fit(task, config: Config | dict | None = None, *, choice: layout.Choice | No
     raw = Config.of(config)
     if options.get("buckets") is not None:
         checked, choice = raw.resolve(task), None
-    elif options.get("pairs") is not None and raw.layout in ("auto", "per-sample"):
-        choice = layout.Choice("per-sample", "pairs given", 1, None)
-        checked = dataclasses.replace(raw, layout="per-sample").resolve(task)
+    elif options.get("pairs") is not None and (raw.layout == AUTO or raw.per_sample):
+        choice = layout.Choice(PER_SAMPLE_LAYOUT, "pairs given", 1, None)
+        checked = dataclasses.replace(raw, layout=PER_SAMPLE_LAYOUT).resolve(task)
     elif choice is None:
         checked, choice = chosen(task, raw)
     else:
         checked = dataclasses.replace(raw, layout=choice.layout).resolve(task)
-    if checked.layout == "per-sample":
+    if checked.per_sample:
         options.pop("buckets", None)
         if options.get("pairs") is None and streamed.needed(task, checked):
             return streamed.fit(task, checked, choice=choice, **options)
@@ -115,7 +115,7 @@ def state_template(task, config: Config, inputs: int | None = None):
     if inputs is None:
         shape = simulation.observation_shape(task, config.seed) or ()
         inputs = shape[0] if shape else 1
-    if config.layout == "per-sample":
+    if config.per_sample:
         shapes = jax.eval_shape(lambda: minibatch.template(task, config, inputs))
     else:
         shapes = jax.eval_shape(lambda: loop.initial_state(config, len(task.support), inputs))
