@@ -37,6 +37,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+JAX_BLOCK = 8192  # draws per call of a JAX simulator: one compiled shape for every n
+
 
 class Bound(NamedTuple):
     """The support (low, high) of one parameter; ``-inf``/``inf`` for an open side.
@@ -177,7 +179,7 @@ class Task:
         y_range: optional (low, high) of the possible observations, inclusive.
         simulator: ``"numpy"`` (default: ``simulate(rng, n)`` with a ``np.random.Generator``; the
             fastest on CPU) or ``"jax"``: ``simulate(key, n)`` with ``jax.random``, jit-compiled
-            with n static (what runs fast on an accelerator).
+            with n static and called in blocks of ``JAX_BLOCK`` (what runs fast on an accelerator).
         y_kind: ``"counts"`` (integer y), ``"continuous"`` (float y, trained per sample) or None
             (default: integer or float, as the simulator returns).
         y_shape: the shape of one observation: ``()`` for a count, ``(M,)`` for M counts. Declared,
@@ -274,15 +276,22 @@ class Task:
     def simulate(self, rng: np.random.Generator, n: int):
         """Draws ``n`` pairs (θ, y) from the joint model, as NumPy arrays.
 
-        A ``"jax"`` simulator gets a key drawn from ``rng`` and runs under ``jax.jit``.
+        A ``"jax"`` simulator gets a key drawn from ``rng`` and runs under ``jax.jit`` in blocks of
+        ``JAX_BLOCK`` draws (block i with ``fold_in(key, i)``, the last one cut to n): one compiled
+        shape serves every n (the training draws, the layout's pilot, the held-out and reference
+        draws), where a shape per n would compile the simulator again for each.
         """
         if self.simulator == "jax":
             import jax
 
             if getattr(self, "_jitted", None) is None:
                 self._jitted = jax.jit(self._simulate, static_argnums=1)
-            theta, y = self._jitted(jax.random.key(int(rng.integers(2**32))), int(n))
-            return np.asarray(theta), np.asarray(y)
+            key = jax.random.key(int(rng.integers(2**32)))
+            blocks = [
+                self._jitted(jax.random.fold_in(key, i), JAX_BLOCK) for i in range(max(1, -(-int(n) // JAX_BLOCK)))
+            ]
+            theta, y = (np.concatenate([np.asarray(b[j]) for b in blocks])[: int(n)] for j in (0, 1))
+            return theta, y
         return self._simulate(rng, n)
 
     @property

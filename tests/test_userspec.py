@@ -165,6 +165,11 @@ def test_a_jax_key_simulator_is_jitted_and_seeded():
     theta, y = task.simulate(np.random.default_rng(0), 5000)
     t2, y2 = task.simulate(np.random.default_rng(0), 5000)
     assert isinstance(theta, np.ndarray) and np.array_equal(theta, t2) and np.array_equal(y, y2)
+    from mdnjax.testing.compiles import compilations
+
+    with compilations() as names:  # blocks of one shape: no n compiles the simulator again
+        shapes = [a.shape for n in (1, 9_000, 20_000) for a in task.simulate(np.random.default_rng(n), n)]
+    assert "jit(simulate)" not in names and shapes == [(1,), (1,), (9_000,), (9_000,), (20_000,), (20_000,)]
     res = mdnjax.fit(task, mdnjax.Config(samples=5000, epochs=20, log_every=20, holdout=0.0))
     assert np.all(np.isfinite(res.losses)) and res.report["buckets"]["distinct_y"] > 10
     with pytest.raises(ValueError, match="simulator"):
