@@ -105,9 +105,9 @@ def flattened(tree, params):
     parameters) as one flat vector each, for the inside of a compiled step.
 
     The optimiser's arithmetic is elementwise, so on one vector it is a few kernels instead of a
-    few per layer: XLA:CPU compiles the per-sample pass about 1.8× faster and runs it 15–30% faster
-    (64-64 backbone, K = 8, D = 2 and D = 5 with M = 100; ``benchmarks/gpu_probe.py`` times the
-    pass). State in and out keeps its tree (checkpoints are unchanged).
+    few per layer: XLA:CPU compiles the per-sample pass about 1.5–2× faster and runs it 10–30%
+    faster (``benchmarks/train_time.py``). State in and out keeps its tree (checkpoints are
+    unchanged). Parameters that are one array already are left as they are.
 
     Returns:
         (flat_tree, unravel, back): ``unravel`` maps a flat vector to a tree like ``params`` (for
@@ -123,6 +123,8 @@ def flattened(tree, params):
 
     _, unravel = ravel_pytree(params)
     shape = jax.tree_util.tree_structure(params)
+    if jax.tree_util.treedef_is_leaf(shape):
+        return tree, lambda flat: flat, lambda new: new
 
     def like_params(node):
         return jax.tree_util.tree_structure(node) == shape
