@@ -164,7 +164,10 @@ class SLCPDistractors(SLCP):
         k = rng.choice(g["probs"].size, size=n, p=g["probs"] / g["probs"].sum())
         z = rng.normal(size=(n, g["loc"].shape[1]))
         t = z / np.sqrt(rng.chisquare(g["df"][k]) / g["df"][k])[:, None]  # multivariate Student t
-        noise = g["loc"][k] + np.einsum("nij,nj->ni", g["scale_tril"][k], t)
+        noise = g["loc"][k]
+        for c in np.unique(k):  # by component: never an (n, 92, 92) stack of its factors
+            rows = k == c
+            noise[rows] += t[rows] @ g["scale_tril"][c].T
         return np.concatenate([data, noise], axis=1)[:, g["permutation"]]
 
 
