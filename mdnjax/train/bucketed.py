@@ -23,7 +23,17 @@ import numpy as np
 from mdnjax import kernels, layout, model, objective, parallel, sources, tasks
 from mdnjax.config import AUTO, Config, ConfigError
 from mdnjax.posterior import Posterior, PosteriorSpec
-from mdnjax.train.loop import Progress, TrainState, make_run_epochs, make_step, optimizer, state_of, train
+from mdnjax.train.loop import (
+    Progress,
+    TrainState,
+    kept,
+    make_run_epochs,
+    make_step,
+    optimizer,
+    optimizer_key,
+    state_of,
+    train,
+)
 
 
 class Result(NamedTuple):
@@ -45,6 +55,13 @@ def make_loss(config: Config, graphdef, dim: int = 1) -> Callable:
     """``loss(params, data)``: the objective with the layout's kernel."""
     kernel = kernels.select(reference=layout.plan(config.layout).reference, dim=dim)
     return lambda params, data: objective.loss(params, graphdef, data, kernel)
+
+
+def _program(layout_name: str, graphdef, dim: int, opt_key: tuple) -> Callable:
+    """The compiled epochs of one layout, network and optimiser (``loop.kept`` keeps it)."""
+    lr, schedule, epochs = opt_key
+    config = Config(layout=layout_name, lr=lr, schedule=schedule, epochs=epochs)
+    return make_run_epochs(make_step(make_loss(config, graphdef, dim), optimizer(config)))
 
 
 def input_width(y_values) -> int:
@@ -141,7 +158,7 @@ def fit(
     if start > config.epochs:
         raise ConfigError(f"the run already trained {start} epochs: ask for more than that", "epochs")
     state = jax.tree_util.tree_map(jnp.asarray, state)
-    run = make_run_epochs(make_step(make_loss(config, graphdef, dim), opt))
+    run = kept(_program, config.layout, graphdef, dim, optimizer_key(config))
     stage(f"compiling the training step ({b.num_y:,} y, {int(data.theta.size):,} slots)")
     if mesh is not None:
         data, state = parallel.shard(data, state, mesh)

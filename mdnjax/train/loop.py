@@ -72,6 +72,32 @@ def optimizer(config: Config) -> optax.GradientTransformation:
     return optax.adam(learning_rate(config))
 
 
+def optimizer_key(config: Config) -> tuple:
+    """What ``optimizer(config)`` depends on (a key for ``kept``)."""
+    return config.lr, config.schedule, config.epochs if config.schedule == "cosine" else None
+
+
+def kept(build: Callable, *key):
+    """``build(*key)``, kept for the process when ``key`` is hashable: a later fit with the same
+    network and training settings (another seed, more samples of the same shape, a resume in the
+    same session) runs the program the first one compiled, since ``jax.jit`` caches compiled
+    programs by function and shapes.
+
+    Example:
+        >>> kept(list, (1, 2)) is kept(list, (1, 2))
+        True
+    """
+    try:
+        return _kept(build, key)
+    except TypeError:  # an unhashable part (a user's module): built anew
+        return build(*key)
+
+
+@functools.lru_cache(maxsize=16)
+def _kept(build, key):
+    return build(*key)
+
+
 def state_of(params, opt: optax.GradientTransformation) -> TrainState:
     """The state before the first epoch of training ``params`` with ``opt``."""
     return TrainState(

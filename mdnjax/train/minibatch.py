@@ -39,7 +39,7 @@ from mdnjax.config import PER_SAMPLE_LAYOUT, Config, ConfigError
 from mdnjax.embeddings import Embedding
 from mdnjax.posterior import Posterior, PosteriorSpec
 from mdnjax.simulation import summarize_warnings
-from mdnjax.train.loop import Progress, flattened
+from mdnjax.train.loop import Progress, flattened, kept
 
 CLIP = 5.0  # the global gradient norm Adam's steps are clipped to
 
@@ -96,10 +96,17 @@ class Result(NamedTuple):
 
 
 def optimizer(config: Config, steps_per_pass: int) -> optax.GradientTransformation:
-    lr = config.lr
-    if config.schedule == "cosine":
-        lr = optax.cosine_decay_schedule(config.lr, config.epochs * steps_per_pass)
-    return optax.chain(optax.clip_by_global_norm(CLIP), optax.adam(lr))
+    return _optimizer(*optimizer_key(config, steps_per_pass))
+
+
+def optimizer_key(config: Config, steps_per_pass: int) -> tuple:
+    """What ``optimizer(config, steps_per_pass)`` depends on (a key for ``loop.kept``)."""
+    return config.lr, config.epochs * steps_per_pass if config.schedule == "cosine" else None
+
+
+def _optimizer(lr: float, decay_steps: int | None) -> optax.GradientTransformation:
+    schedule = lr if decay_steps is None else optax.cosine_decay_schedule(lr, decay_steps)
+    return optax.chain(optax.clip_by_global_norm(CLIP), optax.adam(schedule))
 
 
 def _select(pred, new, old):
@@ -179,6 +186,11 @@ def make_pass(graphdef, opt, batch: int, steps: int, plateau: int = 0) -> Callab
         return back(close_pass(flat, params, opt_state, skipped, val, plateau)), (jnp.nanmean(values), val)
 
     return run
+
+
+def _pass(graphdef, opt_key: tuple, batch: int, steps: int, plateau: int) -> Callable:
+    """``make_pass`` from hashable settings (``loop.kept`` keeps it for the process)."""
+    return make_pass(graphdef, _optimizer(*opt_key), batch, steps, plateau)
 
 
 def flat_state(state: SampleState, graphdef):
@@ -289,7 +301,8 @@ def fit(
     past = np.zeros((0, 2), np.float32) if history is None else np.asarray(history, np.float32).reshape(-1, 2)
     train_hist, val_hist = [float(v) for v in past[:, 0]], [float(v) for v in past[:, 1]]
     stage(f"compiling the training pass ({steps:,} steps of {batch:,} pairs; {val_idx.size:,} for validation)")
-    run = make_pass(graphdef, opt, batch, steps, config.patience // 4 if config.schedule == "plateau" else 0)
+    plateau = config.patience // 4 if config.schedule == "plateau" else 0
+    run = kept(_pass, graphdef, optimizer_key(config, steps), batch, steps, plateau)
     key = jax.random.key(config.seed)
     t0 = time.perf_counter()
     compiled = run.lower(state, device_pairs, key).compile()
