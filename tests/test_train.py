@@ -18,7 +18,9 @@ from mdnjax.testing.compiles import compilations
 def test_same_seed_gives_same_parameters_and_different_seed_does_not():
     cfg = Config(samples=5000, epochs=30, log_every=10)
     a = mdnjax.fit("gamma", cfg)
-    b = mdnjax.fit("gamma", cfg)
+    with compilations() as compiled:
+        b = mdnjax.fit("gamma", cfg)
+    assert "jit(run)" not in compiled and "jit(build)" not in compiled  # the first fit's programs, kept
     chex.assert_trees_all_equal(a.posterior.params, b.posterior.params)
     np.testing.assert_array_equal(a.losses, b.losses)
     c = mdnjax.fit("gamma", dataclasses.replace(cfg, seed=1))
