@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -194,6 +195,7 @@ def mvn_log_prob(theta, logits, means, scales):
     return jax.nn.logsumexp(_lift(jax.nn.log_softmax(logits, axis=-1), comp.ndim) + comp, axis=-1)
 
 
+@functools.partial(jax.jit, static_argnums=1)
 def mvn_covariances(scales, dim: int | None = None):
     """Σ_k = (L_k L_kᵀ)⁻¹ = L_k⁻ᵀ L_k⁻¹, (..., K, D, D)."""
     factor = precision_factor(scales, dim)
@@ -216,6 +218,7 @@ def mvn_cov(logits, means, scales):
     return jnp.sum(w * (mvn_covariances(scales, means.shape[-1]) + outer), axis=-3)
 
 
+@functools.partial(jax.jit, static_argnums=3)
 def marginal(logits, means, scales, d: int):
     """The 1-D mixture (logits, means, log_vars) of coordinate d: N(μ_kd, Σ_k,dd) per component."""
     cov = mvn_covariances(scales, means.shape[-1])
