@@ -65,6 +65,18 @@ def test_threshold_leaves_epsilon_of_q_outside(beta_post):
     assert abs(outside - 0.1) < 4 * math.sqrt(0.1 * 0.9 / 50_000) + 0.004  # binomial sd + the estimate's own
 
 
+def test_the_acceptance_is_the_share_of_prior_draws_in_the_region(beta_post):
+    """The reported acceptance is the rate of the region under the prior (a fresh Monte Carlo
+    estimate), not the share of the proposals a round happened to need."""
+    post, task = beta_post
+    theta, _, info = truncation.propose(task, post, 30, 1000, np.random.default_rng(0), jax.random.key(0))
+    assert info["method"] == "truncated prior" and info["proposals"] == truncation.PILOT  # one batch was plenty
+    fresh = task.sample_prior(np.random.default_rng(9), 200_000)
+    rate = float(np.mean(truncation.log_q(post, post.mixture(30), fresh) >= info["threshold"]))
+    assert rate > 0.05  # 1,000 of 100,000 proposals would say 0.01
+    assert abs(info["acceptance"] - rate) < 4 * math.sqrt(rate * (1 - rate) * (1 / 200_000 + 1 / truncation.PILOT))
+
+
 def test_widened_fallback_draws_the_truncated_prior(beta_post):
     """Below the floor, rejection from the widened q: the same distribution as the prior kept in
     the region (two-sample KS against plain rejection)."""

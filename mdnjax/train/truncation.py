@@ -124,7 +124,8 @@ def _prior_rejection(task, post, params, tau, n, rng, floor):
 
 
 def _widened_rejection(task, post, params, tau, n, key, rng):
-    """Exact draws of the truncated prior by rejection from the widened q: (θ, proposals, log M)."""
+    """Exact draws of the truncated prior by rejection from the widened q: (θ, proposals, accepted,
+    log M)."""
     wide = widen(params, WIDEN, post.dim)
     kept, proposals, found, log_m = [], 0, 0, None
     while found < n:
@@ -147,11 +148,12 @@ def _widened_rejection(task, post, params, tau, n, key, rng):
         found += int(accept.sum())
         if proposals > MAX_PROPOSALS:
             raise RoundError(f"{proposals:,} widened-q draws gave {found:,} of the {n:,} needed")
-    return np.concatenate(kept)[:n], proposals, log_m
+    return np.concatenate(kept)[:n], proposals, found, log_m
 
 
 def _joint_rejection(task, post, params, tau, n, rng, floor):
-    """A task without ``sample_prior``/``simulate_at``: joint draws whose θ falls in the region."""
+    """A task without ``sample_prior``/``simulate_at``: joint draws whose θ falls in the region:
+    (θ, y, proposals, kept)."""
     thetas, ys, proposals, found = [], [], 0, 0
     while found < n:
         batch = max(1_000, min(2 * (n - found) * max(proposals, 1) // max(found, 1), 1_000_000))
@@ -169,7 +171,7 @@ def _joint_rejection(task, post, params, tau, n, rng, floor):
                 "and the task draws θ and y only together: give it sample_prior and simulate_at (and log_prior) "
                 "so that rounds draw θ first"
             )
-    return np.concatenate(thetas)[:n], np.concatenate(ys)[:n], proposals
+    return np.concatenate(thetas)[:n], np.concatenate(ys)[:n], proposals, found
 
 
 def propose(task, post, y_o, n: int, rng, key, epsilon: float = EPSILON, floor: float = FLOOR, margin: float = MARGIN):
@@ -185,24 +187,24 @@ def propose(task, post, y_o, n: int, rng, key, epsilon: float = EPSILON, floor: 
     tau = threshold(post, params, k_tau, epsilon)
     info = {"threshold": tau}
     if not task.separable:
-        theta, y, proposals = _joint_rejection(task, post, params, tau, n, rng, floor)
-        return theta, y, {**info, "method": "joint rejection", "proposals": proposals, "acceptance": n / proposals}
+        theta, y, proposals, found = _joint_rejection(task, post, params, tau, n, rng, floor)
+        return theta, y, {**info, "method": "joint rejection", "proposals": proposals, "acceptance": found / proposals}
     theta, proposals, found = _prior_rejection(task, post, params, tau, n, rng, floor)
     if theta is not None:
-        info.update(method="truncated prior", proposals=proposals, acceptance=n / proposals)
+        info.update(method="truncated prior", proposals=proposals, acceptance=found / proposals)
     else:
         if not callable(task.log_prior):
             raise RoundError(
                 f"only {100 * floor:g}% or fewer of the prior's draws fall in the truncated region and the task "
                 "has no log_prior for the widened-q fallback: give it log_prior, or lower --floor"
             )
-        theta, wide, log_m = _widened_rejection(task, post, params, tau, n, k_wide, rng)
+        theta, wide, accepted, log_m = _widened_rejection(task, post, params, tau, n, k_wide, rng)
         info.update(
             method="widened q",
             prior_proposals=proposals,
             prior_acceptance=found / proposals,
             proposals=wide,
-            acceptance=n / wide,
+            acceptance=accepted / wide,
             log_envelope=log_m,
         )
     y = user_call(task, "simulate_at", task.simulate_at, rng, theta)
