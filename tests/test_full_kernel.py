@@ -32,8 +32,8 @@ def _problem(dim, seed=0, n=2400, num_y=7, k=4, spread=1.0, per_slot=False, dtyp
 def test_loss_and_gradient_equal_autodiff_of_the_reference_in_float64(x64, dim, per_slot, which):
     _, d, params = _problem(dim, per_slot=per_slot)
     kernel = kernels.FULL_KERNELS[which]
-    value, grads = jax.value_and_grad(kernel, argnums=(0, 1, 2))(*params, d)
-    ref_value, ref_grads = jax.value_and_grad(objective.reference_nll, argnums=(0, 1, 2))(*params, d)
+    value, grads = jax.jit(jax.value_and_grad(kernel, argnums=(0, 1, 2)))(*params, d)
+    ref_value, ref_grads = jax.jit(jax.value_and_grad(objective.reference_nll, argnums=(0, 1, 2)))(*params, d)
     np.testing.assert_allclose(value, ref_value, rtol=1e-10)
     for g, r in zip(grads, ref_grads):
         np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-12 * float(jnp.max(jnp.abs(r))))
@@ -59,8 +59,8 @@ def test_padding_values_change_nothing(x64):
     _, d, params = _problem(2, seed=3)
     mask = np.asarray(d.mask)[..., None]
     junk = d._replace(theta=jnp.where(mask, d.theta, 1e6))  # padded slots: absurd but finite
-    a = jax.value_and_grad(full.nll, argnums=(0, 1, 2))(*params, d)
-    b = jax.value_and_grad(full.nll, argnums=(0, 1, 2))(*params, junk)
+    a = jax.jit(jax.value_and_grad(full.nll, argnums=(0, 1, 2)))(*params, d)
+    b = jax.jit(jax.value_and_grad(full.nll, argnums=(0, 1, 2)))(*params, junk)
     np.testing.assert_array_equal(a[0], b[0])
     for x, y in zip(a[1], b[1]):
         np.testing.assert_array_equal(x, y)
@@ -69,8 +69,8 @@ def test_padding_values_change_nothing(x64):
 def test_a_sample_far_from_every_component_takes_the_safe_path_and_stays_exact(x64):
     _, d, (logits, means, scales) = _problem(2, seed=4)
     far = d._replace(theta=d.theta.at[0, 0, 0].set(jnp.array([40.0, -35.0])))  # ≫ HEADROOM nats away
-    value, grads = jax.value_and_grad(full.nll, argnums=(0, 1, 2))(logits, means, scales, far)
-    ref, ref_grads = jax.value_and_grad(objective.reference_nll, argnums=(0, 1, 2))(logits, means, scales, far)
+    value, grads = jax.jit(jax.value_and_grad(full.nll, argnums=(0, 1, 2)))(logits, means, scales, far)
+    ref, ref_grads = jax.jit(jax.value_and_grad(objective.reference_nll, argnums=(0, 1, 2)))(logits, means, scales, far)
     assert np.isfinite(value)
     np.testing.assert_allclose(value, ref, rtol=1e-10)
     for g, r in zip(grads, ref_grads):
@@ -88,11 +88,11 @@ def test_float32_kernel_is_close_to_float64_on_a_narrow_posterior():
     with jax.enable_x64(True):
         p64 = tuple(jnp.asarray(a, jnp.float64) for a in (logits, means, scales))
         d = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64) if a.dtype.kind == "f" else a, d64)
-        v64, g64 = jax.value_and_grad(objective.reference_nll, argnums=(0, 1, 2))(*p64, d)
+        v64, g64 = jax.jit(jax.value_and_grad(objective.reference_nll, argnums=(0, 1, 2)))(*p64, d)
         v64, g64 = np.asarray(v64), [np.asarray(g) for g in g64]
     p32 = tuple(jnp.asarray(a, jnp.float32) for a in (logits, means, scales))
     d32 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32) if a.dtype.kind == "f" else a, d64)
-    v32, g32 = jax.value_and_grad(full.nll, argnums=(0, 1, 2))(*p32, d32)
+    v32, g32 = jax.value_and_grad(full.nll, argnums=(0, 1, 2))(*p32, d32)  # op by op: the kernel's own rounding
     np.testing.assert_allclose(v32, v64, rtol=1e-4)
     for g, r in zip(g32, g64):
         np.testing.assert_allclose(g, r, rtol=1e-3, atol=1e-4 * np.abs(r).max())
@@ -116,8 +116,8 @@ def test_d1_through_the_full_covariance_path_reproduces_the_scalar_path(x64):
     d1 = layout.to_data(b1, (0.0, 1.0), dtype=jnp.float64, block=1024)
     d2 = layout.to_data(b2, (0.0, 1.0), dtype=jnp.float64, block=1024)
     logits, means, log_vars = (jnp.asarray(rng.normal(size=(5, 3))) for _ in range(3))
-    v1, g1 = jax.value_and_grad(tiles.nll, argnums=(0, 1, 2))(logits, means, log_vars, d1)
-    v2, g2 = jax.value_and_grad(full.nll, argnums=(0, 1, 2))(logits, means[..., None], log_vars[..., None], d2)
+    v1, g1 = jax.jit(jax.value_and_grad(tiles.nll, argnums=(0, 1, 2)))(logits, means, log_vars, d1)
+    v2, g2 = jax.jit(jax.value_and_grad(full.nll, argnums=(0, 1, 2)))(logits, means[..., None], log_vars[..., None], d2)
     np.testing.assert_allclose(v2, v1, rtol=1e-12)
     for a, c in zip(g2, (g1[0], g1[1][..., None], g1[2][..., None])):
         np.testing.assert_allclose(a, c, rtol=1e-10, atol=1e-13)
@@ -149,8 +149,8 @@ def test_the_origin_computed_once_equals_the_one_computed_in_the_kernel(x64):
     _, d, params = _problem(2, seed=7)
     assert d.centre is not None and d.centre.shape == (7, 2)
     np.testing.assert_allclose(d.centre, full.centres(d.theta, d.row_count, d.row_y, 7), rtol=1e-12)
-    a = jax.value_and_grad(full.nll, argnums=(0, 1, 2))(*params, d)
-    b = jax.value_and_grad(full.nll, argnums=(0, 1, 2))(*params, d._replace(centre=None))
+    a = jax.jit(jax.value_and_grad(full.nll, argnums=(0, 1, 2)))(*params, d)
+    b = jax.jit(jax.value_and_grad(full.nll, argnums=(0, 1, 2)))(*params, d._replace(centre=None))
     np.testing.assert_allclose(a[0], b[0], rtol=1e-12)
     for x, y in zip(a[1], b[1]):
         np.testing.assert_allclose(x, y, rtol=1e-10, atol=1e-13)

@@ -198,7 +198,7 @@ def test_full_covariance_loss_and_gradients_match_torch_mixture_same_family():
     logits = rng.normal(size=(5, 4)).astype(np.float32)
     means = (rng.normal(size=(5, 4, 2)) + 0.4 * np.arange(5)[:, None, None]).astype(np.float32)
     scales = (rng.normal(size=(5, 4, 3)) * 0.4).astype(np.float32)
-    value, grads = jax.value_and_grad(full.nll, argnums=(0, 1, 2))(
+    value, grads = jax.jit(jax.value_and_grad(full.nll, argnums=(0, 1, 2)))(
         *(jnp.asarray(a) for a in (logits, means, scales)), d
     )
     tensors = [torch.tensor(a, requires_grad=True) for a in (logits, means, scales)]
