@@ -98,6 +98,24 @@ def mvn_log_prob_and_cdf(u, logits, means, scales):
     return lp, jnp.stack(cdfs, axis=-1)
 
 
+@jax.jit
+def _fitting_log_prob_one(u, logits, means, scales):
+    lp = mixture.log_prob if u.ndim == 1 else mixture.mvn_log_prob
+    return lp(u, logits, means, scales)
+
+
+def fitting_log_prob_one(u: np.ndarray, logits, means, scales) -> np.ndarray:
+    """log q_u(u) (n,) of many points u (n,) or (n, D) under one mixture (parameters (K,), (K,[D | T])),
+    in blocks of ``BLOCK`` (one compiled shape for every n); float64 numpy."""
+    u = np.asarray(u, np.float32)
+    n = u.shape[0]
+    total = -(-n // BLOCK) * BLOCK
+    padded = np.zeros((total,) + u.shape[1:], np.float32)
+    padded[:n] = u
+    parts = [_fitting_log_prob_one(padded[i : i + BLOCK], logits, means, scales) for i in range(0, total, BLOCK)]
+    return np.concatenate([np.asarray(p) for p in parts])[:n].astype(np.float64)
+
+
 DRAWS = 4096  # draws per row per compiled call: any n is drawn in chunks of this many
 
 

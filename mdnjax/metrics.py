@@ -170,8 +170,7 @@ def compare_nd(posterior, task, y, reference, seed: int = 0) -> dict:
     points = reference.points_u
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RareObservationWarning)
-        ys = np.broadcast_to(np.asarray(y), (len(points),) + np.shape(y))
-        log_q, _ = posterior.fitting_log_prob_and_cdf(points, ys)
+        log_q = posterior.fitting_log_prob_at(points, y)
         w1 = []
         for d in range(2):
             edges, cdf_p = reference.marginal(d)

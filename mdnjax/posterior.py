@@ -242,6 +242,16 @@ class Posterior:
         cdf = np.concatenate([np.asarray(p[1]) for p in parts])[:n]
         return lp.astype(np.float64), cdf.astype(np.float64)
 
+    def fitting_log_prob_at(self, u, y):
+        """log q_u(u | y) in the fitting space (no Jacobian) of many points u (n,) or (n, D) at one
+        y: float64 numpy (n,). The network runs once; no CDF (``fitting_log_prob_and_cdf`` pairs
+        each u with its own y)."""
+        y = self.check_y(y)
+        if y.shape != ((self.spec.inputs,) if self.spec.inputs > 1 else ()):
+            raise ValueError(f"fitting_log_prob_at takes one observation, got y of shape {y.shape}")
+        u = np.asarray(u, np.float32).reshape((-1,) if self.dim == 1 else (-1, self.dim))
+        return density.fitting_log_prob_one(u, *self.mixture(y))
+
     def cdf(self, theta, y):
         """Q(θ | y), the posterior CDF (D = 1); θ and y broadcast together."""
         if self.dim > 1:

@@ -196,6 +196,25 @@ def test_d2_density_is_the_fitting_space_mixture_with_each_coordinate_jacobian(x
     assert post.log_prob(np.array([1.5, 1.0]), [3, 4]) == -np.inf  # outside (0, 1) × (0, ∞)
 
 
+@pytest.mark.parametrize("dim", [1, 2])
+def test_the_fitting_space_density_of_many_points_at_one_y_is_the_mixture(dim):
+    """``fitting_log_prob_at`` (the report's grid KL) against SciPy in float64, beyond one block."""
+    from scipy import special, stats
+
+    post = _posterior(dim, 2, seed=4)
+    logits, means, scales = (np.asarray(a, np.float64) for a in post.mixture([3, 4]))
+    u = np.random.default_rng(0).normal(size=(20_000, dim) if dim > 1 else 20_000)
+    if dim == 1:
+        comp = stats.norm.logpdf(u[:, None], means, np.exp(0.5 * scales))
+    else:
+        covs = np.asarray(mixture.mvn_covariances(scales))
+        comp = np.stack([stats.multivariate_normal(means[k], covs[k]).logpdf(u) for k in range(3)], axis=1)
+    expected = special.logsumexp(logits - special.logsumexp(logits) + comp, axis=1)
+    np.testing.assert_allclose(post.fitting_log_prob_at(u, [3, 4]), expected, rtol=2e-5, atol=2e-5)
+    with pytest.raises(ValueError, match="one observation"):
+        post.fitting_log_prob_at(u, [[3, 4], [5, 6]])
+
+
 def test_d2_moments_and_quantiles_agree_with_draws():
     post = _posterior(2, 1, seed=1)
     draws = np.asarray(post.sample(jax.random.key(1), 4, 400_000), np.float64)
