@@ -16,7 +16,7 @@ def setup():
     task = tasks.GammaPoisson()
     cfg = mdnjax.Config(samples=20_000, epochs=10, layout="binned").resolve(task)
     b, _ = layout.build_layout(task, cfg)
-    graphdef, _ = model.init(jax.random.key(0), cfg.components, cfg.hidden)
+    graphdef, _ = model.structure(cfg.components, cfg.hidden)  # abstract: nothing drawn or compiled
     return cfg, b, graphdef
 
 
@@ -24,7 +24,8 @@ def _lowered(cfg, data, graphdef, backend):
     kernel = kernels.select(reference=layout.plan(cfg.layout).reference, backend=backend)
     loss = lambda p, d: objective.loss(p, graphdef, d, kernel)  # noqa: E731
     run = train.make_run_epochs(train.make_step(loss, train.optimizer(cfg)))
-    return run.trace(train.initial_state(cfg), data, 5).lower(lowering_platforms=("cuda",)).as_text()
+    state = jax.eval_shape(lambda: train.initial_state(cfg))
+    return run.trace(state, data, 5).lower(lowering_platforms=("cuda",)).as_text()
 
 
 @pytest.mark.parametrize("kind", ["binned", "packed"])
@@ -84,13 +85,13 @@ def test_the_full_covariance_step_lowers_for_cuda_too(kind):
     b, _ = layout.build_layout(task, cfg)
     emb = task.input_embedding(b.y_values, b.counts)
     data = layout.binned_to_data(b, emb) if kind == "binned" else layout.to_data(b, emb, block=4096)
-    graphdef, _ = model.init(jax.random.key(0), cfg.components, cfg.hidden, 2, 4)
+    graphdef, _ = model.structure(cfg.components, cfg.hidden, 2, 4)
 
     def lowered(backend):
         kernel = kernels.select(reference=layout.plan(cfg.layout).reference, backend=backend, dim=2)
         loss = lambda p, d: objective.loss(p, graphdef, d, kernel)  # noqa: E731
         run = train.make_run_epochs(train.make_step(loss, train.optimizer(cfg)))
-        state = train.initial_state(cfg, 2, 4)
+        state = jax.eval_shape(lambda: train.initial_state(cfg, 2, 4))
         return run.trace(state, data, 5).lower(lowering_platforms=("cuda",)).as_text()
 
     gpu = lowered("gpu")
