@@ -63,7 +63,7 @@ def setup(n: int, dim: int, kind: str):
     data = layout.to_data(b, (float(np.mean(y)), float(np.std(y))), weighting="per-sample")
     config = Config(samples=n, epochs=10_000, layout="packed", seed=0).resolve()
     graphdef, _ = model.init(jax.random.key(0), config.components, config.hidden, dim, 1)
-    run = train.make_run_epochs(train.make_step(train.make_loss(config, graphdef, dim), train.optimizer(config)))
+    run = train.make_flat_run_epochs(train.make_loss(config, graphdef, dim), train.optimizer(config))
     state = train.initial_state(config, dim, 1)
     t0 = time.perf_counter()
     compiled = run.lower(state, data, EPOCHS).compile()

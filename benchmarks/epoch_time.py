@@ -95,10 +95,11 @@ class JaxPath:
             self.data = to_data(b, (0.0, float(task.trials)), block=BLOCK if fast else None, weighting=obj["weighting"])
         self.layout_ratio = buckets.layout_ratio(b)
         kernel = kernels.select(reference=not fast)
-        step = train.make_step(lambda p, d: objective.loss(p, graphdef, d, kernel), opt)
+        loss = lambda p, d: objective.loss(p, graphdef, d, kernel)  # noqa: E731
+        step = train.make_step(loss, opt)
         t0 = time.perf_counter()
         if fast:
-            self.run_epochs = train.make_run_epochs(step)
+            self.run_epochs = train.make_flat_run_epochs(loss, opt)
             self.state = train.TrainState(
                 params, opt.init(params), jax.tree_util.tree_map(jnp.copy, params), jnp.array(True), jnp.array(0)
             )

@@ -82,7 +82,7 @@ def _time_path(kernel, graphdef, cfg, data, epochs: int, repeats: int, dims: tup
     def loss(params, d):
         return objective.loss(params, graphdef, d, kernel)
 
-    run = train.make_run_epochs(train.make_step(loss, train.optimizer(cfg)))
+    run = train.make_flat_run_epochs(loss, train.optimizer(cfg))
     state = [train.initial_state(cfg, *dims)]
     t0 = time.perf_counter()
     compiled = run.lower(state[0], data, epochs).compile()

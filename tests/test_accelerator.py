@@ -23,7 +23,7 @@ def setup():
 def _lowered(cfg, data, graphdef, backend):
     kernel = kernels.select(reference=layout.plan(cfg.layout).reference, backend=backend)
     loss = lambda p, d: objective.loss(p, graphdef, d, kernel)  # noqa: E731
-    run = train.make_run_epochs(train.make_step(loss, train.optimizer(cfg)))
+    run = train.make_flat_run_epochs(loss, train.optimizer(cfg))
     state = jax.eval_shape(lambda: train.initial_state(cfg))
     return run.trace(state, data, 5).lower(lowering_platforms=("cuda",)).as_text()
 
@@ -90,7 +90,7 @@ def test_the_full_covariance_step_lowers_for_cuda_too(kind):
     def lowered(backend):
         kernel = kernels.select(reference=layout.plan(cfg.layout).reference, backend=backend, dim=2)
         loss = lambda p, d: objective.loss(p, graphdef, d, kernel)  # noqa: E731
-        run = train.make_run_epochs(train.make_step(loss, train.optimizer(cfg)))
+        run = train.make_flat_run_epochs(loss, train.optimizer(cfg))
         state = jax.eval_shape(lambda: train.initial_state(cfg, 2, 4))
         return run.trace(state, data, 5).lower(lowering_platforms=("cuda",)).as_text()
 

@@ -27,8 +27,7 @@ from mdnjax.train.loop import (
     Progress,
     TrainState,
     kept,
-    make_run_epochs,
-    make_step,
+    make_flat_run_epochs,
     optimizer,
     optimizer_key,
     state_of,
@@ -61,7 +60,7 @@ def _program(layout_name: str, graphdef, dim: int, opt_key: tuple) -> Callable:
     """The compiled epochs of one layout, network and optimiser (``loop.kept`` keeps it)."""
     lr, schedule, epochs = opt_key
     config = Config(layout=layout_name, lr=lr, schedule=schedule, epochs=epochs)
-    return make_run_epochs(make_step(make_loss(config, graphdef, dim), optimizer(config)))
+    return make_flat_run_epochs(make_loss(config, graphdef, dim), optimizer(config))
 
 
 def input_width(y_values) -> int:
