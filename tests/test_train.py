@@ -70,6 +70,29 @@ def test_the_epoch_loop_compiles_once():
     assert losses.shape == (5,) and int(state.epoch) == 20
 
 
+def test_a_shorter_last_dispatch_runs_through_the_same_program():
+    """25 epochs at 10 per dispatch: 10, 10 and 5 through one compiled program (the loop's count
+    is an input), with the parameters and losses of 25 plain steps."""
+
+    def loss(p, d):
+        return jnp.sum((p["w"] - d) ** 2) + jnp.sum(p["b"] ** 2)
+
+    opt = optax.adam(0.05)
+    params = {"w": jnp.array([0.5, -1.0]), "b": jnp.ones(3)}
+    run = train.make_flat_run_epochs(loss, opt)  # built here: nothing kept from another test
+    with compilations() as compiled:
+        out = train.train(run, train.state_of(jax.tree.map(jnp.copy, params), opt), jnp.array([1.0, 2.0]), 25, 10)
+    assert compiled.count("jit(run)") == 1
+    step = jax.jit(train.make_step(loss, opt))
+    p, o, expected = params, opt.init(params), []
+    for _ in range(25):
+        p, o, value = step(p, o, jnp.array([1.0, 2.0]))
+        expected.append(float(value))
+    assert int(out.state.epoch) == 25 and out.losses.shape == (25,)
+    np.testing.assert_allclose(out.losses, expected, rtol=1e-6)
+    chex.assert_trees_all_close(out.state.params, p, rtol=1e-6, atol=1e-6)
+
+
 def test_non_finite_loss_stops_and_keeps_last_finite_parameters():
     # A loss that turns NaN once the parameter passes 2.5: parameters must freeze at the last finite point.
     def loss(p, d):

@@ -173,8 +173,12 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)]))
 
 
-def _scan_epochs(step: Callable, state, data, num: int):
-    def body(s: TrainState, _):
+def _scan_epochs(step: Callable, state, data, num: int, active):
+    """``num`` epochs of ``step`` in one loop; with ``active`` (a traced count), only the first
+    ``active`` of them run (the losses of the rest are NaN), so one program serves every shorter
+    dispatch: the last of a run and a resume's first."""
+
+    def epoch(s: TrainState):
         params, opt_state, value = step(s.params, s.opt_state, data)
         finite = s.finite & jnp.isfinite(value)
         last_finite = _select(finite, s.params, s.last_finite)
@@ -188,15 +192,25 @@ def _scan_epochs(step: Callable, state, data, num: int):
         )
         return new, value
 
-    return jax.lax.scan(body, state, None, length=num)
+    if active is None:
+        return jax.lax.scan(lambda s, _: epoch(s), state, None, length=num)
+
+    def body(i, carry):
+        s, losses = carry
+        s, value = epoch(s)
+        return s, losses.at[i].set(value)
+
+    losses = jnp.full((num,), jnp.nan, jax.eval_shape(epoch, state)[1].dtype)
+    return jax.lax.fori_loop(0, jnp.minimum(active, num), body, (state, losses))
 
 
 def make_run_epochs(step: Callable) -> Callable:
-    """``run(state, data, num) -> (state, losses)``: ``num`` epochs of ``step`` in one ``lax.scan``."""
+    """``run(state, data, num, active=None) -> (state, losses)``: ``num`` epochs of ``step`` in one
+    ``lax.scan`` (``active``: train only the first ``active`` of them, a traced int)."""
 
     @functools.partial(jax.jit, static_argnums=2, donate_argnums=0)
-    def run(state: TrainState, data, num: int):
-        return _scan_epochs(step, state, data, num)
+    def run(state: TrainState, data, num: int, active=None):
+        return _scan_epochs(step, state, data, num, active)
 
     return run
 
@@ -218,10 +232,10 @@ def make_flat_run_epochs(loss: Callable, opt: optax.GradientTransformation) -> C
     """
 
     @functools.partial(jax.jit, static_argnums=2, donate_argnums=0)
-    def run(state: TrainState, data, num: int):
+    def run(state: TrainState, data, num: int, active=None):
         flat, unravel, back = flattened(state, state.params)
         step = make_step(lambda params, data: loss(unravel(params), data), opt)
-        flat, losses = _scan_epochs(step, flat, data, num)
+        flat, losses = _scan_epochs(step, flat, data, num, active)
         return back(flat), losses
 
     return run
@@ -252,8 +266,8 @@ def train(
 ) -> Outcome:
     """Runs ``run(state, data, num)`` (``make_run_epochs``) from ``state.epoch`` to ``epochs``.
 
-    Each dispatch runs ``log_every`` epochs (compiled once per distinct length, compile time apart
-    from training time); after it: the callback, the divergence check, the stop poll, and a
+    Each dispatch runs ``log_every`` epochs, the last one fewer through the same program (compiled
+    once, compile time apart from training time); after it: the callback, the divergence check, the stop poll, and a
     checkpoint every ``checkpoint_every`` epochs (0: only when stopped and at the end).
     """
     start = int(state.epoch)
@@ -264,18 +278,19 @@ def train(
             on_checkpoint(parallel.host(state), np.concatenate(losses) if losses else np.zeros(0, np.float32))
 
     chunk = min(log_every, epochs)
-    compiled: dict = {}
+    compiled = None
     timings = {"compile_s": 0.0}
     diverged_at, stopped_at, train_s, epoch = None, None, 0.0, start
     while epoch < epochs:
         num = min(chunk, epochs - epoch)
-        if num not in compiled:
+        active = jnp.asarray(num, jnp.int32)
+        if compiled is None:
             t0 = time.perf_counter()
-            compiled[num] = run.lower(state, data, num).compile()
+            compiled = run.lower(state, data, chunk, active).compile()
             timings["compile_s"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        state, chunk_losses = compiled[num](state, data)
-        chunk_losses = parallel.host(chunk_losses)
+        state, chunk_losses = compiled(state, data, active)
+        chunk_losses = parallel.host(chunk_losses)[:num]
         train_s += time.perf_counter() - t0
         losses.append(chunk_losses)
         if callback is not None:
