@@ -27,6 +27,21 @@ def test_same_seed_gives_same_parameters_and_different_seed_does_not():
     assert not np.array_equal(a.losses, c.losses)
 
 
+def test_the_cosine_schedule_takes_its_length_as_an_input():
+    """The schedule equals optax's (float32, to rounding), and a fit to another epoch count (or a
+    resume that trains longer) runs the program the first fit compiled."""
+    counts = jnp.arange(0, 260, dtype=jnp.int32)
+    for horizon in (7, 250):
+        ours = jax.jit(lambda c, h: jax.vmap(train.loop.cosine(1e-2, h))(c))(counts, jnp.float32(horizon))
+        np.testing.assert_allclose(ours, jax.vmap(optax.cosine_decay_schedule(1e-2, horizon))(counts), atol=1e-8)
+    cfg = Config(samples=4000, epochs=20, log_every=10, seed=5)
+    short = mdnjax.fit("gamma", cfg)
+    with compilations() as compiled:
+        longer = mdnjax.fit("gamma", dataclasses.replace(cfg, epochs=30))
+    assert "jit(run)" not in compiled
+    assert longer.config.schedule == "cosine" and not np.array_equal(longer.losses[:20], short.losses)
+
+
 def test_result_carries_a_named_state_that_resumes_bitwise():
     cfg = Config(samples=5000, epochs=40, log_every=10)
     full = mdnjax.fit("beta", cfg)

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from collections.abc import Callable
 from typing import NamedTuple
@@ -57,10 +58,11 @@ def make_loss(config: Config, graphdef, dim: int = 1) -> Callable:
 
 
 def _program(layout_name: str, graphdef, dim: int, opt_key: tuple) -> Callable:
-    """The compiled epochs of one layout, network and optimiser (``loop.kept`` keeps it)."""
-    lr, schedule, epochs = opt_key
-    config = Config(layout=layout_name, lr=lr, schedule=schedule, epochs=epochs)
-    return make_flat_run_epochs(make_loss(config, graphdef, dim), optimizer(config))
+    """The compiled epochs of one layout, network and optimiser (``loop.kept`` keeps it); the
+    schedule's horizon is an input of the program."""
+    lr, schedule = opt_key
+    config = Config(layout=layout_name, lr=lr, schedule=schedule)
+    return make_flat_run_epochs(make_loss(config, graphdef, dim), functools.partial(optimizer, config))
 
 
 def input_width(y_values) -> int:
