@@ -104,16 +104,29 @@ def _fitting_log_prob_one(u, logits, means, scales):
     return lp(u, logits, means, scales)
 
 
+def in_blocks(fn, blocked, shared=()):
+    """``fn(*blocks, *shared)`` over the rows of the arrays ``blocked`` (n rows each) in blocks of
+    ``BLOCK``, the last zero-padded, so every n runs one compiled shape; each output's first n rows
+    joined, float64 numpy (a tuple when ``fn`` returns one)."""
+    n = np.shape(blocked[0])[0]
+    total = -(-n // BLOCK) * BLOCK
+    padded = [np.zeros((total,) + np.shape(a)[1:], np.float32) for a in blocked]
+    for p, a in zip(padded, blocked):
+        p[:n] = a
+    parts = [fn(*(p[i : i + BLOCK] for p in padded), *shared) for i in range(0, total, BLOCK)]
+
+    def joined(pieces):
+        return np.concatenate([np.asarray(x) for x in pieces])[:n].astype(np.float64)
+
+    if isinstance(parts[0], tuple):
+        return tuple(joined([p[j] for p in parts]) for j in range(len(parts[0])))
+    return joined(parts)
+
+
 def fitting_log_prob_one(u: np.ndarray, logits, means, scales) -> np.ndarray:
     """log q_u(u) (n,) of many points u (n,) or (n, D) under one mixture (parameters (K,), (K,[D | T])),
     in blocks of ``BLOCK`` (one compiled shape for every n); float64 numpy."""
-    u = np.asarray(u, np.float32)
-    n = u.shape[0]
-    total = -(-n // BLOCK) * BLOCK
-    padded = np.zeros((total,) + u.shape[1:], np.float32)
-    padded[:n] = u
-    parts = [_fitting_log_prob_one(padded[i : i + BLOCK], logits, means, scales) for i in range(0, total, BLOCK)]
-    return np.concatenate([np.asarray(p) for p in parts])[:n].astype(np.float64)
+    return in_blocks(_fitting_log_prob_one, [np.asarray(u, np.float32)], (logits, means, scales))
 
 
 DRAWS = 4096  # draws per row per compiled call: any n is drawn in chunks of this many

@@ -231,16 +231,8 @@ class Posterior:
         # the network once per distinct y (a chunk of 10^6 draws holds a few hundred), then gathered
         params = tuple(np.asarray(a)[inverse.reshape(-1)] for a in self.mixture(values))
         u = np.asarray(u, np.float32).reshape((-1,) if self.dim == 1 else (-1, self.dim))
-        n = u.shape[0]
-        size = density.BLOCK  # one compiled shape for every n
-        total = -(-n // size) * size
-        pad = lambda a: np.concatenate([np.asarray(a, np.float32), np.zeros((total - n,) + a.shape[1:], np.float32)])  # noqa: E731
-        u, params = pad(u), [pad(a) for a in params]
         fn = density.log_prob_and_cdf if self.dim == 1 else density.mvn_log_prob_and_cdf
-        parts = [fn(u[i : i + size], *(a[i : i + size] for a in params)) for i in range(0, total, size)]
-        lp = np.concatenate([np.asarray(p[0]) for p in parts])[:n]
-        cdf = np.concatenate([np.asarray(p[1]) for p in parts])[:n]
-        return lp.astype(np.float64), cdf.astype(np.float64)
+        return density.in_blocks(fn, [u, *params])  # one compiled shape for every n
 
     def fitting_log_prob_at(self, u, y):
         """log q_u(u | y) in the fitting space (no Jacobian) of many points u (n,) or (n, D) at one
