@@ -149,7 +149,7 @@ def probe_2d(epochs: int, repeats: int) -> dict:
 def probe_per_sample(n: int, repeats: int, batches=(128, 512, 4096)) -> dict:
     """The per-sample layout on slcp (D = 5, M = 8) and slcp_distractors (M = 100, MLP embedding):
     ms per pass over n pairs, and pairs per second, at several batch sizes (the data resident)."""
-    from mdnjax.train import minibatch
+    from mdnjax.train import minibatch, passes
 
     out = {"N": n, "tasks": {}}
     for name in ("slcp", "slcp_distractors"):
@@ -161,15 +161,15 @@ def probe_per_sample(n: int, repeats: int, batches=(128, 512, 4096)) -> dict:
             emb = minibatch.default_embedding(cfg, y.shape[1])
             graphdef, params = model.init(jax.random.key(0), cfg.components, cfg.hidden, 5, y.shape[1], emb)
             steps = n // batch
-            opt = minibatch.optimizer(cfg, steps)
-            pairs = minibatch.Pairs(
+            opt = passes.optimizer(cfg, steps)
+            pairs = passes.Pairs(
                 jnp.asarray(y, jnp.float32),
                 jnp.asarray(theta / 3.0, jnp.float32),
                 jnp.asarray(y[:1000], jnp.float32),
                 jnp.asarray(theta[:1000] / 3.0, jnp.float32),
             )
-            run = minibatch.make_pass(graphdef, opt, batch, steps)
-            state = [minibatch.state_of(params, opt)]
+            run = passes.make_pass(graphdef, opt, batch, steps)
+            state = [passes.state_of(params, opt)]
             key = jax.random.key(0)
             compiled = run.lower(state[0], pairs, key).compile()
 

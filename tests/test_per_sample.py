@@ -18,7 +18,7 @@ import mdnjax
 from mdnjax import batches, cli, embeddings, layout, mixture, model, objective, simulation, tasks
 from mdnjax.config import Config, ConfigError
 from mdnjax.data import Data
-from mdnjax.train import minibatch
+from mdnjax.train import passes
 
 SMALL = dict(samples=3_000, components=3, hidden=(16, 16), batch_size=128, epochs=6, patience=50)
 
@@ -281,11 +281,11 @@ def test_the_per_sample_pass_lowers_for_cuda_without_host_syncs():
     cfg = Config(**SMALL, layout="per-sample").resolve()
     # abstract shapes only: nothing is drawn or compiled on this machine
     graphdef, params = model.structure(3, (16, 16), 2, 5, embeddings.Embedding("mlp", (8,), 4))
-    opt = minibatch.optimizer(cfg, 10)
-    state = jax.eval_shape(lambda p: minibatch.state_of(p, opt), params)
+    opt = passes.optimizer(cfg, 10)
+    state = jax.eval_shape(lambda p: passes.state_of(p, opt), params)
     shapes = [(640, 5), (640, 2), (64, 5), (64, 2)]
-    pairs = minibatch.Pairs(*(jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes))
-    run = minibatch.make_pass(graphdef, opt, 64, 10)
+    pairs = passes.Pairs(*(jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes))
+    run = passes.make_pass(graphdef, opt, 64, 10)
     text = run.trace(state, pairs, jax.random.key(0)).lower(lowering_platforms=("cuda",)).as_text()
     assert text.count("stablehlo.while") == 1  # the steps' scan
     assert "stablehlo.case" not in text and "stablehlo.if" not in text and "custom_call @host" not in text

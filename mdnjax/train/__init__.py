@@ -1,5 +1,6 @@
 """Training: the loop the bucketed layouts share (``loop``), ``fit`` on the bucketed and binned
-layouts (``bucketed``) and on single pairs in minibatches (``minibatch``); ``run.fit`` picks one;
+layouts (``bucketed``) and on single pairs in minibatches (``minibatch``, its compiled pass in
+``passes``); ``run.fit`` picks one;
 ``rounds.fit_rounds`` runs sequential rounds for one observation.
 
 ``python -m mdnjax.train`` runs the command line (``mdnjax.cli``).
@@ -19,7 +20,7 @@ from mdnjax.train.loop import (
     state_of,
     train,
 )
-from mdnjax.train.minibatch import SampleState
+from mdnjax.train.passes import SampleState
 from mdnjax.train.rounds import RoundError, RoundsResult, fit_rounds
 from mdnjax.train.run import chosen, fit, fit_arrays, state_template, with_data
 

@@ -179,11 +179,13 @@ def flattened(tree, params):
     return flat_tree, unravel, lambda new: jax.tree_util.tree_map(up, tree, new, is_leaf=like_params)
 
 
-def _select(pred, new, old):
+def select(pred, new, old):
+    """``new`` where ``pred`` else ``old``, leaf by leaf."""
     return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), new, old)
 
 
-def _all_finite(tree) -> jax.Array:
+def all_finite(tree) -> jax.Array:
+    """Whether every number in ``tree`` is finite."""
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)]))
 
 
@@ -195,11 +197,11 @@ def _scan_epochs(step: Callable, state, data, num: int, active):
     def epoch(s: TrainState):
         params, opt_state, value = step(s.params, s.opt_state, data)
         finite = s.finite & jnp.isfinite(value)
-        last_finite = _select(finite, s.params, s.last_finite)
-        finite &= _all_finite(params)
+        last_finite = select(finite, s.params, s.last_finite)
+        finite &= all_finite(params)
         new = TrainState(
-            params=_select(finite, params, s.params),
-            opt_state=_select(finite, opt_state, s.opt_state),
+            params=select(finite, params, s.params),
+            opt_state=select(finite, opt_state, s.opt_state),
             last_finite=last_finite,
             finite=finite,
             epoch=s.epoch + finite.astype(s.epoch.dtype),

@@ -5,7 +5,7 @@ fitting space and standardised per coordinate, y standardised per component (bot
 posterior, which answers on θ's own space). A share of the pairs (``config.validation``) is kept
 for validation. Each pass over the training pairs is one dispatch: the data stay on the device, a
 permutation from ``fold_in(key(seed), pass)`` cuts them into minibatches, and a ``lax.scan`` runs
-the Adam steps (gradients clipped to norm ``CLIP``; a step with a non-finite loss or update is
+the Adam steps (gradients clipped to norm ``passes.CLIP``; a step with a non-finite loss or update is
 skipped and counted). After each pass the validation loss decides: a better one keeps the
 parameters as the best; ``config.patience`` passes without one stop the run, and the posterior
 holds the best parameters. Resuming is handing the ``SampleState`` back (bitwise the same run).
@@ -24,58 +24,21 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from mdnjax import batches, model, objective, parallel, sources
+from mdnjax import batches, model, parallel, sources
 from mdnjax.config import PER_SAMPLE_LAYOUT, Config, ConfigError
 from mdnjax.embeddings import Embedding
 from mdnjax.posterior import Posterior, PosteriorSpec
 from mdnjax.simulation import summarize_warnings
-from mdnjax.train.loop import Progress, flattened, kept
-
-CLIP = 5.0  # the global gradient norm Adam's steps are clipped to
-
-
-class SampleState(NamedTuple):
-    """Everything that continues a per-sample run exactly.
-
-    Attributes:
-        params: MDN parameters (with the embedding's).
-        opt_state: the optimiser's state.
-        best_params: the parameters with the lowest validation loss so far.
-        best_loss: that validation loss (inf before the first pass).
-        since_best: passes since the validation loss last improved.
-        epoch: passes trained so far.
-        skipped: steps skipped for a non-finite loss or update.
-        lr_scale: the factor on Adam's steps (``schedule="plateau"`` halves it after every
-            ``patience // 4`` passes without a better validation loss).
-    """
-
-    params: Any
-    opt_state: Any
-    best_params: Any
-    best_loss: jax.Array
-    since_best: jax.Array
-    epoch: jax.Array
-    skipped: jax.Array
-    lr_scale: jax.Array
-
-
-class Pairs(NamedTuple):
-    """The training and validation pairs on the device: network inputs x and standardised θ."""
-
-    x: jax.Array  # (n_train, M)
-    theta: jax.Array  # (n_train, D)
-    val_x: jax.Array  # (n_val, M)
-    val_theta: jax.Array  # (n_val, D)
+from mdnjax.train.loop import Progress, kept
+from mdnjax.train.passes import Pairs, SampleState, _pass, optimizer, optimizer_key, state_of
 
 
 class Result(NamedTuple):
@@ -93,119 +56,6 @@ class Result(NamedTuple):
     best_epoch: int  # the pass whose parameters the posterior holds
     early_stopped_at: int | None  # pass at which ``patience`` ended training
     heldout: tuple | None = None  # the validation pairs (θ in the fitting space, y)
-
-
-def optimizer(config: Config, steps_per_pass: int) -> optax.GradientTransformation:
-    return _optimizer(*optimizer_key(config, steps_per_pass))
-
-
-def optimizer_key(config: Config, steps_per_pass: int) -> tuple:
-    """What ``optimizer(config, steps_per_pass)`` depends on (a key for ``loop.kept``)."""
-    return config.lr, config.epochs * steps_per_pass if config.schedule == "cosine" else None
-
-
-def _optimizer(lr: float, decay_steps: int | None) -> optax.GradientTransformation:
-    schedule = lr if decay_steps is None else optax.cosine_decay_schedule(lr, decay_steps)
-    return optax.chain(optax.clip_by_global_norm(CLIP), optax.adam(schedule))
-
-
-def _select(pred, new, old):
-    return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), new, old)
-
-
-def _all_finite(tree) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)]))
-
-
-def state_of(params, opt) -> SampleState:
-    return SampleState(
-        params=params,
-        opt_state=opt.init(params),
-        best_params=jax.tree_util.tree_map(jnp.copy, params),
-        best_loss=jnp.array(jnp.inf, jnp.float32),
-        since_best=jnp.array(0, jnp.int32),
-        epoch=jnp.array(0, jnp.int32),
-        skipped=jnp.array(0, jnp.int32),
-        lr_scale=jnp.array(1.0, jnp.float32),
-    )
-
-
-def scan_steps(loss, opt, state: SampleState, x, theta, idx):
-    """The Adam steps over the minibatches ``idx`` (steps, batch) of (x, θ) in a ``lax.scan``;
-    a step with a non-finite loss or update is skipped and counted. Returns (params, opt_state,
-    skipped, each step's loss or NaN)."""
-
-    def body(carry, i):
-        params, opt_state, skipped = carry
-        value, grads = jax.value_and_grad(loss)(params, x[i], theta[i])
-        updates, new_opt = opt.update(grads, opt_state, params)
-        updates = jax.tree_util.tree_map(lambda u: u * state.lr_scale, updates)
-        new_params = optax.apply_updates(params, updates)
-        ok = jnp.isfinite(value) & _all_finite(new_params) & _all_finite(new_opt)
-        carry = (
-            _select(ok, new_params, params),
-            _select(ok, new_opt, opt_state),
-            skipped + (~ok).astype(jnp.int32),
-        )
-        return carry, jnp.where(ok, value, jnp.nan)
-
-    (params, opt_state, skipped), values = jax.lax.scan(body, (state.params, state.opt_state, state.skipped), idx)
-    return params, opt_state, skipped, values
-
-
-def close_pass(state: SampleState, params, opt_state, skipped, val, plateau: int) -> SampleState:
-    """The state after a pass: the best parameters and the patience count from the validation
-    loss ``val``; ``plateau`` > 0 halves the step size after every ``plateau`` passes without a
-    better one."""
-    better = jnp.isfinite(val) & (val < state.best_loss)
-    since = jnp.where(better, 0, state.since_best + 1).astype(jnp.int32)
-    decay = (~better) & (since % max(plateau, 1) == 0) if plateau else jnp.array(False)
-    return SampleState(
-        params=params,
-        opt_state=opt_state,
-        best_params=_select(better, params, state.best_params),
-        best_loss=jnp.where(better, val, state.best_loss),
-        since_best=since,
-        epoch=state.epoch + 1,
-        skipped=skipped,
-        lr_scale=jnp.where(decay, 0.5 * state.lr_scale, state.lr_scale),
-    )
-
-
-def make_pass(graphdef, opt, batch: int, steps: int, plateau: int = 0) -> Callable:
-    """``run(state, pairs, key) -> (state, (train_loss, val_loss))``: one pass of ``steps``
-    minibatches in a ``lax.scan``, then the validation loss and the best-parameters bookkeeping;
-    ``plateau`` > 0 halves the step size after every ``plateau`` passes without improvement."""
-
-    @functools.partial(jax.jit, donate_argnums=0)
-    def run(state: SampleState, pairs: Pairs, key):
-        flat, loss, back = flat_state(state, graphdef)
-        idx = batches.indices(key, state.epoch, pairs.x.shape[0], batch, steps)
-        params, opt_state, skipped, values = scan_steps(loss, opt, flat, pairs.x, pairs.theta, idx)
-        val = loss(params, pairs.val_x, pairs.val_theta)
-        return back(close_pass(flat, params, opt_state, skipped, val, plateau)), (jnp.nanmean(values), val)
-
-    return run
-
-
-def _pass(graphdef, opt_key: tuple, batch: int, steps: int, plateau: int) -> Callable:
-    """``make_pass`` from hashable settings (``loop.kept`` keeps it for the process)."""
-    return make_pass(graphdef, _optimizer(*opt_key), batch, steps, plateau)
-
-
-def flat_state(state: SampleState, graphdef):
-    """Inside a compiled pass: the state with its parameters and Adam's moments as flat vectors
-    (``loop.flattened``), the loss of flat parameters, and the map back to the state's trees."""
-    flat, unravel, back = flattened(state, state.params)
-
-    def loss(params, x, theta):
-        return _loss(unravel(params), x, theta, graphdef=graphdef)
-
-    return flat, loss, back
-
-
-def _loss(params, x, theta, *, graphdef):
-    return objective.sample_nll(params, graphdef, x, theta[:, 0] if theta.shape[1] == 1 else theta)
 
 
 def default_embedding(config: Config, inputs: int) -> Embedding:

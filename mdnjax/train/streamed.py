@@ -7,7 +7,7 @@ kept for validation, the rest trained on), read range by range and kept resident
 that standardise θ and y come from one streaming pass (per chunk, combined pairwise). A pass visits
 the chunks of training rows in an order drawn from ``fold_in(key(seed), pass)`` and each chunk's
 minibatches in a permutation of its rows (chunk 0 from the run's key, chunk c from ``fold_in(key,
-c)``); the steps and the pass's end are the resident path's own (``minibatch.scan_steps``,
+c)``); the steps and the pass's end are the resident path's own (``passes.scan_steps``,
 ``close_pass``). With every training row in one chunk the run is the resident run, bitwise
 (tested); with several it shuffles within chunks: a different, equally valid, run. Resuming is
 bitwise, as there.
@@ -28,7 +28,7 @@ from mdnjax import batches, model, parallel, sources
 from mdnjax.config import Config, ConfigError
 from mdnjax.posterior import Posterior
 from mdnjax.simulation import check
-from mdnjax.train import minibatch
+from mdnjax.train import minibatch, passes
 from mdnjax.train.loop import Progress
 
 VALIDATION_CAP = 200_000  # validation pairs kept resident, at most
@@ -147,9 +147,9 @@ def make_chunk(graphdef, opt, batch: int, steps: int):
 
     @functools.partial(jax.jit, donate_argnums=0)
     def run(state, x, theta, key):
-        flat, loss, back = minibatch.flat_state(state, graphdef)
+        flat, loss, back = passes.flat_state(state, graphdef)
         idx = batches.indices(key, state.epoch, x.shape[0], batch, steps)
-        params, opt_state, skipped, values = minibatch.scan_steps(loss, opt, flat, x, theta, idx)
+        params, opt_state, skipped, values = passes.scan_steps(loss, opt, flat, x, theta, idx)
         flat = flat._replace(params=params, opt_state=opt_state, skipped=skipped)
         return back(flat), jnp.nansum(values), jnp.sum(jnp.isfinite(values))
 
@@ -159,9 +159,9 @@ def make_chunk(graphdef, opt, batch: int, steps: int):
 def make_close(graphdef, plateau: int):
     @jax.jit
     def close(state, val_x, val_theta):
-        flat, loss, back = minibatch.flat_state(state, graphdef)
+        flat, loss, back = passes.flat_state(state, graphdef)
         val = loss(flat.params, val_x, val_theta)
-        return back(minibatch.close_pass(flat, flat.params, flat.opt_state, flat.skipped, val, plateau)), val
+        return back(passes.close_pass(flat, flat.params, flat.opt_state, flat.skipped, val, plateau)), val
 
     return close
 
@@ -212,8 +212,8 @@ def fit(
     starts = list(range(0, n_train, chunk))
     steps_per_pass = sum((min(n_train, a + chunk) - a) // batch for a in starts)
     graphdef, params = model.init(jax.random.key(config.seed), config.components, config.hidden, dim, inputs, embedding)
-    opt = minibatch.optimizer(config, steps_per_pass)
-    state = init_state if init_state is not None else minibatch.state_of(params, opt)
+    opt = passes.optimizer(config, steps_per_pass)
+    state = init_state if init_state is not None else passes.state_of(params, opt)
     state = jax.tree_util.tree_map(jnp.asarray, state)
     start = int(state.epoch)
     if start > config.epochs:
@@ -290,12 +290,12 @@ def fit(
     if stopped_at is None:
         checkpoint()
     host = parallel.host(state)
-    passes = max(epoch - start, 1)
+    passes_run = max(epoch - start, 1)
     timings.update(
         {
             "train_s": train_s,
-            "epochs_per_s": passes / train_s if train_s > 0 else float("nan"),
-            "ms_per_epoch": 1e3 * train_s / passes,
+            "epochs_per_s": passes_run / train_s if train_s > 0 else float("nan"),
+            "ms_per_epoch": 1e3 * train_s / passes_run,
         }
     )
     report = {
