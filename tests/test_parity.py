@@ -81,8 +81,8 @@ def _data(name, n=6000, seed=3):
     return task, theta.astype(np.float32), y  # the layouts hold float32 θ: both sides see the same values
 
 
-@pytest.mark.parametrize("name", ["beta", "gamma"])
-@pytest.mark.parametrize("k", [1, 8])
+# each dtype with each prior and each K (the prior-K pairing carries no interaction)
+@pytest.mark.parametrize("name,k", [("beta", 8), ("gamma", 1)])
 def test_loss_and_every_gradient_agree_with_the_notebook_loop(name, k, dtype):
     task, theta, y = _data(name)
     net, graphdef, params = _pair(k, dtype)
@@ -101,9 +101,9 @@ def test_loss_and_every_gradient_agree_with_the_notebook_loop(name, k, dtype):
         chex.assert_trees_all_close(grads, g_ref, **_tol(dtype))
 
 
-@pytest.mark.parametrize("name", ["beta", "gamma"])
-def test_one_adam_update_gives_the_same_parameters(name, dtype):
-    task, theta, y = _data(name)
+def test_one_adam_update_gives_the_same_parameters(dtype):
+    """One prior: the losses and gradients of both are checked above; this checks Adam's update."""
+    task, theta, y = _data("gamma")
     net, graphdef, params = _pair(8, dtype)
     opt_t = torch.optim.Adam(net.parameters(), lr=1e-2)
     value = torch_ref.notebook_loss(net, torch_ref.group_by_y(theta, y), task.trials, dtype=dtype)
