@@ -23,6 +23,7 @@ import collections
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,10 +36,14 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 def run(workers: int, paths: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix="mdnjax-suite-profile-") as tmp:
+        plugin_dir = str(Path(tmp, "plugin"))
+        Path(plugin_dir).mkdir()
+        shutil.copy(ROOT / "benchmarks" / "suite_plugin.py", plugin_dir)
         env = {
             **os.environ,
             "SUITE_PROFILE_DIR": tmp,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "benchmarks"), os.environ.get("PYTHONPATH")])),
+            # the plugin alone on the path (benchmarks/ itself holds modules named like packages: sbibm.py)
+            "PYTHONPATH": os.pathsep.join(filter(None, [plugin_dir, os.environ.get("PYTHONPATH")])),
         }
         cmd = [sys.executable, "-m", "pytest", "-q", "-n", str(workers), "-p", "suite_plugin", "-p", "no:cacheprovider"]
         cmd += paths
