@@ -173,6 +173,7 @@ def main(argv=None) -> int:
     p.add_argument("--table", action="store_true", help="print the results as a markdown table")
     p.add_argument("--components", type=int, help="K instead of the default (write to another --out)")
     p.add_argument("--hidden", type=int, nargs="+", help="backbone widths instead of the default (another --out)")
+    p.add_argument("--batch-size", type=int, help="per-sample batch instead of the default (another --out)")
     p.add_argument("--with", dest="others", nargs="+", default=[], help="more result files for --table/--figure-only")
     args = p.parse_args(argv)
     xla.configure_cpu()
@@ -192,7 +193,15 @@ def main(argv=None) -> int:
         for i in args.observations:  # every task's observation 1 first: a partial grid covers every task
             for budget in args.budgets:
                 for name in args.tasks:
-                    settings = {k: v for k, v in (("components", args.components), ("hidden", args.hidden)) if v}
+                    settings = {
+                        k: v
+                        for k, v in (
+                            ("components", args.components),
+                            ("hidden", args.hidden),
+                            ("batch_size", args.batch_size),
+                        )
+                        if v
+                    }
                     run_one(name, budget, i, data, path, cache, settings)
                     figure(data, path.with_suffix(".png"))
         data["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
