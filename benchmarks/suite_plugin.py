@@ -2,8 +2,9 @@
 compilations it caused (count and backend seconds, from ``jax.monitoring``), and the persistent
 cache's hits; each pytest process writes ``SUITE_PROFILE_DIR/<worker>.json`` at the end.
 
-Loaded with ``-p suite_plugin`` and ``benchmarks`` on ``PYTHONPATH``; it changes nothing the tests
-compute. Subprocesses the tests start are not seen (their time is in their test's wall time).
+Loaded with ``-p suite_plugin`` from a folder of its own on ``PYTHONPATH`` (the driver copies it
+there: ``benchmarks/`` itself holds ``sbibm.py``, which would shadow the sbibm package); it changes
+nothing the tests compute. Subprocesses the tests start are not seen (their time is in their test's wall time).
 """
 
 from __future__ import annotations
@@ -51,9 +52,9 @@ def pytest_sessionfinish(session):
     out = os.environ.get("SUITE_PROFILE_DIR")
     if not out:
         return
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     if not _wall:  # xdist's controller runs no test
         return
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     tests = sorted(set(_wall) | set(_compiles))
     rows = {
         t: {
