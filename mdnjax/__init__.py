@@ -8,12 +8,37 @@ Example:
     (2,)
 """
 
-from mdnjax import datasets, tasks
-from mdnjax.config import Config, ConfigError
-from mdnjax.datasets import simulate
-from mdnjax.posterior import Posterior, RareObservationWarning, load
-from mdnjax.task import Bound, Task
-from mdnjax.train import Result, RoundError, TrainState, fit, fit_arrays, fit_rounds
+from typing import TYPE_CHECKING
+
+from mdnjax.lazy import exports
+
+_NAMES = {
+    "Bound": ".task",
+    "Config": ".config",
+    "ConfigError": ".config",
+    "Posterior": ".posterior",
+    "RareObservationWarning": ".posterior",
+    "Result": ".train",
+    "RoundError": ".train",
+    "Task": ".task",
+    "TrainState": ".train",
+    "datasets": ".datasets",
+    "fit": ".train",
+    "fit_arrays": ".train",
+    "fit_rounds": ".train",
+    "load": ".posterior",
+    "simulate": ".datasets",
+    "tasks": ".tasks",
+}
+__getattr__, __dir__ = exports(__name__, _NAMES)
+
+if TYPE_CHECKING:  # what static tools see; at run time each name is imported when first used
+    from mdnjax import datasets, tasks
+    from mdnjax.config import Config, ConfigError
+    from mdnjax.datasets import simulate
+    from mdnjax.posterior import Posterior, RareObservationWarning, load
+    from mdnjax.task import Bound, Task
+    from mdnjax.train import Result, RoundError, TrainState, fit, fit_arrays, fit_rounds
 
 __all__ = [
     "Bound",

@@ -202,6 +202,34 @@ def test_bad_input_from_the_real_command_has_no_traceback():
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
 
 
+def test_a_bad_flag_is_refused_before_jax_is_imported():
+    # the refusal costs the flags' checks, not JAX's start-up (run in a process of its own)
+    code = (
+        "import sys, runpy\n"
+        "sys.argv = ['mdnjax.train', '--samples', '-5']\n"
+        "try:\n"
+        "    runpy.run_module('mdnjax.train', run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    print('exit', e.code, sorted(m for m in ('jax', 'flax', 'optax') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "--samples" in proc.stderr and proc.stderr.count("\n") == 1
+    assert proc.stdout.strip() == "exit 2 []"
+
+
+@pytest.mark.parametrize("package", ["mdnjax", "mdnjax.train"])
+def test_every_public_name_resolves_on_first_use(package):
+    import importlib
+
+    module = importlib.import_module(package)
+    assert set(module.__all__) <= set(dir(module))
+    for name in module.__all__:
+        assert getattr(module, name) is not None, name
+    assert mdnjax.fit is importlib.import_module("mdnjax.train.run").fit
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        module.nope  # noqa: B018
+
+
 def test_divergence_exits_non_zero_and_keeps_a_finite_posterior(tmp_path, capsys):
     out = tmp_path / "run"
     code = cli.main(

@@ -144,8 +144,6 @@ def _numpy(tree):
 
 
 def new_run(args: dict, lead: bool):
-    from mdnjax import checkpoint, parallel
-
     if "data" in args:
         task, task_record, config = _data_run(args)
     else:
@@ -157,6 +155,8 @@ def new_run(args: dict, lead: bool):
     checkpoint_every = args.get("checkpoint_every", DEFAULTS["checkpoint_every"])
     if checkpoint_every < 0:
         raise UsageError(f"--checkpoint-every must be >= 0, got {checkpoint_every}")
+    from mdnjax import checkpoint, parallel  # JAX: imported once the flags are known good
+
     try:
         parallel.device_mesh(config.devices)  # before any output: a device count this machine has
     except ValueError as err:

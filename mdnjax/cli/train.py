@@ -85,8 +85,6 @@ def _resume_rounds(prog: str, t_start: float, args: dict) -> int:
 
 def _init_distributed(args: dict) -> bool:
     """Joins a multi-process run when ``--coordinator`` is given; returns whether this process leads."""
-    from mdnjax import parallel
-
     given = [k in args for k in ("coordinator", "num_processes", "process_id")]
     if not any(given):
         return True
@@ -94,6 +92,8 @@ def _init_distributed(args: dict) -> bool:
         raise UsageError("--coordinator, --num-processes and --process-id go together")
     if args["num_processes"] < 1 or not 0 <= args["process_id"] < args["num_processes"]:
         raise UsageError(f"--process-id must be in 0..{args['num_processes'] - 1}, got {args['process_id']}")
+    from mdnjax import parallel  # JAX: imported once the flags are known good
+
     parallel.initialize(args["coordinator"], args["num_processes"], args["process_id"])
     return args["process_id"] == 0
 
