@@ -59,13 +59,22 @@ VARIANTS = {
     "base seed 1": {"seed": 1},
     "plateau seed 1": {"schedule": "plateau", "seed": 1},
 }
+# Variants of today's defaults (``config.PER_SAMPLE``, batch 128), not of BASE: does the batch
+# grow with the budget? (``--samples 100000 --variants defaults "defaults batch 512" ...``)
+DEFAULTS = {
+    "defaults": {},
+    "defaults batch 256": {"batch_size": 256},
+    "defaults batch 512": {"batch_size": 512},
+    "defaults batch 512 lr 2e-3": {"batch_size": 512, "lr": 2e-3},
+    "defaults batch 256 lr 2e-3": {"batch_size": 256, "lr": 2e-3},
+}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", nargs="+", default=["slcp", "two_moons"])
     p.add_argument("--samples", type=int, default=10_000)
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=[*VARIANTS, *DEFAULTS])
     p.add_argument("--out", default=str(RESULTS / "per_sample_defaults.json"))
     args = p.parse_args(argv)
     xla.configure_cpu()
@@ -77,7 +86,7 @@ def main(argv=None) -> int:
             key = f"{name}/{args.samples}/{variant}"
             if key in data["runs"]:
                 continue
-            settings = {**BASE, **VARIANTS[variant]}
+            settings = DEFAULTS[variant] if variant in DEFAULTS else {**BASE, **VARIANTS[variant]}
             t0 = time.perf_counter()
             r = mdnjax.fit(name, mdnjax.Config(samples=args.samples, layout="per-sample", **settings))
             data["runs"][key] = {
