@@ -67,6 +67,11 @@ DEFAULTS = {
     "defaults batch 512": {"batch_size": 512},
     "defaults batch 512 lr 2e-3": {"batch_size": 512, "lr": 2e-3},
     "defaults batch 256 lr 2e-3": {"batch_size": 256, "lr": 2e-3},
+    "defaults lr 2e-3": {"lr": 2e-3},
+    "defaults lr 3e-3": {"lr": 3e-3},
+    "defaults batch 256 lr 3e-3": {"batch_size": 256, "lr": 3e-3},
+    "defaults seed 1": {"seed": 1},
+    "defaults batch 256 lr 2e-3 seed 1": {"batch_size": 256, "lr": 2e-3, "seed": 1},
 }
 
 

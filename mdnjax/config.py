@@ -119,6 +119,12 @@ def _budget(value):
     return float(value)
 
 
+def _ema(value) -> float:
+    if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value >= 0):
+        raise ConfigError(f"ema must be a finite number of passes >= 0, got {value!r}", "ema")
+    return float(value)
+
+
 def _validation(value) -> float:
     share = _share("validation", value)
     if not 0.0 < share < 1.0:
@@ -175,6 +181,10 @@ class Config:
         embedding: the per-sample layout's embedding network for y (``mdnjax.embeddings``): a
             kind (``"none"``, ``"mlp"``, ``"set"``, ``"conv"``), a dict of its fields, or None
             (an MLP for a vector y, none for a scalar).
+        ema: the per-sample layout's moving average of the parameters: its time constant in
+            passes over the training pairs (after every step a ← d·a + (1 − d)·params with
+            d = 1 − 1/(ema · steps per pass); 0 turns it off). The average is what is validated,
+            kept as the best and saved (measured: docs/quality.md).
         memory_budget: GiB the per-sample layout may hold of stored simulations (None: half of
             the memory available); above it a run streams them from disk chunk by chunk
             (``mdnjax.train.streamed``).
@@ -204,6 +214,7 @@ class Config:
     validation: float = 0.1
     embedding: Any = None
     memory_budget: float | None = None
+    ema: float = 1.0
 
     @property
     def per_sample(self) -> bool:
@@ -251,6 +262,7 @@ class Config:
             validation=_validation(self.validation),
             embedding=_embedding(self.embedding),
             memory_budget=_budget(self.memory_budget),
+            ema=_ema(self.ema),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -273,6 +285,12 @@ class Config:
         if isinstance(config, dict):
             return cls.from_dict(config)
         raise ConfigError(f"config must be a mdnjax.Config or a dict of its fields, got {type(config).__name__}")
+
+    @classmethod
+    def from_run(cls, data: dict[str, Any]) -> Config:
+        """A run folder's ``config.json``: a field it predates gets the value that run trained
+        with (``ema`` 0: no average)."""
+        return cls.from_dict({"ema": 0.0, **data})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:

@@ -67,6 +67,7 @@ BAD = [
     (["--epochs", "abc"], "not a number"),
     (["--samples", "2.5"], "not an integer"),
     (["--layout", "dense"], "unknown --layout"),
+    (["--ema", "-1"], "--ema must be a finite number of passes"),
     (["--recipe", "magic"], "unknown --recipe"),
     (["--weighting", "per-row"], "unknown --weighting"),
     (["--schedule", "step"], "unknown --schedule"),

@@ -149,6 +149,48 @@ def test_the_plateau_schedule_halves_the_step_after_each_plateau_of_the_validati
     assert float(result.state.lr_scale) == scale < 1.0
 
 
+def test_the_moving_average_follows_every_step_and_is_what_is_validated():
+    import optax
+
+    rng = np.random.default_rng(0)
+    x, w = rng.normal(size=(40, 3)), np.array([0.5, -1.0, 2.0])
+    theta = (x @ w + 0.1 * rng.normal(size=40))[:, None]
+    x[12] = np.nan  # batch 3 (rows 12..15) gives a non-finite loss: that step is skipped
+    idx = np.arange(40).reshape(10, 4)
+    loss = lambda p, xb, tb: jnp.mean((xb @ p - tb[:, 0]) ** 2)  # noqa: E731
+    opt, p0 = optax.sgd(0.05, momentum=0.5), np.zeros(3)
+    ema = passes.decay(1.0, 10)  # a time constant of one pass of 10 steps
+    assert ema == 0.9
+    state = passes.state_of(jnp.asarray(p0, jnp.float32), opt, 1.0)
+    stepped, values = passes.scan_steps(loss, opt, state, jnp.asarray(x, jnp.float32), jnp.asarray(theta), idx, ema)
+    p, a, m = p0.copy(), p0.copy(), np.zeros(3)  # the rule replayed in float64
+    for i, rows in enumerate(idx):
+        if i != 3:
+            xb, tb = x[rows], theta[rows, 0]
+            m = 2 * xb.T @ (xb @ p - tb) / len(rows) + 0.5 * m
+            p = p - 0.05 * m
+        a = ema * a + (1 - ema) * p
+    np.testing.assert_allclose(stepped.params, p, rtol=1e-5)
+    np.testing.assert_allclose(stepped.avg_params, a, rtol=1e-5)
+    assert int(stepped.skipped) == 1 and np.isnan(values[3])
+    assert passes.validated(stepped) is stepped.avg_params
+    assert passes.state_of(jnp.zeros(3), opt).avg_params is None  # ema = 0: no average kept
+
+
+def test_the_average_is_kept_as_the_posterior_and_off_keeps_the_iterate():
+    task = _normal_task(1)
+    on = mdnjax.fit(task, Config(**{**SMALL, "epochs": 3, "patience": 50}))
+    off = mdnjax.fit(task, Config(**{**SMALL, "epochs": 3, "patience": 50, "ema": 0}))
+    assert on.state.avg_params is not None and off.state.avg_params is None
+    best = int(np.argmin(on.validation)) + 1
+    if best == 3:  # the last pass was the best: its average is the posterior
+        chex.assert_trees_all_equal(on.posterior.params, on.state.avg_params)
+    if int(np.argmin(off.validation)) + 1 == 3:
+        chex.assert_trees_all_equal(off.posterior.params, off.state.params)
+    # the same steps either way: the average changes what is judged, not the path
+    chex.assert_trees_all_equal(on.state.params, off.state.params)
+
+
 def test_resume_is_bitwise_the_uninterrupted_run(run):
     task = _normal_task(2)
     saved = []
@@ -277,15 +319,16 @@ def test_float_y_of_a_counts_task_and_bad_settings_are_refused():
 # ----------------------------------------------------------------- accelerator and processes
 
 
-def test_the_per_sample_pass_lowers_for_cuda_without_host_syncs():
+@pytest.mark.parametrize("ema", [0.0, 1.0])
+def test_the_per_sample_pass_lowers_for_cuda_without_host_syncs(ema):
     cfg = Config(**SMALL, layout="per-sample").resolve()
     # abstract shapes only: nothing is drawn or compiled on this machine
     graphdef, params = model.structure(3, (16, 16), 2, 5, embeddings.Embedding("mlp", (8,), 4))
     opt = passes.optimizer(cfg, 10)
-    state = jax.eval_shape(lambda p: passes.state_of(p, opt), params)
+    state = jax.eval_shape(lambda p: passes.state_of(p, opt, ema), params)
     shapes = [(640, 5), (640, 2), (64, 5), (64, 2)]
     pairs = passes.Pairs(*(jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes))
-    run = passes.make_pass(graphdef, opt, 64, 10)
+    run = passes.make_pass(graphdef, opt, 64, 10, rho=passes.decay(ema, 10))
     text = run.trace(state, pairs, jax.random.key(0)).lower(lowering_platforms=("cuda",)).as_text()
     assert text.count("stablehlo.while") == 1  # the steps' scan
     assert "stablehlo.case" not in text and "stablehlo.if" not in text and "custom_call @host" not in text

@@ -120,6 +120,19 @@ def test_a_finished_run_trains_longer_and_other_flags_are_refused(tmp_path, caps
     assert all(np.isfinite(s["timings"]["epochs_per_s"]) for s in after["sessions"])
 
 
+def test_a_per_sample_run_from_before_the_moving_average_resumes_without_one(tmp_path, capsys):
+    out = tmp_path / "run"
+    flags = ["--prior", "two_moons", "--samples", "3000", "--layout", "per-sample", "--no-plots"]
+    assert cli.main([*flags, "--epochs", "2", "--ema", "0", "--out", str(out)]) == 0
+    config = json.loads((out / checkpoint.CONFIG).read_text())
+    assert config.pop("ema") == 0.0  # the config.json such a run wrote had no such field
+    (out / checkpoint.CONFIG).write_text(json.dumps(config))
+    assert cli.main(["--resume", str(out), "--epochs", "4"]) == 0, capsys.readouterr().err
+    straight = mdnjax.fit("two_moons", Config(samples=3000, layout="per-sample", epochs=4, ema=0))
+    assert straight.state.avg_params is None
+    np.testing.assert_array_equal(json.loads((out / checkpoint.METRICS).read_text())["loss"], straight.losses)
+
+
 def test_no_plots_is_remembered_by_resume(tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(["--prior", "gamma", "--samples", "5000", "--epochs", "20", "--no-plots", "--out", str(out)]) == 0

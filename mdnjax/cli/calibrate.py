@@ -43,7 +43,7 @@ def calibrate_main(argv=None) -> int:
         resources.fits(needed, f"--draws {args.draws:,} × --samples-per-draw {args.samples_per_draw}", "lower --draws")
         record = checkpoint.read_json(out / checkpoint.RUN)
         task, _ = reattach(
-            run_task(out, record), record, Config.from_dict(checkpoint.read_json(out / checkpoint.CONFIG))
+            run_task(out, record), record, Config.from_run(checkpoint.read_json(out / checkpoint.CONFIG))
         )
         multivariate = post.dim > 1 or post.spec.inputs > 1
         calibrate = calibration.run_nd if multivariate else calibration.run

@@ -53,6 +53,7 @@ CONFIG_FLAGS = (
     "validation",
     "embedding",
     "memory_budget",
+    "ema",
 )
 
 
@@ -168,6 +169,13 @@ def train_parser() -> argparse.ArgumentParser:
         "--patience",
         type=number(int),
         help="per-sample layout: passes without a better validation loss before stopping (default 20)",
+    )
+    c.add_argument(
+        "--ema",
+        type=number(float),
+        metavar="PASSES",
+        help="per-sample layout: time constant, in passes, of the parameters' moving average that is "
+        "validated and kept (default 1; 0: off)",
     )
     c.add_argument(
         "--validation",

@@ -59,7 +59,7 @@ def _saved_run(out: Path):
     try:
         record = checkpoint.read_json(out / checkpoint.RUN)
         task = run_task(out, record)
-        config = Config.from_dict(checkpoint.read_json(out / checkpoint.CONFIG))
+        config = Config.from_run(checkpoint.read_json(out / checkpoint.CONFIG))
         task, config = reattach(task, record, config)  # a run trained from stored simulations
         if "rounds" in record:  # sequential rounds: the pooled simulations the last round trained on
             from mdnjax.cli.rounds import pooled_task

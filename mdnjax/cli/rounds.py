@@ -224,7 +224,7 @@ def resume_setup(args: dict, record: dict, out: Path):
         )
     try:
         task = run_task(out, record)
-        config = Config.from_dict(checkpoint.read_json(out / checkpoint.CONFIG))
+        config = Config.from_run(checkpoint.read_json(out / checkpoint.CONFIG))
         task, config = reattach(task, record, config)
     except ValueError as err:
         raise UsageError(f"--resume {out}: {err}") from None

@@ -48,7 +48,7 @@ def resume_setup(args: dict, lead: bool = True):
     try:
         record = checkpoint.read_json(out / checkpoint.RUN)
         task = run_task(out, record)
-        config = Config.from_dict(checkpoint.read_json(out / checkpoint.CONFIG))
+        config = Config.from_run(checkpoint.read_json(out / checkpoint.CONFIG))
         if "epochs" in args:
             config = dataclasses.replace(config, epochs=args["epochs"])
         task, config = reattach(task, record, config)

@@ -38,7 +38,7 @@ from mdnjax.embeddings import Embedding
 from mdnjax.posterior import Posterior, PosteriorSpec
 from mdnjax.simulation import summarize_warnings
 from mdnjax.train.loop import Progress, kept
-from mdnjax.train.passes import Pairs, SampleState, _pass, optimizer, optimizer_key, state_of
+from mdnjax.train.passes import Pairs, SampleState, _pass, decay, optimizer, optimizer_key, state_of
 
 
 class Result(NamedTuple):
@@ -143,7 +143,7 @@ def fit(
     )
     graphdef, params = model.init(jax.random.key(config.seed), config.components, config.hidden, dim, inputs, embedding)
     opt = optimizer(config, steps)
-    state = init_state if init_state is not None else state_of(params, opt)
+    state = init_state if init_state is not None else state_of(params, opt, config.ema)
     state = jax.tree_util.tree_map(jnp.asarray, state)
     start = int(state.epoch)
     if start > config.epochs:
@@ -152,7 +152,8 @@ def fit(
     train_hist, val_hist = [float(v) for v in past[:, 0]], [float(v) for v in past[:, 1]]
     stage(f"compiling the training pass ({steps:,} steps of {batch:,} pairs; {val_idx.size:,} for validation)")
     plateau = config.patience // 4 if config.schedule == "plateau" else 0
-    run = kept(_pass, graphdef, optimizer_key(config, steps), batch, steps, plateau)
+    rho = decay(config.ema, steps)
+    run = kept(_pass, graphdef, optimizer_key(config, steps), batch, steps, plateau, rho)
     key = jax.random.key(config.seed)
     t0 = time.perf_counter()
     compiled = run.lower(state, device_pairs, key).compile()
@@ -235,7 +236,7 @@ def template(task, config: Config, inputs: int) -> SampleState:
     _, params = model.init(
         jax.random.key(config.seed), config.components, config.hidden, len(task.support), inputs, embedding
     )
-    return state_of(params, optimizer(config, 1))
+    return state_of(params, optimizer(config, 1), config.ema)
 
 
 def sample_spec(task, config: Config, inputs: int, y_kind: str, y_std, theta_std, embedding) -> PosteriorSpec:

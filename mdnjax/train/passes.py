@@ -33,6 +33,8 @@ class SampleState(NamedTuple):
         skipped: steps skipped for a non-finite loss or update.
         lr_scale: the factor on Adam's steps (``schedule="plateau"`` halves it after every
             ``patience // 4`` passes without a better validation loss).
+        avg_params: the exponential moving average of the parameters over the steps
+            (``Config.ema``; None when it is off): what is validated and kept as the best.
     """
 
     params: Any
@@ -43,6 +45,7 @@ class SampleState(NamedTuple):
     epoch: jax.Array
     skipped: jax.Array
     lr_scale: jax.Array
+    avg_params: Any = None
 
 
 class Pairs(NamedTuple):
@@ -68,7 +71,17 @@ def _optimizer(lr: float, decay_steps: int | None) -> optax.GradientTransformati
     return optax.chain(optax.clip_by_global_norm(CLIP), optax.adam(schedule))
 
 
-def state_of(params, opt) -> SampleState:
+def decay(ema: float, steps_per_pass: int) -> float:
+    """The moving average's factor per step for a time constant of ``ema`` passes (0: off).
+
+    Example:
+        >>> decay(1.0, 1000), decay(0.0, 1000)
+        (0.999, 0.0)
+    """
+    return max(0.0, 1.0 - 1.0 / (ema * steps_per_pass)) if ema else 0.0
+
+
+def state_of(params, opt, ema: float = 0.0) -> SampleState:
     return SampleState(
         params=params,
         opt_state=opt.init(params),
@@ -78,70 +91,75 @@ def state_of(params, opt) -> SampleState:
         epoch=jnp.array(0, jnp.int32),
         skipped=jnp.array(0, jnp.int32),
         lr_scale=jnp.array(1.0, jnp.float32),
+        avg_params=jax.tree_util.tree_map(jnp.copy, params) if ema else None,
     )
 
 
-def scan_steps(loss, opt, state: SampleState, x, theta, idx):
+def scan_steps(loss, opt, state: SampleState, x, theta, idx, rho: float = 0.0):
     """The Adam steps over the minibatches ``idx`` (steps, batch) of (x, θ) in a ``lax.scan``;
-    a step with a non-finite loss or update is skipped and counted. Returns (params, opt_state,
-    skipped, each step's loss or NaN)."""
+    a step with a non-finite loss or update is skipped and counted; a state with an average
+    (``avg_params``) has a ← rho·a + (1 − rho)·params after every step (``decay``). Returns the
+    state with the new params, opt_state, skipped and avg_params, and each step's loss or NaN."""
 
     def body(carry, i):
-        params, opt_state, skipped = carry
+        params, opt_state, skipped, avg = carry
         value, grads = jax.value_and_grad(loss)(params, x[i], theta[i])
         updates, new_opt = opt.update(grads, opt_state, params)
         updates = jax.tree_util.tree_map(lambda u: u * state.lr_scale, updates)
         new_params = optax.apply_updates(params, updates)
         ok = jnp.isfinite(value) & all_finite(new_params) & all_finite(new_opt)
-        carry = (
-            select(ok, new_params, params),
-            select(ok, new_opt, opt_state),
-            skipped + (~ok).astype(jnp.int32),
-        )
+        params = select(ok, new_params, params)
+        if avg is not None:
+            avg = jax.tree_util.tree_map(lambda a, p: rho * a + (1.0 - rho) * p, avg, params)
+        carry = (params, select(ok, new_opt, opt_state), skipped + (~ok).astype(jnp.int32), avg)
         return carry, jnp.where(ok, value, jnp.nan)
 
-    (params, opt_state, skipped), values = jax.lax.scan(body, (state.params, state.opt_state, state.skipped), idx)
-    return params, opt_state, skipped, values
+    carry = (state.params, state.opt_state, state.skipped, state.avg_params)
+    (params, opt_state, skipped, avg), values = jax.lax.scan(body, carry, idx)
+    return state._replace(params=params, opt_state=opt_state, skipped=skipped, avg_params=avg), values
 
 
-def close_pass(state: SampleState, params, opt_state, skipped, val, plateau: int) -> SampleState:
-    """The state after a pass: the best parameters and the patience count from the validation
-    loss ``val``; ``plateau`` > 0 halves the step size after every ``plateau`` passes without a
-    better one."""
+def validated(state: SampleState):
+    """The parameters a pass is judged and kept by: the average when there is one."""
+    return state.params if state.avg_params is None else state.avg_params
+
+
+def close_pass(state: SampleState, stepped: SampleState, val, plateau: int) -> SampleState:
+    """The state after a pass (``stepped``: ``state`` after its steps): the best parameters
+    (``validated``) and the patience count from the validation loss ``val``; ``plateau`` > 0
+    halves the step size after every ``plateau`` passes without a better one."""
     better = jnp.isfinite(val) & (val < state.best_loss)
     since = jnp.where(better, 0, state.since_best + 1).astype(jnp.int32)
     decay = (~better) & (since % max(plateau, 1) == 0) if plateau else jnp.array(False)
-    return SampleState(
-        params=params,
-        opt_state=opt_state,
-        best_params=select(better, params, state.best_params),
+    return stepped._replace(
+        best_params=select(better, validated(stepped), state.best_params),
         best_loss=jnp.where(better, val, state.best_loss),
         since_best=since,
         epoch=state.epoch + 1,
-        skipped=skipped,
         lr_scale=jnp.where(decay, 0.5 * state.lr_scale, state.lr_scale),
     )
 
 
-def make_pass(graphdef, opt, batch: int, steps: int, plateau: int = 0) -> Callable:
+def make_pass(graphdef, opt, batch: int, steps: int, plateau: int = 0, rho: float = 0.0) -> Callable:
     """``run(state, pairs, key) -> (state, (train_loss, val_loss))``: one pass of ``steps``
     minibatches in a ``lax.scan``, then the validation loss and the best-parameters bookkeeping;
-    ``plateau`` > 0 halves the step size after every ``plateau`` passes without improvement."""
+    ``plateau`` > 0 halves the step size after every ``plateau`` passes without improvement;
+    a state with an average moves it by ``rho`` a step and validates and keeps it (``scan_steps``)."""
 
     @functools.partial(jax.jit, donate_argnums=0)
     def run(state: SampleState, pairs: Pairs, key):
         flat, loss, back = flat_state(state, graphdef)
         idx = batches.indices(key, state.epoch, pairs.x.shape[0], batch, steps)
-        params, opt_state, skipped, values = scan_steps(loss, opt, flat, pairs.x, pairs.theta, idx)
-        val = loss(params, pairs.val_x, pairs.val_theta)
-        return back(close_pass(flat, params, opt_state, skipped, val, plateau)), (jnp.nanmean(values), val)
+        stepped, values = scan_steps(loss, opt, flat, pairs.x, pairs.theta, idx, rho)
+        val = loss(validated(stepped), pairs.val_x, pairs.val_theta)
+        return back(close_pass(flat, stepped, val, plateau)), (jnp.nanmean(values), val)
 
     return run
 
 
-def _pass(graphdef, opt_key: tuple, batch: int, steps: int, plateau: int) -> Callable:
+def _pass(graphdef, opt_key: tuple, batch: int, steps: int, plateau: int, rho: float = 0.0) -> Callable:
     """``make_pass`` from hashable settings (``loop.kept`` keeps it for the process)."""
-    return make_pass(graphdef, _optimizer(*opt_key), batch, steps, plateau)
+    return make_pass(graphdef, _optimizer(*opt_key), batch, steps, plateau, rho)
 
 
 def flat_state(state: SampleState, graphdef):

@@ -141,7 +141,7 @@ def _moments(task, lo: int, hi: int, chunk: int, space: str, allow_nan: bool):
     return [_standard(m[1], m[2]) for m in moments]
 
 
-def make_chunk(graphdef, opt, batch: int, steps: int):
+def make_chunk(graphdef, opt, batch: int, steps: int, rho: float = 0.0):
     """``run(state, x, theta, key) -> (state, summed loss, finite steps)``: the steps over one
     chunk's minibatches (a permutation of its rows from ``key``)."""
 
@@ -149,8 +149,7 @@ def make_chunk(graphdef, opt, batch: int, steps: int):
     def run(state, x, theta, key):
         flat, loss, back = passes.flat_state(state, graphdef)
         idx = batches.indices(key, state.epoch, x.shape[0], batch, steps)
-        params, opt_state, skipped, values = passes.scan_steps(loss, opt, flat, x, theta, idx)
-        flat = flat._replace(params=params, opt_state=opt_state, skipped=skipped)
+        flat, values = passes.scan_steps(loss, opt, flat, x, theta, idx, rho)
         return back(flat), jnp.nansum(values), jnp.sum(jnp.isfinite(values))
 
     return run
@@ -160,8 +159,8 @@ def make_close(graphdef, plateau: int):
     @jax.jit
     def close(state, val_x, val_theta):
         flat, loss, back = passes.flat_state(state, graphdef)
-        val = loss(flat.params, val_x, val_theta)
-        return back(passes.close_pass(flat, flat.params, flat.opt_state, flat.skipped, val, plateau)), val
+        val = loss(passes.validated(flat), val_x, val_theta)
+        return back(passes.close_pass(flat, flat, val, plateau)), val
 
     return close
 
@@ -213,7 +212,7 @@ def fit(
     steps_per_pass = sum((min(n_train, a + chunk) - a) // batch for a in starts)
     graphdef, params = model.init(jax.random.key(config.seed), config.components, config.hidden, dim, inputs, embedding)
     opt = passes.optimizer(config, steps_per_pass)
-    state = init_state if init_state is not None else passes.state_of(params, opt)
+    state = init_state if init_state is not None else passes.state_of(params, opt, config.ema)
     state = jax.tree_util.tree_map(jnp.asarray, state)
     start = int(state.epoch)
     if start > config.epochs:
@@ -221,6 +220,7 @@ def fit(
     past = np.zeros((0, 2), np.float32) if history is None else np.asarray(history, np.float32).reshape(-1, 2)
     train_hist, val_hist = [float(v) for v in past[:, 0]], [float(v) for v in past[:, 1]]
     runs = {}
+    rho = passes.decay(config.ema, steps_per_pass)
     close = make_close(graphdef, config.patience // 4 if config.schedule == "plateau" else 0)
     key = jax.random.key(config.seed)
     jacobian = float(np.sum(np.log(theta_std.scale)))
@@ -250,7 +250,7 @@ def fit(
             rows = x.shape[0]
             if rows >= batch:
                 if rows not in runs:
-                    runs[rows] = make_chunk(graphdef, opt, batch, rows // batch)
+                    runs[rows] = make_chunk(graphdef, opt, batch, rows // batch, rho)
                 chunk_key = key if c == 0 else jax.random.fold_in(key, int(c))  # one chunk: the resident run's
                 state, s, k = runs[rows](state, x, z, chunk_key)
                 total, count = total + s, count + k  # device values: the host reads the next chunk meanwhile
