@@ -130,13 +130,13 @@ def close_pass(state: SampleState, stepped: SampleState, val, plateau: int) -> S
     halves the step size after every ``plateau`` passes without a better one."""
     better = jnp.isfinite(val) & (val < state.best_loss)
     since = jnp.where(better, 0, state.since_best + 1).astype(jnp.int32)
-    decay = (~better) & (since % max(plateau, 1) == 0) if plateau else jnp.array(False)
+    halve = (~better) & (since % max(plateau, 1) == 0) if plateau else jnp.array(False)
     return stepped._replace(
         best_params=select(better, validated(stepped), state.best_params),
         best_loss=jnp.where(better, val, state.best_loss),
         since_best=since,
         epoch=state.epoch + 1,
-        lr_scale=jnp.where(decay, 0.5 * state.lr_scale, state.lr_scale),
+        lr_scale=jnp.where(halve, 0.5 * state.lr_scale, state.lr_scale),
     )
 
 
