@@ -174,6 +174,7 @@ def main(argv=None) -> int:
     p.add_argument("--components", type=int, help="K instead of the default (write to another --out)")
     p.add_argument("--hidden", type=int, nargs="+", help="backbone widths instead of the default (another --out)")
     p.add_argument("--batch-size", type=int, help="per-sample batch instead of the default (another --out)")
+    p.add_argument("--linear-skip", action="store_true", help="the linear skip from y to the means (another --out)")
     p.add_argument("--with", dest="others", nargs="+", default=[], help="more result files for --table/--figure-only")
     args = p.parse_args(argv)
     xla.configure_cpu()
@@ -199,6 +200,7 @@ def main(argv=None) -> int:
                             ("components", args.components),
                             ("hidden", args.hidden),
                             ("batch_size", args.batch_size),
+                            ("linear_skip", args.linear_skip),
                         )
                         if v
                     }

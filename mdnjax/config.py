@@ -119,6 +119,12 @@ def _budget(value):
     return float(value)
 
 
+def _flag(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}", name)
+    return value
+
+
 def _ema(value) -> float:
     if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value >= 0):
         raise ConfigError(f"ema must be a finite number of passes >= 0, got {value!r}", "ema")
@@ -185,6 +191,9 @@ class Config:
             passes over the training pairs (after every step a ← d·a + (1 − d)·params with
             d = 1 − 1/(ema · steps per pass); 0 turns it off). The average is what is validated,
             kept as the best and saved (measured: docs/quality.md).
+        linear_skip: a linear map from the standardised y straight to every component's mean,
+            beside the network (``mdnjax.model.MDN``; it starts at zero). For a
+            posterior whose location is close to linear in y (measured: docs/quality.md).
         memory_budget: GiB the per-sample layout may hold of stored simulations (None: half of
             the memory available); above it a run streams them from disk chunk by chunk
             (``mdnjax.train.streamed``).
@@ -215,6 +224,7 @@ class Config:
     embedding: Any = None
     memory_budget: float | None = None
     ema: float = 1.0
+    linear_skip: bool = False
 
     @property
     def per_sample(self) -> bool:
@@ -263,6 +273,7 @@ class Config:
             embedding=_embedding(self.embedding),
             memory_budget=_budget(self.memory_budget),
             ema=_ema(self.ema),
+            linear_skip=_flag("linear_skip", self.linear_skip),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -45,6 +45,10 @@ class MDN(nnx.Module):
         dim: D, the number of parameters.
         inputs: M, the length of an observation.
         embedding: an ``mdnjax.embeddings.Embedding`` that maps the M inputs first (None: none).
+        skip: a linear map from the inputs (before any embedding) added to every component's mean,
+            so a location that is linear in y needs no regression through the ReLU layers. It
+            starts at zero (the network starts as the one without it) and is drawn after every
+            other layer, so the other layers start with the same weights either way.
         rngs: Flax random streams for initialisation.
     """
 
@@ -55,9 +59,11 @@ class MDN(nnx.Module):
         dim: int = 1,
         inputs: int = 1,
         embedding: embeddings.Embedding | None = None,
+        skip: bool = False,
         *,
         rngs: nnx.Rngs,
     ):
+        raw_inputs = inputs
         if embedding is not None and embedding.kind != "none":  # the tree holds "embed" only when used
             self.embed = embeddings.build(embedding, inputs, rngs=rngs)
             inputs = embedding.output_width(inputs)
@@ -67,15 +73,26 @@ class MDN(nnx.Module):
         self.logits_head = _torch_linear(widths[-1], components, rngs)
         self.means_head = _torch_linear(widths[-1], components * dim, rngs)
         self.log_vars_head = _torch_linear(widths[-1], components * dim * (dim + 1) // 2, rngs)
+        if skip:  # the tree holds "means_skip" only when used, as for "embed"
+            self.means_skip = nnx.Linear(
+                raw_inputs,
+                components * dim,
+                use_bias=False,
+                kernel_init=nnx.initializers.zeros,
+                precision=jax.lax.Precision.HIGHEST,
+                rngs=rngs,
+            )
 
     def __call__(self, x: jax.Array):
         """Maps inputs x, shape (B,) for M = 1 or (B, M), to mixture parameters."""
-        h = x[:, None] if x.ndim == 1 else x  # (B, M)
+        h = inputs = x[:, None] if x.ndim == 1 else x  # (B, M)
         if hasattr(self, "embed"):
             h = self.embed(h)
         for layer in self.backbone:
             h = jax.nn.relu(layer(h))
         logits, means, scales = self.logits_head(h), self.means_head(h), self.log_vars_head(h)
+        if hasattr(self, "means_skip"):
+            means = means + self.means_skip(inputs)
         if self.dim == 1:
             return logits, means, scales
         k = self.components
@@ -89,6 +106,7 @@ def init(
     dim: int = 1,
     inputs: int = 1,
     embedding: embeddings.Embedding | None = None,
+    skip: bool = False,
 ):
     """Builds an MDN and splits it for a functional training loop.
 
@@ -99,13 +117,14 @@ def init(
         dim: D, parameters.
         inputs: M, observation length.
         embedding: an embedding network for y (``mdnjax.embeddings``), or None.
+        skip: the linear skip from the inputs to the means (``MDN``).
 
     Returns:
         graphdef: the static structure, for ``apply``.
         params: a pure dict of parameter arrays (a pytree for optax).
     """
-    graphdef, _ = structure(components, hidden, dim, inputs, embedding)
-    return graphdef, _initializer(components, tuple(hidden), dim, inputs, embedding)(key)
+    graphdef, _ = structure(components, hidden, dim, inputs, embedding, skip)
+    return graphdef, _initializer(components, tuple(hidden), dim, inputs, embedding, bool(skip))(key)
 
 
 def structure(
@@ -114,23 +133,24 @@ def structure(
     dim: int = 1,
     inputs: int = 1,
     embedding: embeddings.Embedding | None = None,
+    skip: bool = False,
 ):
     """(graphdef, the parameters' shapes and dtypes as ``jax.ShapeDtypeStruct``) of an MDN, traced
     abstractly: nothing is drawn or compiled (what a posterior or a checkpoint template needs)."""
     abstract = nnx.eval_shape(
-        lambda: MDN(components, tuple(hidden), dim, inputs, embedding, rngs=nnx.Rngs(params=jax.random.key(0)))
+        lambda: MDN(components, tuple(hidden), dim, inputs, embedding, skip, rngs=nnx.Rngs(params=jax.random.key(0)))
     )
     graphdef, state = nnx.split(abstract, nnx.Param)
     return graphdef, nnx.to_pure_dict(state)
 
 
-def _initializer(components, hidden, dim, inputs, embedding):
+def _initializer(components, hidden, dim, inputs, embedding, skip):
     """key → parameters, one compiled program per architecture (rather than one small program per
     layer shape), kept for the process when the architecture is hashable."""
     try:
-        return _cached_initializer(components, hidden, dim, inputs, embedding)
+        return _cached_initializer(components, hidden, dim, inputs, embedding, skip)
     except TypeError:  # an unhashable (user's) embedding: compiled anew
-        return _one_shot(_build(components, hidden, dim, inputs, embedding))
+        return _one_shot(_build(components, hidden, dim, inputs, embedding, skip))
 
 
 def _one_shot(fn):
@@ -148,17 +168,17 @@ def _one_shot(fn):
     return run
 
 
-def _build(components, hidden, dim, inputs, embedding):
+def _build(components, hidden, dim, inputs, embedding, skip):
     def build(key):
-        model = MDN(components, hidden, dim, inputs, embedding, rngs=nnx.Rngs(params=key))
+        model = MDN(components, hidden, dim, inputs, embedding, skip, rngs=nnx.Rngs(params=key))
         return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
     return build
 
 
 @functools.lru_cache(maxsize=32)
-def _cached_initializer(components, hidden, dim, inputs, embedding):
-    return _one_shot(_build(components, hidden, dim, inputs, embedding))
+def _cached_initializer(components, hidden, dim, inputs, embedding, skip):
+    return _one_shot(_build(components, hidden, dim, inputs, embedding, skip))
 
 
 def apply(graphdef, params, x: jax.Array):

@@ -76,7 +76,9 @@ class Posterior:
     def __init__(self, spec: PosteriorSpec, params):
         self.spec = spec
         self.params = params
-        self.graphdef, _ = model.structure(spec.components, spec.hidden, spec.dim, spec.inputs, spec.network)
+        self.graphdef, _ = model.structure(
+            spec.components, spec.hidden, spec.dim, spec.inputs, spec.network, spec.linear_skip
+        )
         graphdef, standard = self.graphdef, spec.theta_standard
 
         def network(p, x):
@@ -369,7 +371,9 @@ def load(run_dir) -> Posterior:
         probe = PosteriorSpec.from_json(raw, np.zeros(0), np.zeros(0))
     except (KeyError, TypeError, ValueError, IndexError) as err:
         raise checkpoint.FormatError(f"{run_dir / checkpoint.POSTERIOR_SPEC} is not a posterior spec ({err})") from None
-    _, shapes = model.structure(probe.components, probe.hidden, probe.dim, probe.inputs, probe.network)
+    _, shapes = model.structure(
+        probe.components, probe.hidden, probe.dim, probe.inputs, probe.network, probe.linear_skip
+    )
     template = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes)
     params, extra = checkpoint.load_tree(run_dir / checkpoint.POSTERIOR, template, ("y_values", "counts"), finite=True)
     spec = dataclasses.replace(

@@ -39,6 +39,7 @@ class PosteriorSpec:
     theta_standard: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     network: Embedding = Embedding("none")  # the embedding network between y and the backbone
     per_sample: bool = False  # trained on single pairs: no training samples per y are recorded
+    linear_skip: bool = False  # the MDN's linear map from its inputs to the means (``mdnjax.model``)
 
     @classmethod
     def of(cls, task, config, embedding, y_values, counts) -> PosteriorSpec:
@@ -55,6 +56,7 @@ class PosteriorSpec:
             counts=np.asarray(counts, np.int64),
             dim=len(task.support),
             inputs=1 if y_values.ndim == 1 else int(y_values.shape[1]),
+            linear_skip=config.linear_skip,
         )
 
     def to_json(self) -> dict:
@@ -72,6 +74,7 @@ class PosteriorSpec:
             "theta_standard": None if self.theta_standard is None else [list(v) for v in self.theta_standard],
             "network": self.network.to_json(),
             "per_sample": self.per_sample,
+            "linear_skip": self.linear_skip,
         }
 
     @classmethod
@@ -99,6 +102,7 @@ class PosteriorSpec:
             theta_standard=None if standard is None else tuple(tuple(float(v) for v in s) for s in standard),
             network=Embedding.from_json(d.get("network")),
             per_sample=bool(d.get("per_sample", False)),
+            linear_skip=bool(d.get("linear_skip", False)),
         )
 
 

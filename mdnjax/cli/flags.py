@@ -54,6 +54,7 @@ CONFIG_FLAGS = (
     "embedding",
     "memory_budget",
     "ema",
+    "linear_skip",
 )
 
 
@@ -176,6 +177,12 @@ def train_parser() -> argparse.ArgumentParser:
         metavar="PASSES",
         help="per-sample layout: time constant, in passes, of the parameters' moving average that is "
         "validated and kept (default 1; 0: off)",
+    )
+    c.add_argument(
+        "--linear-skip",
+        action=argparse.BooleanOptionalAction,
+        help="a linear map from y straight to the mixture's means, beside the network "
+        "(default off; for a posterior whose location is close to linear in y)",
     )
     c.add_argument(
         "--validation",

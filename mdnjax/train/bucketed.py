@@ -152,7 +152,9 @@ def fit(
         data = layout.to_data(b, embedding, block=how.block, weighting=config.weighting, shards=shards)
     b = b.without_samples()  # the samples now live in ``data``
     dim, inputs = len(task.support), input_width(b.y_values)
-    graphdef, params = model.init(jax.random.key(config.seed), config.components, config.hidden, dim, inputs)
+    graphdef, params = model.init(
+        jax.random.key(config.seed), config.components, config.hidden, dim, inputs, None, config.linear_skip
+    )
     opt = optimizer(config)
     state = init_state if init_state is not None else state_of(params, opt)
     start = int(state.epoch)

@@ -125,7 +125,9 @@ def state_of(params, opt: optax.GradientTransformation) -> TrainState:
 
 def initial_state(config: Config, dim: int = 1, inputs: int = 1) -> TrainState:
     """The state before the first epoch (``config`` resolved) of a θ ∈ ℝ^dim, y ∈ ℤ^inputs model."""
-    _, params = model.init(jax.random.key(config.seed), config.components, config.hidden, dim, inputs)
+    _, params = model.init(
+        jax.random.key(config.seed), config.components, config.hidden, dim, inputs, None, config.linear_skip
+    )
     return state_of(params, optimizer(config))
 
 

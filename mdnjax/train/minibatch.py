@@ -141,7 +141,9 @@ def fit(
         val_x=jnp.asarray(x_all[val_idx], jnp.float32),
         val_theta=jnp.asarray(z_all[val_idx]),
     )
-    graphdef, params = model.init(jax.random.key(config.seed), config.components, config.hidden, dim, inputs, embedding)
+    graphdef, params = model.init(
+        jax.random.key(config.seed), config.components, config.hidden, dim, inputs, embedding, config.linear_skip
+    )
     opt = optimizer(config, steps)
     state = init_state if init_state is not None else state_of(params, opt, config.ema)
     state = jax.tree_util.tree_map(jnp.asarray, state)
@@ -234,7 +236,13 @@ def template(task, config: Config, inputs: int) -> SampleState:
     """A state of the shapes a per-sample run of ``config`` checkpoints (to read one back)."""
     embedding = default_embedding(config, inputs)
     _, params = model.init(
-        jax.random.key(config.seed), config.components, config.hidden, len(task.support), inputs, embedding
+        jax.random.key(config.seed),
+        config.components,
+        config.hidden,
+        len(task.support),
+        inputs,
+        embedding,
+        config.linear_skip,
     )
     return state_of(params, optimizer(config, 1), config.ema)
 
@@ -258,6 +266,7 @@ def sample_spec(task, config: Config, inputs: int, y_kind: str, y_std, theta_std
         theta_standard=(tuple(theta_std.shift.tolist()), tuple(theta_std.scale.tolist())),
         network=embedding,
         per_sample=True,
+        linear_skip=config.linear_skip,
     )
 
 

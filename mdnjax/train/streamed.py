@@ -210,7 +210,9 @@ def fit(
     val_x, val_z = standard(val_theta, val_y)
     starts = list(range(0, n_train, chunk))
     steps_per_pass = sum((min(n_train, a + chunk) - a) // batch for a in starts)
-    graphdef, params = model.init(jax.random.key(config.seed), config.components, config.hidden, dim, inputs, embedding)
+    graphdef, params = model.init(
+        jax.random.key(config.seed), config.components, config.hidden, dim, inputs, embedding, config.linear_skip
+    )
     opt = passes.optimizer(config, steps_per_pass)
     state = init_state if init_state is not None else passes.state_of(params, opt, config.ema)
     state = jax.tree_util.tree_map(jnp.asarray, state)
