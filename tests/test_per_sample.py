@@ -403,3 +403,58 @@ def test_a_users_own_embedding_module_trains_and_is_refused_on_load_once_changed
         mdnjax.load(tmp_path)
     with pytest.raises(ConfigError, match="does not exist"):
         Config(embedding=f"{tmp_path}/nothing.py:Encoder").resolve()
+
+
+# ----------------------------------------------------------------- the linear skip
+
+
+def test_the_linear_skip_starts_at_zero_and_moves_every_mean_by_a_linear_map_of_the_input():
+    key, emb = jax.random.key(3), embeddings.Embedding("mlp", (8,), 4)
+    _, plain = model.init(key, 3, (16,), 2, 5, emb)
+    graphdef, skip = model.init(key, 3, (16,), 2, 5, emb, True)
+    # the other layers start as without it (it is drawn last); the skip itself starts at zero
+    chex.assert_trees_all_equal({k: v for k, v in skip.items() if k != "means_skip"}, plain)
+    assert set(skip["means_skip"]) == {"kernel"} and not np.asarray(skip["means_skip"]["kernel"]).any()
+    x = jax.random.normal(jax.random.key(1), (7, 5))
+    base = model.apply(model.structure(3, (16,), 2, 5, emb)[0], plain, x)
+    chex.assert_trees_all_equal(model.apply(graphdef, skip, x), base)
+    # with a kernel W, every component's mean moves by x·W (float64 here) and nothing else moves
+    w = np.random.default_rng(0).normal(size=(5, 6))
+    moved = model.apply(graphdef, {**skip, "means_skip": {"kernel": jnp.asarray(w, jnp.float32)}}, x)
+    expected = np.asarray(base[1], np.float64) + (np.asarray(x, np.float64) @ w).reshape(7, 3, 2)
+    np.testing.assert_allclose(np.asarray(moved[1]), expected, rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_equal((moved[0], moved[2]), (base[0], base[2]))
+
+
+def test_a_run_with_the_skip_saves_it_and_loads_it_and_old_posteriors_load_without_it(tmp_path):
+    res = mdnjax.fit(_normal_task(2), Config(**{**SMALL, "epochs": 2, "linear_skip": True}))
+    assert res.posterior.spec.linear_skip and np.asarray(res.posterior.params["means_skip"]["kernel"]).any()
+    (tmp_path / "run").mkdir()
+    res.posterior.save(tmp_path / "run")
+    spec = json.loads((tmp_path / "run" / "posterior.json").read_text())
+    assert spec["linear_skip"] is True
+    back = mdnjax.load(tmp_path / "run")
+    y = np.array([[0.3, -0.1], [1.0, 2.0]])
+    np.testing.assert_array_equal(back.mean(y), res.posterior.mean(y))
+    # a posterior.json written before the skip existed has no such key: loaded without it
+    plain = mdnjax.fit(_normal_task(2), Config(**{**SMALL, "epochs": 1}))
+    (tmp_path / "old").mkdir()
+    plain.posterior.save(tmp_path / "old")
+    spec = json.loads((tmp_path / "old" / "posterior.json").read_text())
+    assert spec.pop("linear_skip") is False
+    (tmp_path / "old" / "posterior.json").write_text(json.dumps(spec))
+    np.testing.assert_array_equal(mdnjax.load(tmp_path / "old").mean(y), plain.posterior.mean(y))
+
+
+def test_the_skip_flag_reaches_the_config_and_a_non_boolean_is_refused():
+    from mdnjax.cli import flags
+
+    def config(argv):
+        args = vars(flags.train_parser().parse_args(argv))
+        return flags.config_from_flags(args, flags.task_from_flags(args)[0])
+
+    assert config(["--prior", "gaussian_linear", "--linear-skip"]).linear_skip is True
+    assert config(["--prior", "gaussian_linear", "--no-linear-skip"]).linear_skip is False
+    assert config(["--prior", "gaussian_linear"]).linear_skip is False
+    with pytest.raises(ConfigError, match="linear_skip must be true or false"):
+        Config(linear_skip="yes").resolve()
