@@ -88,7 +88,9 @@ def beta(
             print(f"{key}: KL at y_o {entry['kl']:.5f} ({entry['wall_s']:.0f} s)", flush=True)
 
 
-def on_sbibm(data: dict, path: Path, names: list[str], obs: list[int], rounds: int, per_round: int) -> None:
+def on_sbibm(
+    data: dict, path: Path, names: list[str], obs: list[int], rounds: int, per_round: int, skip: bool = False
+) -> None:
     for name in names:
         task = tasks.from_name(name)
         for i in obs:
@@ -97,7 +99,8 @@ def on_sbibm(data: dict, path: Path, names: list[str], obs: list[int], rounds: i
                 continue
             y_o, ref = sbibm.observation(task, i), sbibm.reference(task, i)
             t0, c0 = time.perf_counter(), time.process_time()
-            out = fit_rounds(task, mdnjax.Config(seed=0), observed=y_o, rounds=rounds, per_round=per_round)
+            config = mdnjax.Config(seed=0, linear_skip=skip)
+            out = fit_rounds(task, config, observed=y_o, rounds=rounds, per_round=per_round)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             draws = np.asarray(out.result.posterior.sample(jax.random.key(1000 + i), y_o, len(ref)), np.float64)
             nan = int(np.sum(~np.isfinite(draws)))
@@ -205,6 +208,7 @@ def main(argv=None) -> int:
     parser.add_argument("--obs", type=int, nargs="+", default=list(range(1, 11)))
     parser.add_argument("--sbibm-rounds", type=int, default=10)
     parser.add_argument("--per-round", type=int, default=10_000)
+    parser.add_argument("--linear-skip", action="store_true", help="--sbibm: Config.linear_skip (another --out)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--figure-only", action="store_true")
     parser.add_argument("--out", type=Path)
@@ -222,7 +226,7 @@ def main(argv=None) -> int:
         if args.task == "beta":
             beta(data, path, args.budget, args.rounds, args.observed, args.seeds, args.margin, args.epochs)
         if args.sbibm:
-            on_sbibm(data, path, args.sbibm, args.obs, args.sbibm_rounds, args.per_round)
+            on_sbibm(data, path, args.sbibm, args.obs, args.sbibm_rounds, args.per_round, args.linear_skip)
     figure(data, path)
     print(table(data))
     print(f"wrote {path} and {path.with_suffix('.png')}")
