@@ -54,7 +54,9 @@ def figure(data: dict, budget: int, path: Path) -> None:
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(range(len(TASKS)), TASKS, rotation=20, fontsize=8)
     ax.set_ylabel("best validation NLL: skip − none (nats)")
-    ax.set_title(f"Linear skip from y to the means, {budget:,} simulations (circles: seed 0): below 0 is better")
+    ax.set_title(
+        f"Linear skip from y to the means, {budget:,} simulations (circles: seed 0, squares: 1): below 0 is better"
+    )
     ax.title.set_fontsize(9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
