@@ -319,11 +319,12 @@ def test_float_y_of_a_counts_task_and_bad_settings_are_refused():
 # ----------------------------------------------------------------- accelerator and processes
 
 
-@pytest.mark.parametrize("ema", [0.0, 1.0])
-def test_the_per_sample_pass_lowers_for_cuda_without_host_syncs(ema):
+@pytest.mark.parametrize("ema, skip", [(0.0, False), (1.0, True)])
+def test_the_per_sample_pass_lowers_for_cuda_without_host_syncs(ema, skip):
     cfg = Config(**SMALL, layout="per-sample").resolve()
     # abstract shapes only: nothing is drawn or compiled on this machine
-    graphdef, params = model.structure(3, (16, 16), 2, 5, embeddings.Embedding("mlp", (8,), 4))
+    graphdef, params = model.structure(3, (16, 16), 2, 5, embeddings.Embedding("mlp", (8,), 4), skip)
+    assert ("means_skip" in params) is skip
     opt = passes.optimizer(cfg, 10)
     state = jax.eval_shape(lambda p: passes.state_of(p, opt, ema), params)
     shapes = [(640, 5), (640, 2), (64, 5), (64, 2)]
