@@ -118,7 +118,8 @@ def _train(prog, t_start, lead, out, created, record, task, config, state, histo
             checkpoint.release_run_dir(out, created)
         return user_error(prog, err)
     print(
-        f"mdnjax: task={task.name} samples={config.samples:,} K={config.components} recipe={config.recipe} "
+        f"mdnjax: task={task.name} samples={config.samples:,} K={config.components}"
+        f"{' +linear skip' if config.linear_skip else ''} recipe={config.recipe} "
         f"(epochs={config.epochs} lr={config.lr:g} {config.weighting} {config.schedule} {config.space}) "
         f"layout={config.layout}{'' if choice.reason.startswith('layout ') else f' ({choice.reason})'} "
         f"device={jax.devices()[0].platform} -> {out}" + (f" (resuming at epoch {start})" if resuming else ""),
