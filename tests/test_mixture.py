@@ -42,3 +42,18 @@ def test_moments_and_samples_agree():
     sd = np.exp(0.5 * np.asarray(LOG_VARS, np.float64))
     cdf = lambda t: sum(w[k] * stats.norm.cdf(t, float(MEANS[k]), sd[k]) for k in range(3))  # noqa: E731
     assert stats.kstest(np.asarray(s[:20000], np.float64), cdf).pvalue > 1e-3
+
+
+def test_the_full_covariance_density_equals_scipy_at_ten_dimensions(x64):
+    """Every entry of a 10-D precision factor (the case the dense-matmul form was written for)."""
+    rng = np.random.default_rng(5)
+    d, k = 10, 3
+    theta = rng.normal(size=(4, d))
+    means, scales = rng.normal(size=(4, k, d)), 0.3 * rng.normal(size=(4, k, mixture.num_scales(d)))
+    logits = rng.normal(size=(4, k))
+    got = np.asarray(mixture.mvn_log_prob(theta, logits, means, scales))
+    covs = np.asarray(mixture.mvn_covariances(scales))
+    log_w = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    comp = [[stats.multivariate_normal(means[i, j], covs[i, j]).logpdf(theta[i]) for j in range(k)] for i in range(4)]
+    want = np.log(np.exp(log_w + np.array(comp)).sum(-1))
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
