@@ -15,20 +15,13 @@ Runs already in the JSON are kept, so an interrupted run resumes.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import time
 from pathlib import Path
 
-import jax
 import matplotlib
+import validation_nll
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-
-import mdnjax  # noqa: E402
-from mdnjax import xla  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 TASKS = ("two_moons", "gaussian_linear", "slcp", "gaussian_mixture")
@@ -71,30 +64,15 @@ def main(argv=None) -> int:
     p.add_argument("--figure-only", action="store_true")
     args = p.parse_args(argv)
     path = Path(args.out)
-    data = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+    data = validation_nll.load(path)
     if not args.figure_only:
-        xla.configure_cpu()
-        cpu = platform.processor() or platform.machine()
-        data["device"] = f"{jax.devices()[0].platform} ({cpu}, {os.cpu_count()} cores)"
+        validation_nll.start(data)
         for budget in args.budgets:
             for name in args.tasks:
                 for seed in args.seeds:
                     for setting, ema in SETTINGS.items():
                         k = key(name, budget, setting, seed)
-                        if k in data["runs"]:
-                            continue
-                        t0 = time.perf_counter()
-                        config = mdnjax.Config(samples=budget, layout="per-sample", seed=seed, ema=ema)
-                        r = mdnjax.fit(name, config)
-                        data["runs"][k] = {
-                            "ema": ema,
-                            "best_validation_nll": r.report["best_validation"],
-                            "wall_s": time.perf_counter() - t0,
-                            "passes": int(r.state.epoch),
-                            "best_pass": r.best_epoch,
-                        }
-                        path.write_text(json.dumps(data, indent=1))
-                        print(f"{k:45s} val NLL {r.report['best_validation']:8.4f}", flush=True)
+                        validation_nll.measure(data, path, k, name, budget, seed, ema=ema)
     figure(data, path.with_suffix(".png"))
     for name in args.tasks:
         for budget in args.budgets:

@@ -15,20 +15,13 @@ skip is better). Runs already in the JSON are kept, so an interrupted run resume
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import time
 from pathlib import Path
 
-import jax
 import matplotlib
+import validation_nll
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-
-import mdnjax  # noqa: E402
-from mdnjax import xla  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 TASKS = ("gaussian_linear", "gaussian_linear_uniform", "bernoulli_glm", "two_moons", "slcp", "gaussian_mixture")
@@ -72,29 +65,14 @@ def main(argv=None) -> int:
     p.add_argument("--figure-only", action="store_true")
     args = p.parse_args(argv)
     path = Path(args.out)
-    data = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+    data = validation_nll.load(path)
     if not args.figure_only:
-        xla.configure_cpu()
-        cpu = platform.processor() or platform.machine()
-        data["device"] = f"{jax.devices()[0].platform} ({cpu}, {os.cpu_count()} cores)"
+        validation_nll.start(data)
         for seed in args.seeds:
             for name in args.tasks:
                 for setting, skip in SETTINGS.items():
                     k = key(name, args.budget, setting, seed)
-                    if k in data["runs"]:
-                        continue
-                    t0 = time.perf_counter()
-                    config = mdnjax.Config(samples=args.budget, layout="per-sample", seed=seed, linear_skip=skip)
-                    r = mdnjax.fit(name, config)
-                    data["runs"][k] = {
-                        "linear_skip": skip,
-                        "best_validation_nll": r.report["best_validation"],
-                        "wall_s": time.perf_counter() - t0,
-                        "passes": int(r.state.epoch),
-                        "best_pass": r.best_epoch,
-                    }
-                    path.write_text(json.dumps(data, indent=1))
-                    print(f"{k:50s} val NLL {r.report['best_validation']:8.4f}", flush=True)
+                    validation_nll.measure(data, path, k, name, args.budget, seed, linear_skip=skip)
     figure(data, args.budget, path.with_suffix(".png"))
     for name in args.tasks:
         row = []
