@@ -133,9 +133,9 @@ def main(argv=None) -> int:
                 else:
                     draws = mixture_draws(fit_on, k, space, len(ref), seed=1)
                 score = c2st(ref, draws)
+                elapsed = time.perf_counter() - t0
                 data["runs"].append(
-                    {"task": name, "obs": args.obs, "k": k, "space": space, "c2st": score}
-                    | {"s": time.perf_counter() - t0}
+                    {"task": name, "obs": args.obs, "k": k, "space": space, "c2st": score, "s": elapsed}
                 )
                 print(f"{name} obs {args.obs} {space:7s} K={k:3d}: C2ST {score:.3f}", flush=True)
                 tmp = path.with_suffix(".tmp")
