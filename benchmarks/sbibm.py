@@ -162,6 +162,16 @@ def table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def _embedding(text: str):
+    """An embedding from a kind's name or a JSON object of its fields (``mdnjax.embeddings``)."""
+    from mdnjax.embeddings import Embedding
+
+    try:
+        return Embedding.of(json.loads(text) if text.lstrip().startswith("{") else text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", nargs="+", default=list(PUBLISHED_NPE))
@@ -175,6 +185,12 @@ def main(argv=None) -> int:
     p.add_argument("--hidden", type=int, nargs="+", help="backbone widths instead of the default (another --out)")
     p.add_argument("--batch-size", type=int, help="per-sample batch instead of the default (another --out)")
     p.add_argument("--linear-skip", action="store_true", help="the linear skip from y to the means (another --out)")
+    p.add_argument(
+        "--embedding",
+        type=_embedding,
+        help='embedding network for y: a kind (mlp, set, conv) or JSON, e.g. \'{"kind": "set", "features": 2}\' '
+        "(another --out)",
+    )
     p.add_argument("--with", dest="others", nargs="+", default=[], help="more result files for --table/--figure-only")
     args = p.parse_args(argv)
     xla.configure_cpu()
@@ -201,6 +217,7 @@ def main(argv=None) -> int:
                             ("hidden", args.hidden),
                             ("batch_size", args.batch_size),
                             ("linear_skip", args.linear_skip),
+                            ("embedding", args.embedding),
                         )
                         if v
                     }
