@@ -184,6 +184,7 @@ def main(argv=None) -> int:
     p.add_argument("--components", type=int, help="K instead of the default (write to another --out)")
     p.add_argument("--hidden", type=int, nargs="+", help="backbone widths instead of the default (another --out)")
     p.add_argument("--batch-size", type=int, help="per-sample batch instead of the default (another --out)")
+    p.add_argument("--epochs", type=int, help="at most this many passes (another --out)")
     p.add_argument("--linear-skip", action="store_true", help="the linear skip from y to the means (another --out)")
     p.add_argument(
         "--embedding",
@@ -216,6 +217,7 @@ def main(argv=None) -> int:
                             ("components", args.components),
                             ("hidden", args.hidden),
                             ("batch_size", args.batch_size),
+                            ("epochs", args.epochs),
                             ("linear_skip", args.linear_skip),
                             ("embedding", args.embedding),
                         )
