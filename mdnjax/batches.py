@@ -58,6 +58,24 @@ def standardise(a) -> Standard:
     return Standard(shift, scale)
 
 
+def skip_kernel(x, z, components: int) -> np.ndarray:
+    """The linear skip's kernel for the per-sample layouts (``Config.linear_skip``): the
+    least-squares map W from the standardised inputs x (n, M) to the standardised θ z (n, D),
+    solved in float64 (NaN padding read as 0, as the network reads it), the same for every
+    component: (M, K·D) float32, laid out as ``model.MDN``'s means.
+
+    Example:
+        >>> x = np.array([[1.0], [-1.0], [2.0]])
+        >>> skip_kernel(x, 0.5 * x, 2)
+        array([[0.5, 0.5]], dtype=float32)
+    """
+    x = np.asarray(x, np.float64)
+    x = np.where(np.isfinite(x), x, 0.0).reshape(x.shape[0], -1)
+    z = np.asarray(z, np.float64).reshape(x.shape[0], -1)
+    w = np.linalg.lstsq(x, z, rcond=None)[0]  # (M, D)
+    return np.tile(w, (1, components)).astype(np.float32)
+
+
 def split(n: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(training, validation) indices of n pairs: ``share`` of them (at least one, at most n − 1)
     for validation, chosen by a permutation from the seed's own stream."""

@@ -192,8 +192,10 @@ class Config:
             d = 1 − 1/(ema · steps per pass); 0 turns it off). The average is what is validated,
             kept as the best and saved (measured: docs/quality.md).
         linear_skip: a linear map from the standardised y straight to every component's mean,
-            beside the network (``mdnjax.model.MDN``; it starts at zero). For a
-            posterior whose location is close to linear in y (measured: docs/quality.md).
+            beside the network (``mdnjax.model.MDN``). The per-sample layout sets it to the
+            least-squares map of the standardised θ on y over the training pairs and keeps it
+            fixed, so the network learns what is left; the bucketed layouts train it from zero.
+            For a posterior whose location is close to linear in y (measured: docs/quality.md).
         memory_budget: GiB the per-sample layout may hold of stored simulations (None: half of
             the memory available); above it a run streams them from disk chunk by chunk
             (``mdnjax.train.streamed``).

@@ -21,6 +21,7 @@ import functools
 from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from mdnjax import embeddings
@@ -48,7 +49,9 @@ class MDN(nnx.Module):
         skip: a linear map from the inputs (before any embedding) added to every component's mean,
             so a location that is linear in y needs no regression through the ReLU layers. It
             starts at zero (the network starts as the one without it) and is drawn after every
-            other layer, so the other layers start with the same weights either way.
+            other layer, so the other layers start with the same weights either way; the
+            per-sample layout then sets it by least squares and keeps it fixed
+            (``batches.skip_kernel``). A NaN input (a set encoder's padding) reads as 0 there.
         rngs: Flax random streams for initialisation.
     """
 
@@ -92,7 +95,7 @@ class MDN(nnx.Module):
             h = jax.nn.relu(layer(h))
         logits, means, scales = self.logits_head(h), self.means_head(h), self.log_vars_head(h)
         if hasattr(self, "means_skip"):
-            means = means + self.means_skip(inputs)
+            means = means + self.means_skip(jnp.where(jnp.isnan(inputs), 0.0, inputs))  # NaN: padding
         if self.dim == 1:
             return logits, means, scales
         k = self.components

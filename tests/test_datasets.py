@@ -248,6 +248,11 @@ def test_data_above_the_memory_budget_stream_from_disk_and_resume_bitwise(tmp_pa
     assert one.report["streamed"]["chunks"] == 1
     assert _same_params(one.state.params, resident.state.params)
     np.testing.assert_array_equal(one.validation, resident.validation)
+    skip = dataclasses.replace(cfg, memory_budget=1.0, epochs=1, linear_skip=True)  # its least squares too
+    one = streamed.fit(task, skip)
+    resident = mdnjax.train.minibatch.fit(task, dataclasses.replace(skip, memory_budget=None))
+    assert np.asarray(one.state.params["means_skip"]["kernel"]).any()
+    assert _same_params(one.state.params, resident.state.params)
     # one pass, then two more from the state, are the three passes
     first = mdnjax.fit(None, {**config, "epochs": 1}, data=tmp_path / "tm")
     history = np.stack([first.losses, first.validation], axis=1)

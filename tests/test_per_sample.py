@@ -427,6 +427,38 @@ def test_the_linear_skip_starts_at_zero_and_moves_every_mean_by_a_linear_map_of_
     chex.assert_trees_all_equal((moved[0], moved[2]), (base[0], base[2]))
 
 
+def test_the_skip_reads_a_padded_trial_as_zero_beside_a_set_encoder():
+    emb = embeddings.Embedding("set", (8,), 4, features=1)  # 5 trials of one number; NaN: padding
+    graphdef, params = model.init(jax.random.key(2), 2, (8,), 1, 5, emb, True)
+    w = np.random.default_rng(1).normal(size=(5, 2))
+    params = {**params, "means_skip": {"kernel": jnp.asarray(w, jnp.float32)}}
+    x = np.random.default_rng(2).normal(size=(3, 5)).astype(np.float32)
+    x[0, 4] = np.nan  # the first observation holds four trials
+    _, means, _ = model.apply(graphdef, params, jnp.asarray(x))
+    _, plain_means, _ = model.apply(graphdef, {**params, "means_skip": {"kernel": jnp.zeros((5, 2))}}, jnp.asarray(x))
+    expected = np.asarray(plain_means, np.float64) + np.nan_to_num(x.astype(np.float64)) @ w
+    np.testing.assert_allclose(np.asarray(means), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_per_sample_skip_is_the_least_squares_map_of_the_training_pairs_and_stays_fixed():
+    task, config = _normal_task(3, noise=0.3), Config(**{**SMALL, "epochs": 3, "linear_skip": True})
+    rng = np.random.default_rng(5)
+    theta, y = task.simulate(rng, 3_000)
+    res = mdnjax.fit(task, config, pairs=(theta, y))
+    kernel = np.asarray(res.posterior.params["means_skip"]["kernel"], np.float64)
+    # independent: the normal equations in float64 over the standardised training pairs
+    train, _ = batches.split(3_000, config.validation, config.seed)
+    x = (y[train] - y[train].mean(0)) / y[train].std(0)
+    z = (theta[train] - theta[train].mean(0)) / theta[train].std(0)
+    w = np.linalg.solve(x.T @ x, x.T @ z)  # (M, D)
+    np.testing.assert_allclose(kernel, np.tile(w, (1, 3)), rtol=2e-5, atol=2e-6)
+    # trained three passes, it has not moved (no gradient reaches it), and the rest has
+    first = mdnjax.fit(task, {**config.to_dict(), "epochs": 1}, pairs=(theta, y))
+    np.testing.assert_array_equal(np.asarray(first.posterior.params["means_skip"]["kernel"]), kernel.astype(np.float32))
+    head = lambda r: np.asarray(r.posterior.params["means_head"]["kernel"])  # noqa: E731
+    assert not np.array_equal(head(first), head(res))
+
+
 def test_a_run_with_the_skip_saves_it_and_loads_it_and_old_posteriors_load_without_it(tmp_path):
     res = mdnjax.fit(_normal_task(2), Config(**{**SMALL, "epochs": 2, "linear_skip": True}))
     assert res.posterior.spec.linear_skip and np.asarray(res.posterior.params["means_skip"]["kernel"]).any()

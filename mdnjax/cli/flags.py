@@ -181,8 +181,8 @@ def train_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--linear-skip",
         action=argparse.BooleanOptionalAction,
-        help="a linear map from y straight to the mixture's means, beside the network "
-        "(default off; for a posterior whose location is close to linear in y)",
+        help="a linear map from y straight to the mixture's means, beside the network; per-sample: the "
+        "least-squares map, fixed (default off; for a posterior whose location is close to linear in y)",
     )
     c.add_argument(
         "--validation",

@@ -144,6 +144,10 @@ def fit(
     graphdef, params = model.init(
         jax.random.key(config.seed), config.components, config.hidden, dim, inputs, embedding, config.linear_skip
     )
+    if config.linear_skip and init_state is None:  # least squares over the training pairs, then fixed (``passes``)
+        params["means_skip"]["kernel"] = jnp.asarray(
+            batches.skip_kernel(device_pairs.x, device_pairs.theta, config.components)
+        )
     opt = optimizer(config, steps)
     state = init_state if init_state is not None else state_of(params, opt, config.ema)
     state = jax.tree_util.tree_map(jnp.asarray, state)

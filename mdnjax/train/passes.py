@@ -174,4 +174,6 @@ def flat_state(state: SampleState, graphdef):
 
 
 def _loss(params, x, theta, *, graphdef):
+    if "means_skip" in params:  # the linear skip is set before training (``batches.skip_kernel``), not trained
+        params = {**params, "means_skip": jax.lax.stop_gradient(params["means_skip"])}
     return objective.sample_nll(params, graphdef, x, theta[:, 0] if theta.shape[1] == 1 else theta)

@@ -213,6 +213,9 @@ def fit(
     graphdef, params = model.init(
         jax.random.key(config.seed), config.components, config.hidden, dim, inputs, embedding, config.linear_skip
     )
+    if config.linear_skip and init_state is None:  # least squares over the first chunk (every row when it fits)
+        first = standard(*_training_rows(task, split, 0, min(n_train, chunk), config.space, allow_nan))
+        params["means_skip"]["kernel"] = jnp.asarray(batches.skip_kernel(*first, config.components))
     opt = passes.optimizer(config, steps_per_pass)
     state = init_state if init_state is not None else passes.state_of(params, opt, config.ema)
     state = jax.tree_util.tree_map(jnp.asarray, state)
