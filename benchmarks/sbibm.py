@@ -55,7 +55,7 @@ def _save(path: Path, data: dict) -> None:
 
 
 def run_one(name: str, budget: int, i: int, data: dict, path: Path, cache: dict, settings: dict | None = None) -> None:
-    """Trains (once per task and budget, default settings, seed 0) and scores observation i."""
+    """Trains (once per task and budget, default settings, seed 0 unless given) and scores observation i."""
     key = f"{name}/{budget}"
     entry = data["runs"].get(key)
     task = tasks.from_name(name)
@@ -186,6 +186,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, help="per-sample batch instead of the default (another --out)")
     p.add_argument("--epochs", type=int, help="at most this many passes (another --out)")
     p.add_argument("--linear-skip", action="store_true", help="the linear skip from y to the means (another --out)")
+    p.add_argument("--seed", type=int, default=0, help="the seed of the simulations and training (another --out)")
     p.add_argument(
         "--embedding",
         type=_embedding,
@@ -220,6 +221,7 @@ def main(argv=None) -> int:
                             ("epochs", args.epochs),
                             ("linear_skip", args.linear_skip),
                             ("embedding", args.embedding),
+                            ("seed", args.seed),
                         )
                         if v
                     }

@@ -70,7 +70,7 @@ def skip_kernel(x, z, components: int) -> np.ndarray:
         array([[0.5, 0.5]], dtype=float32)
     """
     x = np.asarray(x, np.float64)
-    x = np.where(np.isfinite(x), x, 0.0).reshape(x.shape[0], -1)
+    x = np.where(np.isnan(x), 0.0, x).reshape(x.shape[0], -1)
     z = np.asarray(z, np.float64).reshape(x.shape[0], -1)
     w = np.linalg.lstsq(x, z, rcond=None)[0]  # (M, D)
     return np.tile(w, (1, components)).astype(np.float32)
