@@ -22,9 +22,10 @@ of C2ST itself with 10,000 draws a side.
   spaces on (−1, 1).
 
     MDNJAX_SBIBM=sbibm-1.1.0-py2.py3-none-any.whl python benchmarks/mixture_limit.py
-    MDNJAX_SBIBM=... python benchmarks/mixture_limit.py --tasks slcp --obs 1 2 3 --components 8 16 32 \
+    MDNJAX_SBIBM=... python benchmarks/mixture_limit.py --tasks slcp --obs $(seq 1 10) --components 8 16 32 \
         --spaces logit --n-init 4 --out benchmarks/results/mixture_limit_slcp.json
-    python benchmarks/mixture_limit.py --figure-only
+    python benchmarks/mixture_limit.py --figure-only --out benchmarks/results/mixture_limit_slcp.json \
+        --with-mdn benchmarks/results/sbibm.json benchmarks/results/sbibm_slcp_k{16,32,64}.json
 
 EM finds local optima: what a fit prints is what a mixture of K components reaches at least
 (an upper bound on the family's best C2ST), not its floor.
@@ -143,7 +144,7 @@ def figure(data: dict, path: Path) -> None:
 
     rows = data["runs"]
     names = sorted({r["task"] for r in rows})
-    fig = Figure(figsize=(5.0 * len(names), 3.4))
+    fig = Figure(figsize=(max(7.0, 5.0 * len(names)), 4.0))
     axes = np.atleast_1d(fig.subplots(1, len(names)))
     for ax, name in zip(axes, names):
         mine = [r for r in rows if r["task"] == name]
@@ -159,14 +160,25 @@ def figure(data: dict, path: Path) -> None:
         if any(r["k"] == 0 for r in mine):
             ax.axhline(mean(0, "exact"), color="k", ls=":", label="exact draws")
         if name in data.get("mdnjax", {}):
-            ax.axhline(data["mdnjax"][name], color="C3", ls="--", label="mdnjax MDN, 10^5 (same obs)")
+            ax.axhline(data["mdnjax"][name], color="C3", ls="--", label="mdnjax MDN, 10^5, default (same obs)")
+        trained = sorted(data.get("mdnjax_by_k", {}).get(name, {}).items(), key=lambda kv: int(kv[0]))
+        if trained:  # networks trained with other K (``--with-mdn``), scored on the same observations
+            ks = [int(k) for k, _ in trained]
+            ax.plot(ks, [v for _, v in trained], "s--", color="C3", label="mdnjax MDN, 10^5, by K (same obs)")
         if name in data.get("published", {}):
             ax.axhline(data["published"][name], color="grey", ls="-.", label="published NPE, 10^5 (obs 1–10)")
-        where = f"observation {obs[0]}" if len(obs) == 1 else f"mean over observations {', '.join(map(str, obs))}"
+        spans = obs == list(range(obs[0], obs[-1] + 1))
+        where = (
+            f"observation {obs[0]}"
+            if len(obs) == 1
+            else f"mean over observations {obs[0]}–{obs[-1]}"
+            if spans
+            else f"mean over observations {', '.join(map(str, obs))}"
+        )
         ax.set(xscale="log", xlabel="components K", ylabel="C2ST", title=f"{name}, {where}")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"the best K-component mixture fitted to exact posterior draws — {data['device']}")
+    fig.suptitle(f"K-component mixtures fitted by EM to exact posterior draws — {data['device']}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 
@@ -179,6 +191,12 @@ def main(argv=None) -> int:
     p.add_argument("--spaces", nargs="+", default=["logit", "probit", "raw"], choices=list(SPACES))
     p.add_argument("--fit-draws", type=int, default=100_000)
     p.add_argument("--n-init", type=int, default=1, help="EM's starts per fit (the best kept; EM finds local optima)")
+    p.add_argument(
+        "--with-mdn",
+        nargs="+",
+        default=[],
+        help="benchmarks/sbibm.py result files of networks trained with other K, drawn beside the fits",
+    )
     p.add_argument("--out", default=str(RESULTS / "mixture_limit.json"))
     p.add_argument("--figure-only", action="store_true")
     args = p.parse_args(argv)
@@ -200,6 +218,17 @@ def main(argv=None) -> int:
             obs = sorted({r["obs"] for r in data["runs"] if r["task"] == name})
             if all(str(i) in mine for i in obs):
                 data["mdnjax"][name] = float(np.mean([mine[str(i)] for i in obs]))
+        _save(path, data)
+    for other in args.with_mdn:  # trained networks by K, averaged over the observations fitted here
+        for key, run in json.loads(Path(other).read_text())["runs"].items():
+            name = key.split("/")[0]
+            obs = sorted({r["obs"] for r in data["runs"] if r["task"] == name})
+            plain = run["settings"].get("linear_skip", "False") == "False"
+            if plain and key.endswith("/100000") and obs and all(str(i) in run["c2st"] for i in obs):
+                k = run["settings"]["components"]
+                data.setdefault("mdnjax_by_k", {}).setdefault(name, {})[k] = float(
+                    np.mean([run["c2st"][str(i)] for i in obs])
+                )
         _save(path, data)
     figure(data, path.with_suffix(".png"))
     return 0

@@ -19,6 +19,7 @@ the background and resumes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -89,7 +90,14 @@ def beta(
 
 
 def on_sbibm(
-    data: dict, path: Path, names: list[str], obs: list[int], rounds: int, per_round: int, skip: bool = False
+    data: dict,
+    path: Path,
+    names: list[str],
+    obs: list[int],
+    rounds: int,
+    per_round: int,
+    skip: bool = False,
+    components: int | None = None,
 ) -> None:
     for name in names:
         task = tasks.from_name(name)
@@ -100,6 +108,8 @@ def on_sbibm(
             y_o, ref = sbibm.observation(task, i), sbibm.reference(task, i)
             t0, c0 = time.perf_counter(), time.process_time()
             config = mdnjax.Config(seed=0, linear_skip=skip)
+            if components is not None:
+                config = dataclasses.replace(config, components=components)
             out = fit_rounds(task, config, observed=y_o, rounds=rounds, per_round=per_round)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             draws = np.asarray(out.result.posterior.sample(jax.random.key(1000 + i), y_o, len(ref)), np.float64)
@@ -209,6 +219,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sbibm-rounds", type=int, default=10)
     parser.add_argument("--per-round", type=int, default=10_000)
     parser.add_argument("--linear-skip", action="store_true", help="--sbibm: Config.linear_skip (another --out)")
+    parser.add_argument("--components", type=int, help="--sbibm: K instead of the default (another --out)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--figure-only", action="store_true")
     parser.add_argument("--out", type=Path)
@@ -226,7 +237,9 @@ def main(argv=None) -> int:
         if args.task == "beta":
             beta(data, path, args.budget, args.rounds, args.observed, args.seeds, args.margin, args.epochs)
         if args.sbibm:
-            on_sbibm(data, path, args.sbibm, args.obs, args.sbibm_rounds, args.per_round, args.linear_skip)
+            on_sbibm(
+                data, path, args.sbibm, args.obs, args.sbibm_rounds, args.per_round, args.linear_skip, args.components
+            )
     figure(data, path)
     print(table(data))
     print(f"wrote {path} and {path.with_suffix('.png')}")
