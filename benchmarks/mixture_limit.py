@@ -176,6 +176,9 @@ def figure(data: dict, path: Path) -> None:
             else f"mean over observations {', '.join(map(str, obs))}"
         )
         ax.set(xscale="log", xlabel="components K", ylabel="C2ST", title=f"{name}, {where}")
+        ticks = sorted({r["k"] for r in mine if r["k"]} | {int(k) for k, _ in trained})
+        ax.set_xticks(ticks, [str(k) for k in ticks])
+        ax.minorticks_off()
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"K-component mixtures fitted by EM to exact posterior draws — {data['device']}", fontsize=10)
