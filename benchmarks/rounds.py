@@ -19,7 +19,6 @@ the background and resumes.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -107,9 +106,8 @@ def on_sbibm(
                 continue
             y_o, ref = sbibm.observation(task, i), sbibm.reference(task, i)
             t0, c0 = time.perf_counter(), time.process_time()
-            config = mdnjax.Config(seed=0, linear_skip=skip)
-            if components is not None:
-                config = dataclasses.replace(config, components=components)
+            more = {} if components is None else {"components": components}
+            config = mdnjax.Config(seed=0, linear_skip=skip, **more)
             out = fit_rounds(task, config, observed=y_o, rounds=rounds, per_round=per_round)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             draws = np.asarray(out.result.posterior.sample(jax.random.key(1000 + i), y_o, len(ref)), np.float64)
