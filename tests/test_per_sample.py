@@ -440,18 +440,47 @@ def test_the_skip_reads_a_padded_trial_as_zero_beside_a_set_encoder():
     np.testing.assert_allclose(np.asarray(means), expected, rtol=1e-5, atol=1e-5)
 
 
+def _pruned_least_squares(x, z, t_min):
+    """Reference for ``batches.skip_kernel``: per coordinate of z, least squares on the columns of
+    x by ``lstsq`` on the design itself, standard errors from the residuals, dropping |t| < t_min."""
+    w = np.zeros((x.shape[1], z.shape[1]))
+    for d in range(z.shape[1]):
+        keep = list(range(x.shape[1]))
+        while keep:
+            design = x[:, keep]
+            coef = np.linalg.lstsq(design, z[:, d], rcond=None)[0]
+            resid = z[:, d] - design @ coef
+            sigma2 = resid @ resid / (len(x) - len(keep))
+            se = np.sqrt(sigma2 * np.diag(np.linalg.inv(design.T @ design)))
+            if (np.abs(coef) >= t_min * se).all():
+                w[keep, d] = coef
+                break
+            keep = [k for k, c, s in zip(keep, coef, se, strict=True) if abs(c) >= t_min * s]
+    return w
+
+
 def test_the_per_sample_skip_is_the_least_squares_map_of_the_training_pairs_and_stays_fixed():
-    task, config = _normal_task(3, noise=0.3), Config(**{**SMALL, "epochs": 3, "linear_skip": True})
-    rng = np.random.default_rng(5)
-    theta, y = task.simulate(rng, 3_000)
+    normal = _normal_task(3, noise=0.3)
+
+    def simulate(rng, n):  # θ + noise, then two inputs that carry nothing about θ (one heavy-tailed)
+        theta, y = normal.simulate(rng, n)
+        return theta, np.column_stack([y, rng.normal(size=n), rng.standard_t(2, size=n)])
+
+    task = mdnjax.Task("normal3_noise", simulate, support=[(-np.inf, np.inf)] * 3)
+    config = Config(**{**SMALL, "epochs": 3, "linear_skip": True})
+    theta, y = task.simulate(np.random.default_rng(5), 3_000)
     res = mdnjax.fit(task, config, pairs=(theta, y))
     kernel = np.asarray(res.posterior.params["means_skip"]["kernel"], np.float64)
-    # independent: the normal equations in float64 over the standardised training pairs
+    # independent: least squares in float64 over the standardised training pairs, pruned by |t|
     train, _ = batches.split(3_000, config.validation, config.seed)
     x = (y[train] - y[train].mean(0)) / y[train].std(0)
     z = (theta[train] - theta[train].mean(0)) / theta[train].std(0)
-    w = np.linalg.solve(x.T @ x, x.T @ z)  # (M, D)
+    w = _pruned_least_squares(x, z, batches.SKIP_T)  # (M, D)
     np.testing.assert_allclose(kernel, np.tile(w, (1, 3)), rtol=2e-5, atol=2e-6)
+    # each θ_d keeps its own y_d only, at about plain least squares' coefficient (≈ 0.92 here)
+    assert (w != 0).sum() == 3 and np.all(np.diag(w[:3]) > 0.85)
+    plain = np.linalg.lstsq(x, z, rcond=None)[0]
+    np.testing.assert_allclose(np.diag(w[:3]), np.diag(plain[:3]), atol=0.01)
     # trained three passes, it has not moved (no gradient reaches it), and the rest has
     first = mdnjax.fit(task, {**config.to_dict(), "epochs": 1}, pairs=(theta, y))
     np.testing.assert_array_equal(np.asarray(first.posterior.params["means_skip"]["kernel"]), kernel.astype(np.float32))
