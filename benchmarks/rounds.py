@@ -216,7 +216,11 @@ def main(argv=None) -> int:
     parser.add_argument("--obs", type=int, nargs="+", default=list(range(1, 11)))
     parser.add_argument("--sbibm-rounds", type=int, default=10)
     parser.add_argument("--per-round", type=int, default=10_000)
-    parser.add_argument("--linear-skip", action="store_true", help="--sbibm: Config.linear_skip (another --out)")
+    parser.add_argument(
+        "--linear-skip",
+        action=argparse.BooleanOptionalAction,
+        help="--sbibm: Config.linear_skip on or off instead of the default (another --out)",
+    )
     parser.add_argument("--components", type=int, help="--sbibm: K instead of the default (another --out)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--figure-only", action="store_true")

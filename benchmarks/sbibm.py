@@ -185,7 +185,11 @@ def main(argv=None) -> int:
     p.add_argument("--hidden", type=int, nargs="+", help="backbone widths instead of the default (another --out)")
     p.add_argument("--batch-size", type=int, help="per-sample batch instead of the default (another --out)")
     p.add_argument("--epochs", type=int, help="at most this many passes (another --out)")
-    p.add_argument("--linear-skip", action="store_true", help="the linear skip from y to the means (another --out)")
+    p.add_argument(
+        "--linear-skip",
+        action=argparse.BooleanOptionalAction,
+        help="the linear skip from y to the means on or off instead of the default (another --out)",
+    )
     p.add_argument("--seed", type=int, default=0, help="the seed of the simulations and training (another --out)")
     p.add_argument(
         "--embedding",
@@ -223,7 +227,7 @@ def main(argv=None) -> int:
                             ("embedding", args.embedding),
                             ("seed", args.seed),
                         )
-                        if v
+                        if v is not None
                     }
                     run_one(name, budget, i, data, path, cache, settings)
                     figure(data, path.with_suffix(".png"))

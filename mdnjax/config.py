@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 PER_SAMPLE_LAYOUT = "per-sample"  # every (θ, y) pair its own bucket, trained in minibatches
+SKIP_FROM = 100_000  # simulations from which the per-sample layout's linear skip is on by default
 LAYOUTS = ("packed", "padded", "binned", PER_SAMPLE_LAYOUT)  # what a run trains on ("auto" picks one)
 AUTO = "auto"
 WEIGHTINGS = ("per-y", "per-sample")
@@ -125,6 +126,14 @@ def _flag(name: str, value) -> bool:
     return value
 
 
+def _skip(value, chosen_layout: str, samples: int, embedding) -> bool:
+    if value is None:  # the default: where it was measured to help (docs/quality.md); never beside a set
+        # encoder (a linear map of the padded trials would undo its invariance to their order)
+        kind = getattr(embedding, "kind", "mlp")  # unset: an MLP for a vector y, none for a scalar
+        return chosen_layout == PER_SAMPLE_LAYOUT and samples >= SKIP_FROM and kind in ("mlp", "none")
+    return _flag("linear_skip", value)
+
+
 def _ema(value) -> float:
     if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value >= 0):
         raise ConfigError(f"ema must be a finite number of passes >= 0, got {value!r}", "ema")
@@ -193,9 +202,11 @@ class Config:
             kept as the best and saved (measured: docs/quality.md).
         linear_skip: a linear map from the standardised y straight to every component's mean,
             beside the network (``mdnjax.model.MDN``). The per-sample layout sets it to the
-            least-squares map of the standardised θ on y over the training pairs and keeps it
-            fixed, so the network learns what is left; the bucketed layouts train it from zero.
-            For a posterior whose location is close to linear in y (measured: docs/quality.md).
+            least-squares map of the standardised θ on y over the training pairs (the inputs
+            whose coefficient is significant, ``batches.skip_kernel``) and keeps it fixed, so the
+            network learns what is left; the bucketed layouts train it from zero. ``None`` (the
+            default): on for the per-sample layout from ``SKIP_FROM`` simulations with an MLP
+            embedding (or none), off otherwise (measured: docs/quality.md).
         memory_budget: GiB the per-sample layout may hold of stored simulations (None: half of
             the memory available); above it a run streams them from disk chunk by chunk
             (``mdnjax.train.streamed``).
@@ -226,7 +237,7 @@ class Config:
     embedding: Any = None
     memory_budget: float | None = None
     ema: float = 1.0
-    linear_skip: bool = False
+    linear_skip: bool | None = None
 
     @property
     def per_sample(self) -> bool:
@@ -253,9 +264,11 @@ class Config:
         lr = pick("lr")
         if not (isinstance(lr, numbers.Real) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0):
             raise ConfigError(f"lr must be a finite number > 0, got {lr!r}", "lr")
+        samples, chosen_layout = _integer("samples", self.samples, 2), _layout(self.layout, task)
+        embedding = _embedding(self.embedding)
         return dataclasses.replace(
             self,
-            samples=_integer("samples", self.samples, 2),
+            samples=samples,
             components=_integer("components", self.components, 1, MAX_COMPONENTS),
             hidden=hidden,
             epochs=_integer("epochs", pick("epochs"), 1, MAX_EPOCHS),
@@ -263,7 +276,7 @@ class Config:
             weighting=_choice("weighting", pick("weighting"), WEIGHTINGS),
             schedule=_choice("schedule", pick("schedule"), SCHEDULES),
             space=_choice("space", pick("space"), SPACES),
-            layout=_layout(self.layout, task),
+            layout=chosen_layout,
             bins=_integer("bins", self.bins, 1, 65536),
             seed=_integer("seed", self.seed, 0, MAX_SEED),
             holdout=_share("holdout", self.holdout),
@@ -272,10 +285,10 @@ class Config:
             batch_size=_integer("batch_size", self.batch_size, 1),
             patience=_integer("patience", self.patience, 1),
             validation=_validation(self.validation),
-            embedding=_embedding(self.embedding),
+            embedding=embedding,
             memory_budget=_budget(self.memory_budget),
             ema=_ema(self.ema),
-            linear_skip=_flag("linear_skip", self.linear_skip),
+            linear_skip=_skip(self.linear_skip, chosen_layout, samples, embedding),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -302,8 +315,8 @@ class Config:
     @classmethod
     def from_run(cls, data: dict[str, Any]) -> Config:
         """A run folder's ``config.json``: a field it predates gets the value that run trained
-        with (``ema`` 0: no average)."""
-        return cls.from_dict({"ema": 0.0, **data})
+        with (``ema`` 0: no average; no linear skip)."""
+        return cls.from_dict({"ema": 0.0, "linear_skip": False, **data})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:

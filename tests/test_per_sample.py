@@ -508,6 +508,29 @@ def test_a_run_with_the_skip_saves_it_and_loads_it_and_old_posteriors_load_witho
     np.testing.assert_array_equal(mdnjax.load(tmp_path / "old").mean(y), plain.posterior.mean(y))
 
 
+def test_the_skip_is_on_by_default_for_the_per_sample_layout_from_skip_from_simulations_only():
+    from mdnjax.config import SKIP_FROM
+
+    def skip(**fields):
+        return Config(**fields).resolve(tasks.BetaBinomial()).linear_skip
+
+    assert skip(layout="per-sample", samples=SKIP_FROM) is True
+    assert skip(layout="per-sample", samples=SKIP_FROM - 1) is False
+    assert skip(layout="binned", samples=10 * SKIP_FROM) is False  # the bucketed layouts: unchanged
+    assert skip(layout="per-sample", samples=SKIP_FROM, linear_skip=False) is False  # asked for: kept
+    assert skip(layout="per-sample", samples=1_000, linear_skip=True) is True
+    assert skip(layout="per-sample", samples=SKIP_FROM, embedding="mlp") is True
+    assert skip(layout="per-sample", samples=SKIP_FROM, embedding={"kind": "set", "features": 1}) is False
+    assert skip(layout="per-sample", samples=SKIP_FROM, embedding="conv") is False
+    from mdnjax.train import run  # layout "auto": decided after the layout is chosen
+
+    assert run.chosen(_normal_task(2), Config(samples=SKIP_FROM))[0].linear_skip is True
+    assert run.chosen(tasks.BetaBinomial(), Config(samples=SKIP_FROM))[0].linear_skip is False
+    # a run folder written before the default: resumed as it trained, without the skip
+    saved = {k: v for k, v in Config(layout="per-sample", samples=SKIP_FROM).to_dict().items() if k != "linear_skip"}
+    assert Config.from_run(saved).resolve().linear_skip is False
+
+
 def test_the_skip_flag_reaches_the_config_and_a_non_boolean_is_refused():
     from mdnjax.cli import flags
 
@@ -517,6 +540,6 @@ def test_the_skip_flag_reaches_the_config_and_a_non_boolean_is_refused():
 
     assert config(["--prior", "gaussian_linear", "--linear-skip"]).linear_skip is True
     assert config(["--prior", "gaussian_linear", "--no-linear-skip"]).linear_skip is False
-    assert config(["--prior", "gaussian_linear"]).linear_skip is False
+    assert config(["--prior", "gaussian_linear"]).linear_skip is None  # the default, decided by resolve
     with pytest.raises(ConfigError, match="linear_skip must be true or false"):
         Config(linear_skip="yes").resolve()
