@@ -95,7 +95,7 @@ def on_sbibm(
     obs: list[int],
     rounds: int,
     per_round: int,
-    skip: bool = False,
+    skip: bool | None = None,
     components: int | None = None,
 ) -> None:
     for name in names:
