@@ -23,6 +23,8 @@ import numpy as np
 
 PER_SAMPLE_LAYOUT = "per-sample"  # every (θ, y) pair its own bucket, trained in minibatches
 SKIP_FROM = 100_000  # simulations from which the per-sample layout's linear skip is on by default
+# (``samples``, or every row of stored simulations: their held-out share counts, as a simulated
+# run's validation share does)
 LAYOUTS = ("packed", "padded", "binned", PER_SAMPLE_LAYOUT)  # what a run trains on ("auto" picks one)
 AUTO = "auto"
 WEIGHTINGS = ("per-y", "per-sample")
@@ -205,8 +207,9 @@ class Config:
             least-squares map of the standardised θ on y over the training pairs (the inputs
             whose coefficient is significant, ``batches.skip_kernel``) and keeps it fixed, so the
             network learns what is left; the bucketed layouts train it from zero. ``None`` (the
-            default): on for the per-sample layout from ``SKIP_FROM`` simulations with an MLP
-            embedding (or none), off otherwise (measured: docs/quality.md).
+            default): on for the per-sample layout from ``SKIP_FROM`` simulations (``samples``,
+            or every row of stored simulations, held-out ones included) with an MLP embedding (or
+            none), off otherwise (measured: docs/quality.md).
         memory_budget: GiB the per-sample layout may hold of stored simulations (None: half of
             the memory available); above it a run streams them from disk chunk by chunk
             (``mdnjax.train.streamed``).
@@ -266,6 +269,10 @@ class Config:
             raise ConfigError(f"lr must be a finite number > 0, got {lr!r}", "lr")
         samples, chosen_layout = _integer("samples", self.samples, 2), _layout(self.layout, task)
         embedding = _embedding(self.embedding)
+        from mdnjax import sources  # here: sources builds on this module
+
+        stored = sources.stored(task)  # stored simulations: every row counts, the held-out share too
+        simulations = samples if stored is None else max(samples, stored.data.count)
         return dataclasses.replace(
             self,
             samples=samples,
@@ -288,7 +295,7 @@ class Config:
             embedding=embedding,
             memory_budget=_budget(self.memory_budget),
             ema=_ema(self.ema),
-            linear_skip=_skip(self.linear_skip, chosen_layout, samples, embedding),
+            linear_skip=_skip(self.linear_skip, chosen_layout, simulations, embedding),
         )
 
     def to_dict(self) -> dict[str, Any]:

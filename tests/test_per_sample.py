@@ -531,6 +531,30 @@ def test_the_skip_is_on_by_default_for_the_per_sample_layout_from_skip_from_simu
     assert Config.from_run(saved).resolve().linear_skip is False
 
 
+def test_stored_simulations_count_every_row_for_the_skip_default_held_out_ones_too():
+    """10^5 simulations read from disk train with the skip as 10^5 simulated ones do, though the
+    held-out share leaves fewer training rows; rounds pooling 10^5 in all likewise."""
+    from mdnjax.config import SKIP_FROM
+    from mdnjax.datasets import Arrays
+    from mdnjax.train import rounds, run
+
+    task = _normal_task(2)
+
+    def resolved(rows):
+        theta, y = task.simulate(np.random.default_rng(0), rows)
+        stored, config = run.with_data(task, Arrays(theta, y), Config(layout="per-sample"))
+        return stored, config.resolve(stored)
+
+    stored, config = resolved(SKIP_FROM)
+    assert config.samples == stored.train_rows < SKIP_FROM  # the held-out share left out of training
+    assert config.linear_skip is True
+    assert resolved(SKIP_FROM - 1)[1].linear_skip is False
+    theta, y = task.simulate(np.random.default_rng(1), SKIP_FROM)
+    halves = [theta[: SKIP_FROM // 2], theta[SKIP_FROM // 2 :]], [y[: SKIP_FROM // 2], y[SKIP_FROM // 2 :]]
+    pooled, config = rounds.pooled_task(task, Config(layout="per-sample"), *map(np.concatenate, halves))
+    assert config.resolve(pooled).linear_skip is True
+
+
 def test_the_skip_flag_reaches_the_config_and_a_non_boolean_is_refused():
     from mdnjax.cli import flags
 
