@@ -118,6 +118,11 @@ def on_sbibm(
                 "wall_s": wall,
                 "cpu_s": cpu,
                 "rounds": [{k: v for k, v in r.items() if k != "at_observed"} for r in out.rounds],
+                "last_round": {  # what trained the q that was scored (the skip's default counts all rounds')
+                    "linear_skip": out.result.config.linear_skip,
+                    "ema": out.result.config.ema,
+                    "components": out.result.config.components,
+                },
             }
             data["runs"][key] = entry
             _save(path, data)
