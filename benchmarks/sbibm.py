@@ -178,7 +178,7 @@ def main(argv=None) -> int:
     p.add_argument("--budgets", nargs="+", type=int, default=[1000, 10000, 100000])
     p.add_argument("--observations", nargs="+", type=int, default=list(range(1, 11)))
     p.add_argument("--quick", action="store_true", help="two_moons and gaussian_linear at 10^3, observations 1–2")
-    p.add_argument("--out", default=str(RESULTS / "sbibm.json"))
+    p.add_argument("--out", help="the results' JSON (default results/sbibm.json; --quick: results/sbibm_quick.json)")
     p.add_argument("--figure-only", action="store_true")
     p.add_argument("--table", action="store_true", help="print the results as a markdown table")
     p.add_argument("--components", type=int, help="K instead of the default (write to another --out)")
@@ -202,8 +202,7 @@ def main(argv=None) -> int:
     xla.configure_cpu()
     if args.quick:
         args.tasks, args.budgets, args.observations = ["two_moons", "gaussian_linear"], [1000], [1, 2]
-        args.out = str(RESULTS / "sbibm_quick.json")
-    path = Path(args.out)
+    path = Path(args.out or RESULTS / ("sbibm_quick.json" if args.quick else "sbibm.json"))
     data = _load(path)
     for other in args.others:  # results of runs written to other files (run side by side)
         data["runs"].update(_load(Path(other))["runs"])
