@@ -54,7 +54,8 @@ def pooled_task(out: Path, record: dict, task, config):
     if not finished:
         raise UsageError(f"{out}: no round finished")
     thetas, ys = [t for t, _, _ in finished], [y for _, y, _ in finished]
-    return rounds_lib.pooled_task(task, config, *rounds_lib.pooled(thetas, ys, config.seed))
+    pooled = rounds_lib.pooled(thetas, ys, config.seed)
+    return rounds_lib.pooled_task(task, config, *pooled, truncated=len(finished) > 1)
 
 
 def observed_of(task, options: dict):
