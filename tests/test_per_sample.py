@@ -533,8 +533,7 @@ def test_the_skip_is_on_by_default_for_the_per_sample_layout_from_skip_from_simu
 
 def test_stored_simulations_count_every_row_for_the_skip_default_held_out_ones_too():
     """10^5 simulations read from disk train with the skip as 10^5 simulated ones do, though the
-    held-out share leaves fewer training rows; rounds pooling 10^5 prior draws likewise, but not
-    once truncated rounds' draws are among them (unless asked for)."""
+    held-out share leaves fewer training rows; rounds pooling 10^5 in all likewise."""
     from mdnjax.config import SKIP_FROM
     from mdnjax.datasets import Arrays
     from mdnjax.train import rounds, run
@@ -553,11 +552,6 @@ def test_stored_simulations_count_every_row_for_the_skip_default_held_out_ones_t
     theta, y = task.simulate(np.random.default_rng(1), SKIP_FROM)
     halves = [theta[: SKIP_FROM // 2], theta[SKIP_FROM // 2 :]], [y[: SKIP_FROM // 2], y[SKIP_FROM // 2 :]]
     pooled, config = rounds.pooled_task(task, Config(layout="per-sample"), *map(np.concatenate, halves))
-    assert config.resolve(pooled).linear_skip is True
-    pooled, config = rounds.pooled_task(task, Config(layout="per-sample"), *map(np.concatenate, halves), truncated=True)
-    assert config.resolve(pooled).linear_skip is False
-    asked = Config(layout="per-sample", linear_skip=True)
-    pooled, config = rounds.pooled_task(task, asked, *map(np.concatenate, halves), truncated=True)
     assert config.resolve(pooled).linear_skip is True
 
 

@@ -54,8 +54,7 @@ def pooled_task(out: Path, record: dict, task, config):
     if not finished:
         raise UsageError(f"{out}: no round finished")
     thetas, ys = [t for t, _, _ in finished], [y for _, y, _ in finished]
-    pooled = rounds_lib.pooled(thetas, ys, config.seed)
-    return rounds_lib.pooled_task(task, config, *pooled, truncated=len(finished) > 1)
+    return rounds_lib.pooled_task(task, config, *rounds_lib.pooled(thetas, ys, config.seed))
 
 
 def observed_of(task, options: dict):

@@ -176,7 +176,7 @@ def fit_rounds(
         ys.append(y)
         pooled = _pooled(thetas, ys, config.seed, r)
         stage(f"round {r + 1}/{rounds}: training on {len(pooled[0]):,} simulations")
-        stored, settings = pooled_task(task, config, *pooled, truncated=r > 0)
+        stored, settings = pooled_task(task, config, *pooled)
         checked, choice = run.chosen(stored, settings)
         if config.epochs is None and not checked.per_sample:  # see ROUND_EPOCHS
             settings = dataclasses.replace(settings, epochs=ROUND_EPOCHS * checked.epochs)
@@ -201,15 +201,10 @@ def fit_rounds(
     return RoundsResult(result, stored, records, np.concatenate(thetas), np.concatenate(ys))
 
 
-def pooled_task(task, config: Config, theta, y, truncated: bool = False):
-    """(a ``sources.StoredTask`` over the pooled pairs, the config with their training rows).
-    ``truncated``: the pairs hold draws from the truncated prior (every round after the first),
-    where the linear skip stays off unless asked for: its default was measured on prior draws,
-    and on truncated rounds it cost bernoulli_glm (docs/quality.md)."""
+def pooled_task(task, config: Config, theta, y):
+    """(a ``sources.StoredTask`` over the pooled pairs, the config with their training rows)."""
     from mdnjax.train import run
 
-    if truncated and config.linear_skip is None:
-        config = dataclasses.replace(config, linear_skip=False)
     stored, config = run.with_data(task, datasets.Arrays(theta, y, support=[tuple(b) for b in task.support]), config)
     stored.observed_only = True  # its q answers for y_o alone: reports skip the other y's exact posteriors
     return stored, config
