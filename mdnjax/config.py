@@ -272,7 +272,7 @@ class Config:
         from mdnjax import sources  # here: sources builds on this module
 
         stored = sources.stored(task)  # stored simulations: every row counts, the held-out share too
-        simulations = samples if stored is None else max(samples, stored.data.count)
+        simulations = samples if stored is None else stored.data.count
         return dataclasses.replace(
             self,
             samples=samples,

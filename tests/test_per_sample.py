@@ -549,9 +549,9 @@ def test_stored_simulations_count_every_row_for_the_skip_default_held_out_ones_t
     assert config.samples == stored.train_rows < SKIP_FROM  # the held-out share left out of training
     assert config.linear_skip is True
     assert resolved(SKIP_FROM - 1)[1].linear_skip is False
-    theta, y = task.simulate(np.random.default_rng(1), SKIP_FROM)
-    halves = [theta[: SKIP_FROM // 2], theta[SKIP_FROM // 2 :]], [y[: SKIP_FROM // 2], y[SKIP_FROM // 2 :]]
-    pooled, config = rounds.pooled_task(task, Config(layout="per-sample"), *map(np.concatenate, halves))
+    pooled, config = rounds.pooled_task(
+        task, Config(layout="per-sample"), *task.simulate(np.random.default_rng(1), SKIP_FROM)
+    )
     assert config.resolve(pooled).linear_skip is True
 
 
