@@ -185,6 +185,7 @@ def main(argv=None) -> int:
     p.add_argument("--hidden", type=int, nargs="+", help="backbone widths instead of the default (another --out)")
     p.add_argument("--batch-size", type=int, help="per-sample batch instead of the default (another --out)")
     p.add_argument("--epochs", type=int, help="at most this many passes (another --out)")
+    p.add_argument("--lr", type=float, help="Adam's step instead of the default (another --out)")
     p.add_argument(
         "--linear-skip",
         action=argparse.BooleanOptionalAction,
@@ -222,6 +223,7 @@ def main(argv=None) -> int:
                             ("hidden", args.hidden),
                             ("batch_size", args.batch_size),
                             ("epochs", args.epochs),
+                            ("lr", args.lr),
                             ("linear_skip", args.linear_skip),
                             ("embedding", args.embedding),
                             ("seed", args.seed),
