@@ -5,7 +5,7 @@ A run folder holds:
 | file | what it holds |
 |---|---|
 | ``run.json`` | the run's claim on the folder; how it was started (task, command-line options) |
-| ``config.json`` | the ``Config`` |
+| ``config.json`` | the ``Config``, its defaults filled in when training starts (the layout as asked) |
 | ``task.json`` | the task's record (``Task.describe()``) |
 | ``posterior.npz`` / ``posterior.json`` | the trained posterior: parameters and what ``load`` needs |
 | ``checkpoint.npz`` | the resumable training state (``train.TrainState`` and the losses) |

@@ -133,6 +133,21 @@ def test_a_per_sample_run_from_before_the_moving_average_resumes_without_one(tmp
     np.testing.assert_array_equal(json.loads((out / checkpoint.METRICS).read_text())["loss"], straight.losses)
 
 
+def test_a_resume_trains_with_the_defaults_the_run_started_with(tmp_path, capsys, monkeypatch):
+    from mdnjax import config as settings
+
+    out = tmp_path / "run"
+    flags = ["--prior", "two_moons", "--samples", "3000", "--no-plots"]
+    assert cli.main([*flags, "--epochs", "2", "--out", str(out)]) == 0
+    kept = json.loads((out / checkpoint.CONFIG).read_text())
+    assert kept["layout"] == "auto" and kept["linear_skip"] is False and kept["hidden"] == [64, 64]
+    monkeypatch.setattr(settings, "SKIP_FROM", 1000)  # a later version's default: the skip from 10^3
+    assert mdnjax.Config(samples=3000, layout="per-sample").resolve().linear_skip
+    assert cli.main(["--resume", str(out), "--epochs", "4"]) == 0, capsys.readouterr().err
+    straight = mdnjax.fit("two_moons", Config(samples=3000, layout="per-sample", epochs=4, linear_skip=False))
+    np.testing.assert_array_equal(json.loads((out / checkpoint.METRICS).read_text())["loss"], straight.losses)
+
+
 def test_no_plots_is_remembered_by_resume(tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(["--prior", "gamma", "--samples", "5000", "--epochs", "20", "--no-plots", "--out", str(out)]) == 0

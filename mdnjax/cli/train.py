@@ -107,7 +107,7 @@ def _train(prog, t_start, lead, out, created, record, task, config, state, histo
     resuming = state is not None
     start = int(state.epoch) if resuming else 0
     try:
-        config, choice = train.chosen(task, config)  # the layout decided: its settings printed
+        asked, (config, choice) = config, train.chosen(task, config)  # the layout decided: its settings printed
     except (ConfigError, simulation.SimulationError) as err:
         if not resuming and lead:
             checkpoint.release_run_dir(out, created)
@@ -117,6 +117,14 @@ def _train(prog, t_start, lead, out, created, record, task, config, state, histo
         if not resuming and lead:
             checkpoint.release_run_dir(out, created)
         return user_error(prog, err)
+    if lead and not resuming:  # a resume trains on with these, whatever a later version's defaults
+        try:
+            checkpoint.atomic_write(out / checkpoint.CONFIG, _settled(asked, config).to_json().encode())
+        except OSError as err:
+            checkpoint.release_run_dir(out, created)
+            reason = err.strerror or err
+            print(f"{prog}: error: --out {out}: cannot write {checkpoint.CONFIG}: {reason}", file=sys.stderr)
+            return 1
     print(
         f"mdnjax: task={task.name} samples={config.samples:,} K={config.components}"
         f"{' +linear skip' if config.linear_skip else ''} recipe={config.recipe} "
@@ -174,6 +182,14 @@ def _train(prog, t_start, lead, out, created, record, task, config, state, histo
     if not lead:  # other processes of a multi-process run write nothing
         return 0 if result.diverged_at is None and result.stopped_at is None else 1
     return _finish(prog, t_start, out, record, task, config, result, start)
+
+
+def _settled(asked, resolved):
+    """The config a run folder keeps: every default filled in as ``resolved`` has it, the layout as
+    asked (``auto`` keeps what it drops on auto: nothing; a layout named drops rare y)."""
+    import dataclasses
+
+    return dataclasses.replace(resolved, layout=asked.layout)
 
 
 def _finish(prog, t_start, out, record, task, config, result, start: int) -> int:
