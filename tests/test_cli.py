@@ -406,3 +406,22 @@ def test_ctrl_c_during_the_report_keeps_the_trained_posterior(tmp_path, capsys, 
     assert len(errors) == 1 and "the report failed after training (interrupted)" in errors[0]
     assert json.loads((out / "metrics.json").read_text())["status"] == "report failed"
     assert np.isfinite(float(mdnjax.load(out).mean(30)))
+
+
+def test_values_that_start_with_a_minus_are_values_not_unknown_flags(tmp_path, capsys):
+    from mdnjax import datasets
+    from mdnjax.__main__ import main as mdnjax_main
+    from mdnjax.cli import flags
+
+    args = flags.train_parser().parse_args(["--prior", "two_moons", "--observed", "-1e-3", "-.5"])
+    assert args.observed == [-0.001, -0.5]  # argparse alone: "expected at least one argument"
+    rng = np.random.default_rng(0)
+    theta = np.stack([rng.normal(size=50), rng.uniform(0.1, 1.0, size=50)], axis=1)
+    np.savez(tmp_path / "s.npz", theta=theta, y=rng.normal(size=50))
+    out = tmp_path / "imp"
+    assert mdnjax_main(["import", str(tmp_path / "s.npz"), "--out", str(out), "--support", "-inf,inf", "0,inf"]) == 0
+    assert [tuple(b) for b in datasets.open_dataset(out).support] == [(-np.inf, np.inf), (0.0, np.inf)]
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match="2"):  # a flag that is no number is still refused
+        cli.main(["--prior", "beta", "-x"])
+    assert "unrecognized arguments: -x" in capsys.readouterr().err

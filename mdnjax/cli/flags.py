@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 
 TRAIN = "mdnjax.train"
 
@@ -72,6 +73,13 @@ class UsageError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
+    """argparse, with every error one line, and a value that starts with a minus and a number or
+    ``inf`` (``-1e-3``, ``-inf,inf``) read as a value, not as an unknown flag."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-(\.?\d|inf)", re.IGNORECASE)  # argparse's: -1, -.5 only
+
     def error(self, message):  # one line, exit 2, no usage dump
         self.exit(2, f"{self.prog}: error: {message}\n")
 
