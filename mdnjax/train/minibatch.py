@@ -38,7 +38,7 @@ from mdnjax.embeddings import Embedding
 from mdnjax.posterior import Posterior, PosteriorSpec
 from mdnjax.simulation import summarize_warnings
 from mdnjax.train.loop import Progress, kept
-from mdnjax.train.passes import Pairs, SampleState, _pass, decay, optimizer, optimizer_key, state_of
+from mdnjax.train.passes import Pairs, SampleState, _pass, decay, drive, optimizer, optimizer_key, state_of, timings_of
 
 
 class Result(NamedTuple):
@@ -154,8 +154,6 @@ def fit(
     start = int(state.epoch)
     if start > config.epochs:
         raise ConfigError(f"the run already trained {start} passes: ask for more than that", "epochs")
-    past = np.zeros((0, 2), np.float32) if history is None else np.asarray(history, np.float32).reshape(-1, 2)
-    train_hist, val_hist = [float(v) for v in past[:, 0]], [float(v) for v in past[:, 1]]
     stage(f"compiling the training pass ({steps:,} steps of {batch:,} pairs; {val_idx.size:,} for validation)")
     plateau = config.patience // 4 if config.schedule == "plateau" else 0
     rho = decay(config.ema, steps)
@@ -164,55 +162,25 @@ def fit(
     t0 = time.perf_counter()
     compiled = run.lower(state, device_pairs, key).compile()
     timings["compile_s"] = time.perf_counter() - t0
-    log_every = max(1, min(config.log_every, 10))
     jacobian = float(np.sum(np.log(theta_std.scale)))  # the validation NLL of u, not of z
-    diverged_at = stopped_at = early = None
-    train_s, epoch, last_log = 0.0, start, start
 
-    def checkpoint():
-        if on_checkpoint is not None:
-            on_checkpoint(
-                parallel.host(state),
-                np.stack([train_hist, val_hist], axis=1).astype(np.float32)
-                if train_hist
-                else np.zeros((0, 2), np.float32),
-            )
-
-    while epoch < config.epochs:
-        t0 = time.perf_counter()
+    def one_pass(state, epoch):
         state, (tr, va) = compiled(state, device_pairs, key)
-        tr, va = float(tr) + jacobian, float(va) + jacobian
-        train_s += time.perf_counter() - t0
-        epoch += 1
-        train_hist.append(tr)
-        val_hist.append(va)
-        if callback is not None and (epoch - last_log >= log_every or epoch == config.epochs):
-            chunk = np.asarray(train_hist[-(epoch - last_log) :], np.float32)
-            callback(Progress(epoch, config.epochs, chunk, 1e3 * train_s / (epoch - start), va))
-            last_log = epoch
-        if not np.isfinite(tr):
-            diverged_at = epoch
-            break
-        if int(state.since_best) >= config.patience:
-            early = epoch
-            break
-        if epoch < config.epochs and should_stop is not None and should_stop():
-            stopped_at = epoch
-            checkpoint()
-            break
-        if checkpoint_every and epoch % checkpoint_every == 0 and epoch < config.epochs:
-            checkpoint()
-    if stopped_at is None:
-        checkpoint()
-    host = parallel.host(state)
-    passes = max(epoch - start, 1)
-    timings.update(
-        {
-            "train_s": train_s,
-            "epochs_per_s": passes / train_s if train_s > 0 else float("nan"),
-            "ms_per_epoch": 1e3 * train_s / passes,
-        }
+        return state, float(tr) + jacobian, float(va) + jacobian
+
+    driven = drive(
+        one_pass,
+        state,
+        config,
+        history,
+        callback=callback,
+        on_checkpoint=on_checkpoint,
+        checkpoint_every=checkpoint_every,
+        should_stop=should_stop,
     )
+    train_hist, val_hist = driven.train, driven.validation
+    host = parallel.host(driven.state)
+    timings.update(timings_of(driven))
     report["skipped_steps"] = int(host.skipped)
     best_epoch = int(np.nanargmin(np.asarray(val_hist, np.float64))) + 1 if np.isfinite(val_hist).any() else 0
     report["best_validation"] = float(host.best_loss) + jacobian
@@ -228,10 +196,10 @@ def fit(
         timings,
         report,
         config,
-        diverged_at,
-        stopped_at,
+        driven.diverged_at,
+        driven.stopped_at,
         best_epoch,
-        early,
+        driven.early_stopped_at,
         heldout,
     )
 

@@ -1,21 +1,24 @@
 """The per-sample layout's compiled pass: its state, the optimiser, the Adam steps over shuffled
 minibatches in one ``lax.scan`` and the end of a pass (validation loss, best parameters, patience,
-the plateau schedule). ``minibatch.fit`` (data resident on the device) and ``streamed.fit`` (data
-streamed in blocks) both run these."""
+the plateau schedule), and the host loop over passes (``drive``: progress, stopping, checkpoints).
+``minibatch.fit`` (data resident on the device) and ``streamed.fit`` (data streamed in blocks) both
+run these."""
 
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from mdnjax import batches, objective
+from mdnjax import batches, objective, parallel
 from mdnjax.config import Config
-from mdnjax.train.loop import all_finite, flattened, select
+from mdnjax.train.loop import Progress, all_finite, flattened, select
 
 CLIP = 5.0  # the global gradient norm Adam's steps are clipped to
 
@@ -177,3 +180,82 @@ def _loss(params, x, theta, *, graphdef):
     if "means_skip" in params:  # the linear skip is set before training (``batches.skip_kernel``), not trained
         params = {**params, "means_skip": jax.lax.stop_gradient(params["means_skip"])}
     return objective.sample_nll(params, graphdef, x, theta[:, 0] if theta.shape[1] == 1 else theta)
+
+
+class Driven(NamedTuple):
+    """What ``drive`` leaves: the last state, every pass's losses (those handed in first) and why it ended."""
+
+    state: SampleState
+    train: list[float]  # the training loss of every pass, the run's earlier sessions first
+    validation: list[float]
+    train_s: float  # seconds in the passes of this session
+    passes: int  # passes of this session (at least 1, for rates)
+    diverged_at: int | None  # a non-finite training loss: nothing left to learn from
+    stopped_at: int | None  # ``should_stop`` said so (a checkpoint written)
+    early_stopped_at: int | None  # ``config.patience`` passes without a better validation loss
+
+
+def drive(
+    one_pass,
+    state: SampleState,
+    config: Config,
+    history=None,
+    *,
+    callback=None,
+    on_checkpoint=None,
+    checkpoint_every: int = 0,
+    should_stop=None,
+) -> Driven:
+    """Runs ``one_pass(state, epoch) -> (state, train_loss, validation_loss)`` from ``state.epoch``
+    until ``config.epochs``, a non-finite training loss, ``config.patience`` passes without a better
+    validation loss, or ``should_stop()``; reports to ``callback`` every ``log_every`` passes (at most
+    10) and hands ``on_checkpoint`` the host state and the (passes, 2) losses every
+    ``checkpoint_every`` passes, when stopped and at the end. ``history``: the losses of the run's
+    earlier sessions, (passes, 2)."""
+    start = int(state.epoch)
+    past = np.zeros((0, 2), np.float32) if history is None else np.asarray(history, np.float32).reshape(-1, 2)
+    train_hist, val_hist = [float(v) for v in past[:, 0]], [float(v) for v in past[:, 1]]
+    log_every = max(1, min(config.log_every, 10))
+    diverged_at = stopped_at = early = None
+    train_s, epoch, last_log = 0.0, start, start
+
+    def checkpoint():
+        if on_checkpoint is not None:
+            losses = np.stack([train_hist, val_hist], axis=1) if train_hist else np.zeros((0, 2))
+            on_checkpoint(parallel.host(state), losses.astype(np.float32))
+
+    while epoch < config.epochs:
+        t0 = time.perf_counter()
+        state, tr, va = one_pass(state, epoch)
+        train_s += time.perf_counter() - t0
+        epoch += 1
+        train_hist.append(tr)
+        val_hist.append(va)
+        if callback is not None and (epoch - last_log >= log_every or epoch == config.epochs):
+            chunk = np.asarray(train_hist[-(epoch - last_log) :], np.float32)
+            callback(Progress(epoch, config.epochs, chunk, 1e3 * train_s / (epoch - start), va))
+            last_log = epoch
+        if not np.isfinite(tr):
+            diverged_at = epoch
+            break
+        if int(state.since_best) >= config.patience:
+            early = epoch
+            break
+        if epoch < config.epochs and should_stop is not None and should_stop():
+            stopped_at = epoch
+            checkpoint()
+            break
+        if checkpoint_every and epoch % checkpoint_every == 0 and epoch < config.epochs:
+            checkpoint()
+    if stopped_at is None:
+        checkpoint()
+    return Driven(state, train_hist, val_hist, train_s, max(epoch - start, 1), diverged_at, stopped_at, early)
+
+
+def timings_of(driven: Driven) -> dict:
+    """The training seconds and rates of ``drive``'s passes."""
+    return {
+        "train_s": driven.train_s,
+        "epochs_per_s": driven.passes / driven.train_s if driven.train_s > 0 else float("nan"),
+        "ms_per_epoch": 1e3 * driven.train_s / driven.passes,
+    }

@@ -29,7 +29,6 @@ from mdnjax.config import Config, ConfigError
 from mdnjax.posterior import Posterior
 from mdnjax.simulation import check
 from mdnjax.train import minibatch, passes
-from mdnjax.train.loop import Progress
 
 VALIDATION_CAP = 200_000  # validation pairs kept resident, at most
 CHUNK_SHARE = 8  # a chunk takes at most 1/CHUNK_SHARE of the budget (the current and the next, their copies)
@@ -222,29 +221,13 @@ def fit(
     start = int(state.epoch)
     if start > config.epochs:
         raise ConfigError(f"the run already trained {start} passes: ask for more than that", "epochs")
-    past = np.zeros((0, 2), np.float32) if history is None else np.asarray(history, np.float32).reshape(-1, 2)
-    train_hist, val_hist = [float(v) for v in past[:, 0]], [float(v) for v in past[:, 1]]
     runs = {}
     rho = passes.decay(config.ema, steps_per_pass)
     close = make_close(graphdef, config.patience // 4 if config.schedule == "plateau" else 0)
     key = jax.random.key(config.seed)
     jacobian = float(np.sum(np.log(theta_std.scale)))
-    diverged_at = stopped_at = early = None
-    train_s, epoch = 0.0, start
-    log_every = max(1, min(config.log_every, 10))
-    last_log = start
 
-    def checkpoint():
-        if on_checkpoint is not None:
-            hist = (
-                np.stack([train_hist, val_hist], axis=1).astype(np.float32)
-                if train_hist
-                else np.zeros((0, 2), np.float32)
-            )
-            on_checkpoint(parallel.host(state), hist)
-
-    while epoch < config.epochs:
-        t0 = time.perf_counter()
+    def one_pass(state, epoch):
         pass_key = jax.random.fold_in(key, epoch)
         order = np.asarray(jax.random.permutation(jax.random.fold_in(pass_key, 0xC4), len(starts)))
         total, count = 0.0, 0
@@ -264,45 +247,21 @@ def fit(
                 pending = standard(*_training_rows(task, split, a, min(n_train, a + chunk), config.space, allow_nan))
         state, va = close(state, val_x, val_z)
         tr = float(total) / max(int(count), 1) + jacobian if int(count) else float("nan")
-        va = float(va) + jacobian
-        train_s += time.perf_counter() - t0
-        epoch += 1
-        train_hist.append(tr)
-        val_hist.append(va)
-        if callback is not None and (epoch - last_log >= log_every or epoch == config.epochs):
-            callback(
-                Progress(
-                    epoch,
-                    config.epochs,
-                    np.asarray(train_hist[-(epoch - last_log) :], np.float32),
-                    1e3 * train_s / (epoch - start),
-                    va,
-                )
-            )
-            last_log = epoch
-        if not np.isfinite(tr):
-            diverged_at = epoch
-            break
-        if int(state.since_best) >= config.patience:
-            early = epoch
-            break
-        if epoch < config.epochs and should_stop is not None and should_stop():
-            stopped_at = epoch
-            checkpoint()
-            break
-        if checkpoint_every and epoch % checkpoint_every == 0 and epoch < config.epochs:
-            checkpoint()
-    if stopped_at is None:
-        checkpoint()
-    host = parallel.host(state)
-    passes_run = max(epoch - start, 1)
-    timings.update(
-        {
-            "train_s": train_s,
-            "epochs_per_s": passes_run / train_s if train_s > 0 else float("nan"),
-            "ms_per_epoch": 1e3 * train_s / passes_run,
-        }
+        return state, tr, float(va) + jacobian
+
+    driven = passes.drive(
+        one_pass,
+        state,
+        config,
+        history,
+        callback=callback,
+        on_checkpoint=on_checkpoint,
+        checkpoint_every=checkpoint_every,
+        should_stop=should_stop,
     )
+    train_hist, val_hist = driven.train, driven.validation
+    host = parallel.host(driven.state)
+    timings.update(passes.timings_of(driven))
     report = {
         "samples": n,
         "moved_to_interior": 0,
@@ -334,10 +293,10 @@ def fit(
         timings,
         report,
         config,
-        diverged_at,
-        stopped_at,
+        driven.diverged_at,
+        driven.stopped_at,
         best_epoch,
-        early,
+        driven.early_stopped_at,
         heldout,
     )
 
