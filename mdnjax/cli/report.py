@@ -72,10 +72,15 @@ def write_report(prog: str, t_start: float, out: Path, record: dict, task, confi
         f"compile {t.get('compile_s', 0):.2f} s, train {t.get('train_s', 0):.2f} s "
         f"({t.get('ms_per_epoch', 0):.2f} ms/epoch), wall {time.perf_counter() - t_start:.1f} s"
     )
-    files = ["run.json", "config.json", "task.json", "posterior.npz", "posterior.json", "checkpoint.npz"]
-    files += ["rounds.json", "rounds.png", "rounds/", "metrics.json", *report.figures(payload, out)]
-    print(f"saved to {out}/ ({', '.join(f for f in files if (out / f).exists())})")
+    _print_saved(out, report.figures(payload, out))
     return 0
+
+
+def _print_saved(out: Path, figures) -> None:
+    """The closing line: the files of the run folder that are there, the figures last."""
+    files = ["run.json", "config.json", "task.json", "posterior.npz", "posterior.json", "checkpoint.npz"]
+    files += ["rounds.json", "rounds.png", "rounds/", "metrics.json", *figures]
+    print(f"saved to {out}/ ({', '.join(f for f in files if (out / f).exists())})")
 
 
 def _write_sample_report(prog: str, t_start: float, out: Path, record: dict, task, result) -> int:
@@ -109,15 +114,7 @@ def _write_sample_report(prog: str, t_start: float, out: Path, record: dict, tas
         f"train {t.get('train_s', 0):.2f} s "
         f"({t.get('ms_per_epoch', 0):.1f} ms/pass), wall {time.perf_counter() - t_start:.1f} s"
     )
-    files = ["run.json", "config.json", "task.json", "posterior.npz", "posterior.json", "checkpoint.npz"]
-    files += [
-        "rounds.json",
-        "rounds.png",
-        "rounds/",
-        "metrics.json",
-        *report_sample.figures(out, len(payload["observations"])),
-    ]
-    print(f"saved to {out}/ ({', '.join(f for f in files if (out / f).exists())})")
+    _print_saved(out, report_sample.figures(out, len(payload["observations"])))
     return 0
 
 
