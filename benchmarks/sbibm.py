@@ -122,7 +122,7 @@ def figure(data: dict, path: Path) -> None:
             ax.scatter([b] * len(vals), vals, s=8, color="C0", alpha=0.4)
             if 0 < len(vals) < 10:  # a partial run: say how many observations its mean covers
                 at = (b, v["mean_c2st"])
-                ax.annotate(f"{len(vals)} obs", at, fontsize=7, xytext=(4, -10), textcoords="offset points")
+                ax.annotate(f"{len(vals)} obs", at, fontsize=7, xytext=(-30, -12), textcoords="offset points")
         ax.plot(xs, [v["mean_c2st"] for b, v in runs if v.get("c2st")], "o-", color="C0", label="mdnjax (mean)")
         ax.axhline(0.5, color="k", lw=0.5)
         ax.set(xscale="log", ylim=(0.45, 1.02), title=name, xlabel="simulations", ylabel="C2ST")
