@@ -80,8 +80,8 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self._negative_number_matcher = re.compile(r"^-(\.?\d|inf)", re.IGNORECASE)  # argparse's: -1, -.5 only
 
-    def error(self, message):  # one line, exit 2, no usage dump
-        self.exit(2, f"{self.prog}: error: {message}\n")
+    def error(self, message):  # one line, exit 2, no usage dump, named as every other error of the command
+        self.exit(2, f"{self.prog.removeprefix('python -m ')}: error: {message}\n")
 
 
 def number(kind):
