@@ -149,6 +149,17 @@ def load_tree(path, template, extra: tuple[str, ...] = (), *, finite: bool = Fal
     return (tree, more) if extra else tree
 
 
+def tree_names(path) -> list[str]:
+    """The names of the arrays of ``save_tree``'s file (``FormatError`` if missing or corrupt)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return list(data.files)
+    except FileNotFoundError:
+        raise FormatError(f"no {Path(path).name} in {Path(path).parent}") from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+        raise FormatError(f"{path} is corrupt or incomplete ({type(err).__name__}: {err})") from None
+
+
 def claim_run_dir(path: Path, record: dict) -> bool:
     """Creates ``path`` (if needed) and claims it for one run by creating ``run.json`` exclusively.
 

@@ -146,6 +146,11 @@ def test_a_resume_trains_with_the_defaults_the_run_started_with(tmp_path, capsys
     assert cli.main(["--resume", str(out), "--epochs", "4"]) == 0, capsys.readouterr().err
     straight = mdnjax.fit("two_moons", Config(samples=3000, layout="per-sample", epochs=4, linear_skip=False))
     np.testing.assert_array_equal(json.loads((out / checkpoint.METRICS).read_text())["loss"], straight.losses)
+    old = tmp_path / "old"  # a folder from before config.json kept its defaults: the skip read from the state
+    assert cli.main([*flags, "--epochs", "2", "--no-linear-skip", "--out", str(old)]) == 0
+    (old / checkpoint.CONFIG).write_text(json.dumps({**kept, "linear_skip": None, "hidden": None, "lr": None}))
+    assert cli.main(["--resume", str(old), "--epochs", "4"]) == 0, capsys.readouterr().err
+    np.testing.assert_array_equal(json.loads((old / checkpoint.METRICS).read_text())["loss"], straight.losses)
 
 
 def test_no_plots_is_remembered_by_resume(tmp_path, capsys):

@@ -49,6 +49,9 @@ def resume_setup(args: dict, lead: bool = True):
         record = checkpoint.read_json(out / checkpoint.RUN)
         task = run_task(out, record)
         config = Config.from_run(checkpoint.read_json(out / checkpoint.CONFIG))
+        if config.linear_skip is None:  # a folder from before config.json kept its defaults: the state says
+            names = checkpoint.tree_names(out / checkpoint.CHECKPOINT)
+            config = dataclasses.replace(config, linear_skip=any("/means_skip/" in n for n in names))
         if "epochs" in args:
             config = dataclasses.replace(config, epochs=args["epochs"])
         task, config = reattach(task, record, config)
