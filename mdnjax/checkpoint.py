@@ -128,14 +128,9 @@ def load_tree(path, template, extra: tuple[str, ...] = (), *, finite: bool = Fal
         FormatError: missing, truncated, corrupt or mismatched.
     """
     names = _flat(template, "tree/")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in names}
-            more = {k: data[f"extra/{k}"] for k in extra}
-    except FileNotFoundError:
-        raise FormatError(f"no {Path(path).name} in {Path(path).parent}") from None
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as err:
-        raise FormatError(f"{path} is corrupt or incomplete ({type(err).__name__}: {err})") from None
+    with _npz(path) as data:
+        arrays = {name: data[name] for name in names}
+        more = {k: data[f"extra/{k}"] for k in extra}
     for name, ref in names.items():
         got = arrays[name]
         if got.shape != ref.shape or got.dtype != ref.dtype:
@@ -151,12 +146,19 @@ def load_tree(path, template, extra: tuple[str, ...] = (), *, finite: bool = Fal
 
 def tree_names(path) -> list[str]:
     """The names of the arrays of ``save_tree``'s file (``FormatError`` if missing or corrupt)."""
+    with _npz(path) as data:
+        return list(data.files)
+
+
+@contextlib.contextmanager
+def _npz(path):
+    """An ``.npz`` opened without pickles; missing, corrupt or lacking an array read: ``FormatError``."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            return list(data.files)
+            yield data
     except FileNotFoundError:
         raise FormatError(f"no {Path(path).name} in {Path(path).parent}") from None
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as err:
         raise FormatError(f"{path} is corrupt or incomplete ({type(err).__name__}: {err})") from None
 
 
